@@ -1,0 +1,199 @@
+"""HTTP lookups and decisions, served by every worker and routed to the owner of the key."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams.api.decisions import newsletter_popup
+from streams.codec import now_ms
+from streams.events import IdentifierKind
+from streams.identity.resolver import identifier_key
+from streams.observability import LOOKUP_SECONDS, READY, REGISTRY
+from streams.profiles.model import Profile
+
+if TYPE_CHECKING:
+    from streams.app import Runtime
+
+log = logging.getLogger(__name__)
+
+MAX_IDENTIFIER_CHARS = 512
+DAY_MS = 86_400_000
+
+
+class BadRequest(Exception):
+    """A request the caller must fix; answered with 400 and the message."""
+
+
+class NotReady(Exception):
+    """The worker does not (yet) know who owns the key; answered with 503."""
+
+
+def identifier_from_query(request: Request, allowed: tuple[IdentifierKind, ...]) -> str:
+    """The one identifier a lookup names, as an identity-table key."""
+    given = [(kind, request.query[kind.value]) for kind in allowed if kind.value in request.query]
+    names = ", ".join(kind.value for kind in allowed)
+    if len(given) != 1:
+        raise BadRequest(f"give exactly one of: {names}")
+    kind, value = given[0]
+    value = value.strip()
+    if not value or len(value) > MAX_IDENTIFIER_CHARS:
+        raise BadRequest(f"{kind.value} must be 1 to {MAX_IDENTIFIER_CHARS} characters")
+    if kind is IdentifierKind.EMAIL:
+        value = value.lower()
+    return identifier_key(kind, value)
+
+
+def install(runtime: Runtime) -> None:
+    app = runtime.app
+    cooldown_ms = int(runtime.settings.popup_cooldown_days * DAY_MS)
+
+    def owner_url(table: Any, key: bytes) -> str | None:
+        """Base URL of the worker owning ``key`` in ``table``, or None when it is this one."""
+        try:
+            url = app.router.key_store(table.name, key)
+        except KeyError as exc:
+            raise NotReady("partition ownership is not known yet; retry shortly") from exc
+        own = app.conf.canonical_url
+        if (url.host, url.port) == (own.host, own.port):
+            return None
+        return str(url).rstrip("/")
+
+    async def fetch_remote(url: str) -> tuple[int, Any]:
+        async with app.http_client.get(url) as response:
+            return response.status, await response.json()
+
+    async def profile_by_id(profile_id: str) -> tuple[int, dict[str, Any] | None]:
+        """(status, profile dict) from the owner of the profile, local or remote."""
+        key = profile_id.encode()
+        remote = owner_url(runtime.profiles, key)
+        if remote is not None:
+            status, body = await fetch_remote(f"{remote}/profiles/{profile_id}")
+            return status, body if status == 200 else None
+        stored: bytes | None = runtime.profiles.get(key)
+        if stored is None:
+            return 404, None
+        return 200, Profile.from_json(stored).to_dict()
+
+    async def profile_id_for(key: str) -> str | None:
+        remote = owner_url(runtime.identities, key.encode())
+        if remote is not None:
+            status, body = await fetch_remote(f"{remote}/identities/{key}")
+            return str(body["profile_id"]) if status == 200 else None
+        owner: bytes | None = runtime.identities.get(key.encode())
+        return owner.decode() if owner is not None else None
+
+    class CdpView(View):
+        """Turns domain errors into JSON 4xx/5xx answers and times every request."""
+
+        endpoint = "other"
+
+        async def dispatch(self, request: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await super().dispatch(request)
+            except BadRequest as exc:
+                return self.json({"error": "bad_request", "message": str(exc)}, status=400)
+            except NotReady as exc:
+                return self.json({"error": "not_ready", "message": str(exc)}, status=503)
+            except Exception:
+                # Callers get a message, never a traceback; the log keeps the details.
+                log.exception("lookup failed")
+                return self.json(
+                    {"error": "internal", "message": "the lookup failed; see the worker log"},
+                    status=500,
+                )
+            finally:
+                LOOKUP_SECONDS.labels(self.endpoint).observe(time.perf_counter() - started)
+
+        def not_found(self, message: str) -> Response:
+            return self.json({"error": "not_found", "message": message}, status=404)
+
+    @app.page("/profiles/{profile_id}")
+    class ProfileById(CdpView):
+        endpoint = "profile_by_id"
+
+        async def get(self, request: Request, profile_id: str) -> Response:
+            if not profile_id.startswith("p_") or len(profile_id) > 64:
+                raise BadRequest("profile ids look like p_<24 hex characters>")
+            status, profile = await profile_by_id(profile_id)
+            if profile is None:
+                return self.not_found(f"no profile {profile_id}")
+            return self.json(profile, status=status)
+
+    @app.page("/profiles")
+    class ProfileByIdentifier(CdpView):
+        endpoint = "profile_by_identifier"
+
+        async def get(self, request: Request) -> Response:
+            key = identifier_from_query(request, tuple(IdentifierKind))
+            profile_id = await profile_id_for(key)
+            if profile_id is None:
+                return self.not_found("no profile for that identifier")
+            _, profile = await profile_by_id(profile_id)
+            if profile is None:
+                return self.not_found("no profile for that identifier")
+            return self.json(profile)
+
+    @app.page("/identities/{key}")
+    class IdentityOwner(CdpView):
+        """Internal hop: which profile an identifier belongs to, asked of the key's owner."""
+
+        endpoint = "identity"
+
+        async def get(self, request: Request, key: str) -> Response:
+            profile_id = await profile_id_for(key)
+            if profile_id is None:
+                return self.not_found("unknown identifier")
+            return self.json({"profile_id": profile_id})
+
+    @app.page("/decisions/newsletter-popup")
+    class NewsletterPopup(CdpView):
+        endpoint = "newsletter_popup"
+
+        async def get(self, request: Request) -> Response:
+            key = identifier_from_query(request, tuple(IdentifierKind))
+            profile_id = await profile_id_for(key)
+            profile = None
+            if profile_id is not None:
+                _, found = await profile_by_id(profile_id)
+                profile = Profile.from_dict(found) if found is not None else None
+            decision = newsletter_popup(profile, now_ms(), cooldown_ms)
+            return self.json({"show": decision.show, "reason": decision.reason})
+
+    def is_ready() -> bool:
+        ready = (
+            not app.rebalancing
+            and app.tables.recovery.completed.is_set()
+            and bool(app.consumer.assignment())
+        )
+        READY.set(1 if ready else 0)
+        return ready
+
+    @app.page("/health")
+    class Health(CdpView):
+        endpoint = "health"
+
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok"})
+
+    @app.page("/ready")
+    class Ready(CdpView):
+        endpoint = "ready"
+
+        async def get(self, request: Request) -> Response:
+            if is_ready():
+                return self.json({"ready": True})
+            return self.json({"ready": False}, status=503)
+
+    @app.page("/metrics")
+    class Metrics(CdpView):
+        endpoint = "metrics"
+
+        async def get(self, request: Request) -> Response:
+            is_ready()
+            return self.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,140 @@
+"""The faust.App, built from settings, with every domain's agents, tables and views installed.
+
+Domains are installed explicitly (``install(runtime)``) instead of through Faust's
+import-time autodiscovery, so an app can be built for any settings without module globals.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from confluent_kafka.admin import AdminClient
+
+from streams.codec import Codec
+from streams.core import Rules
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+IDENTITIES_TABLE = "identities"
+PROFILES_TABLE = "profiles"
+
+
+@dataclass
+class Runtime:
+    """What the Faust shell of every domain works with."""
+
+    settings: Settings
+    app: faust.App
+    codec: Codec
+    rules: Rules
+    identity_topic: Any
+    profile_topic: Any
+    segment_changes_topic: Any
+    journeys_topic: Any
+    dead_letter_topic: Any
+    identities: Any
+    profiles: Any
+
+    def encode_output(self, record_name: str, record: dict[str, Any]) -> bytes:
+        return self.codec.encode_record(record_name, record, self.settings.output_format)
+
+
+def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
+    timeout = settings.session_timeout_seconds
+    return faust.App(
+        settings.app_id,
+        broker=f"kafka://{bootstrap}",
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        canonical_url=settings.api_url,
+        broker_session_timeout=timeout,
+        broker_rebalance_timeout=timeout,
+        broker_heartbeat_interval=settings.heartbeat_interval_seconds,
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
+        web_enabled=True,
+        autodiscover=False,
+    )
+
+
+def raw_topic(app: faust.App, *names: str, **options: Any) -> Any:
+    """A topic of plain bytes: the codec, not Faust, (de)serializes every message."""
+    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw", **options)
+
+
+def raw_table(app: faust.App, name: str, partitions: int) -> Any:
+    return app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes)
+
+
+def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
+    from streams.api import views
+    from streams.identity import agents as identity_agents
+    from streams.ingest import agents as ingest_agents
+    from streams.profiles import agents as profile_agents
+
+    app = build_faust_app(settings, bootstrap)
+    partitions = settings.partitions
+    runtime = Runtime(
+        settings=settings,
+        app=app,
+        codec=Codec(
+            settings.schemas_dir,
+            max_event_bytes=settings.max_event_bytes,
+            schema_registry_url=settings.schema_registry_url,
+        ),
+        rules=Rules.load(settings.segments_file, settings.journeys_file, settings.recent_event_ids),
+        identity_topic=raw_topic(app, settings.topic("internal.identity"), partitions=partitions,
+                                 internal=True),
+        profile_topic=raw_topic(app, settings.topic("internal.profile"), partitions=partitions,
+                                internal=True),
+        segment_changes_topic=raw_topic(app, settings.segment_changes_topic),
+        journeys_topic=raw_topic(app, settings.journeys_topic),
+        dead_letter_topic=raw_topic(app, settings.dead_letter_topic),
+        identities=raw_table(app, IDENTITIES_TABLE, partitions),
+        profiles=raw_table(app, PROFILES_TABLE, partitions),
+    )
+    ingest_agents.install(runtime)
+    identity_agents.install(runtime)
+    profile_agents.install(runtime)
+    views.install(runtime)
+    return runtime
+
+
+def changelog_topics(settings: Settings) -> list[str]:
+    return [f"{settings.app_id}-{name}-changelog" for name in (IDENTITIES_TABLE, PROFILES_TABLE)]
+
+
+def discard_orphaned_state(settings: Settings, bootstrap: str) -> bool:
+    """Delete local table state when the broker no longer has the changelogs it came from.
+
+    That happens whenever a memory-only embedded broker restarts: the RocksDB files then
+    describe offsets that no longer exist, and Faust would refuse to start. The changelog is
+    the source of truth, so local state without it is only a cache of something gone.
+    """
+    state_dir = settings.data_dir / f"{settings.app_id}-data"
+    if not state_dir.exists():
+        return False
+    topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    if all(name in topics for name in changelog_topics(settings)):
+        return False
+    log.warning("changelog topics are missing on %s; discarding local state in %s",
+                bootstrap, state_dir)
+    shutil.rmtree(state_dir)
+    return True
+
+
+

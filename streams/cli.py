@@ -1,0 +1,183 @@
+"""The ``cdp`` command: demo, worker, broker, produce, profile."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+
+from streams.broker import LOOPBACK, EmbeddedBroker, is_listening, start_broker
+from streams.events import EventKind
+from streams.settings import Settings, get_settings
+from streams.topics import ensure_topics
+
+cli = typer.Typer(help="cdp-streams: Kafka-native customer data platform core.",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+err = Console(stderr=True)
+
+
+@contextmanager
+def kafka(settings: Settings, *, log_file: Path | None = None) -> Iterator[str]:
+    """Yield a bootstrap address: the configured Kafka, a running embedded broker, or a new one."""
+    if settings.kafka_bootstrap:
+        yield settings.kafka_bootstrap
+        return
+    port = settings.embedded_broker_port
+    if is_listening(LOOPBACK, port):
+        err.print(f"[dim]using the embedded broker already running on {LOOPBACK}:{port}[/]")
+        yield f"{LOOPBACK}:{port}"
+        return
+    broker: EmbeddedBroker = start_broker(port, log_file=log_file)
+    err.print(f"[dim]started the embedded broker on {broker.bootstrap} (memory only)[/]")
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@cli.command()
+def broker(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 9092) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu, memory only) in the foreground."""
+    settings = get_settings()
+    embedded = start_broker(port)
+    ensure_topics(embedded.bootstrap, settings)
+    console.print(f"embedded broker on [bold]{embedded.bootstrap}[/]; topics created. Ctrl-C stops it.")
+    try:
+        embedded.wait()
+    except KeyboardInterrupt:
+        embedded.stop()
+
+
+@cli.command()
+def worker() -> None:
+    """Run a stream worker (uses CDP_KAFKA_BOOTSTRAP, else starts or reuses an embedded broker)."""
+    from faust.worker import Worker
+
+    from streams.app import create_runtime, discard_orphaned_state
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with kafka(settings, log_file=settings.data_dir / "broker.log") as bootstrap:
+        ensure_topics(bootstrap, settings)
+        discard_orphaned_state(settings, bootstrap)
+        runtime = create_runtime(settings, bootstrap)
+        err.print(f"[dim]API on {settings.api_url}[/]")
+        Worker(
+            runtime.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
+        ).execute_from_commandline()
+
+
+@cli.command()
+def produce(
+    kind: Annotated[EventKind, typer.Argument(help="Which input topic the JSON lines go to.")],
+) -> None:
+    """Produce JSON lines from stdin to an input topic, keyed by each event's best identifier."""
+    from streams.producer import EventProducer
+
+    settings = get_settings()
+    topic = settings.input_topic(kind)
+    with kafka(settings) as bootstrap:
+        ensure_topics(bootstrap, settings)
+        producer = EventProducer(bootstrap, settings=settings)
+        sent = 0
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            # Lines are sent as they are, valid or not: the worker validates them and
+            # dead-letters what it cannot accept, exactly as for any other producer.
+            producer.send_raw(topic, best_identifier(line), line.strip().encode())
+            sent += 1
+        producer.flush()
+    err.print(f"produced {sent} events to {topic}")
+
+
+def best_identifier(line: str) -> bytes | None:
+    try:
+        identity = json.loads(line).get("identity") or {}
+    except (ValueError, AttributeError):
+        return None
+    for name in ("user_id", "email", "anonymous_id"):
+        if isinstance(identity.get(name), str) and identity[name]:
+            return str(identity[name]).encode()
+    return None
+
+
+@cli.command()
+def profile(
+    identifier: Annotated[str, typer.Argument(
+        help="A profile id (p_…), an email, or kind:value (user_id:42, anonymous_id:abc).")],
+    api: Annotated[str | None, typer.Option(help="Worker API base URL.")] = None,
+) -> None:
+    """Print a profile, looked up through a worker's API."""
+    base = (api or get_settings().api_url).rstrip("/")
+    if identifier.startswith("p_"):
+        url, params = f"{base}/profiles/{identifier}", {}
+    else:
+        kind, _, value = identifier.partition(":") if ":" in identifier and "@" not in identifier \
+            else ("email", "", identifier)
+        url, params = f"{base}/profiles", {kind: value}
+    try:
+        response = httpx.get(url, params=params, timeout=5)
+    except httpx.HTTPError as exc:
+        err.print(f"[red]cannot reach the worker API at {base}: {exc}[/]")
+        raise typer.Exit(2) from exc
+    if response.status_code != 200:
+        err.print(f"[red]{response.status_code}: {response.json().get('message', response.text)}[/]")
+        raise typer.Exit(1)
+    console.print_json(data=response.json())
+
+
+@cli.command()
+def demo(
+    duration: Annotated[float | None, typer.Option(help="Seconds to run; default until Ctrl-C.")] = None,
+    rate: Annotated[float, typer.Option(help="Events per second from the shopper simulation.")] = 300,
+    shoppers: Annotated[int, typer.Option(help="Simulated shoppers.")] = 2000,
+) -> None:
+    """Broker, worker and simulated shoppers, with a live view of what the pipeline does."""
+    from streams.demo.runner import run_demo
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with kafka(settings, log_file=settings.data_dir / "broker.log") as bootstrap:
+        ensure_topics(bootstrap, settings)
+        code = run_demo(settings, bootstrap, duration=duration, rate=rate, shoppers=shoppers,
+                        console=console)
+    raise typer.Exit(code)
+
+
+def spawn_worker(settings: Settings, bootstrap: str, log_file: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CDP_KAFKA_BOOTSTRAP": bootstrap}
+    with open(log_file, "ab") as output:
+        return subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
+                                stdout=output, stderr=subprocess.STDOUT)
+
+
+def wait_ready(api_url: str, process: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            if httpx.get(f"{api_url}/ready", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    return False
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    cli()

@@ -1,0 +1,126 @@
+"""``cdp demo``: a worker process, simulated shoppers producing, and the outputs read back live."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import Consumer
+from rich.console import Console
+from rich.live import Live
+
+from streams.codec import Codec
+from streams.demo.dashboard import DemoStats, render, summary
+from streams.demo.traffic import ShopperSimulation
+from streams.producer import EventProducer
+from streams.settings import OutputFormat, Settings
+
+WORKER_START_TIMEOUT_S = 90.0
+REFRESH_S = 0.25
+
+
+def run_demo(
+    settings: Settings,
+    bootstrap: str,
+    *,
+    duration: float | None,
+    rate: float,
+    shoppers: int,
+    console: Console,
+) -> int:
+    """Run until ``duration`` elapses (or Ctrl-C); return the process exit code."""
+    from streams.cli import spawn_worker, wait_ready
+
+    log_file = settings.data_dir / "worker.log"
+    worker = spawn_worker(settings, bootstrap, log_file)
+    try:
+        with console.status("starting the worker (joining the consumer group)…"):
+            if not wait_ready(settings.api_url, worker, WORKER_START_TIMEOUT_S):
+                console.print(f"[red]the worker did not become ready; see {log_file}[/]")
+                return 1
+        return _run(settings, bootstrap, duration, rate, shoppers, console, worker_alive=worker.poll)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(20)
+        except Exception:
+            worker.kill()
+
+
+def _run(
+    settings: Settings,
+    bootstrap: str,
+    duration: float | None,
+    rate: float,
+    shoppers: int,
+    console: Console,
+    worker_alive: object,
+) -> int:
+    codec = Codec(settings.schemas_dir, max_event_bytes=settings.max_event_bytes)
+    # A new seed every run: the same seed would replay the same event ids, which the
+    # worker rightly ignores as duplicates.
+    simulation = ShopperSimulation(seed=time.time_ns() % 2**31, shoppers=shoppers)
+    producer = EventProducer(bootstrap, settings=settings, codec=codec, fmt=OutputFormat.AVRO)
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"cdp-demo-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "latest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe(settings.output_topics)
+    record_names = {
+        settings.segment_changes_topic: "SegmentChange",
+        settings.journeys_topic: "JourneyTrigger",
+        settings.dead_letter_topic: "DeadLetter",
+    }
+    stats = DemoStats()
+    emails = simulation.subscriber_emails
+    started = time.monotonic()
+    produced = 0
+    code = 0
+
+    def urls() -> list[str]:
+        base = settings.api_url
+        found = emails(1)
+        who = found[0] if found else "someone@example.com"
+        return [f"{base}/profiles?email={who}",
+                f"{base}/decisions/newsletter-popup?anonymous_id=…", f"{base}/metrics"]
+
+    try:
+        with Live(render(stats, api_urls=urls(), elapsed_s=0, duration_s=duration),
+                  console=console, refresh_per_second=4) as live:
+            last_refresh = 0.0
+            while duration is None or time.monotonic() - started < duration:
+                elapsed = time.monotonic() - started
+                due = int(elapsed * rate) - produced
+                for _ in range(max(0, due)):
+                    for event in simulation.next_events(int(time.time() * 1000)):
+                        producer.send(event)
+                        stats.record_produced(event.kind.value)
+                    produced += 1
+                for message in consumer.consume(500, timeout=0.05):
+                    if message.error() or message.value() is None:
+                        continue
+                    name = record_names[message.topic()]
+                    record = codec.decode_record(name, message.value())
+                    if name == "SegmentChange":
+                        stats.record_segment_change(record)
+                    elif name == "JourneyTrigger":
+                        stats.record_trigger(record)
+                    else:
+                        stats.record_dead_letter(record)
+                if time.monotonic() - last_refresh > REFRESH_S:
+                    live.update(render(stats, api_urls=urls(), elapsed_s=elapsed,
+                                       duration_s=duration))
+                    last_refresh = time.monotonic()
+                if callable(worker_alive) and worker_alive() is not None:
+                    console.print("[red]the worker exited; see its log[/]")
+                    code = 1
+                    break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        producer.flush()
+        consumer.close()
+    console.print(summary(stats, elapsed_s=time.monotonic() - started))
+    return code

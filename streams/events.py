@@ -1,0 +1,118 @@
+"""The input event model shared by every domain: plain, immutable data.
+
+The codec turns wire bytes (Avro or JSON) into an :class:`Event`; the pure cores
+(`profiles.reducer`, `segments`, `journeys`) read it; the Faust shell moves it
+between stages as compact JSON (:meth:`Event.to_wire` / :meth:`Event.from_wire`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class EventKind(StrEnum):
+    """The four kinds of input event; the value is the topic suffix and CLI name."""
+
+    PAGE_VIEW = "page-view"
+    ORDER = "order"
+    EMAIL = "email"
+    IDENTIFY = "identify"
+
+    @property
+    def topic_suffix(self) -> str:
+        return _TOPIC_SUFFIX[self]
+
+    @property
+    def schema_name(self) -> str:
+        """Avro record name (full name is ``cdp.<schema_name>``)."""
+        return _SCHEMA_NAME[self]
+
+
+_TOPIC_SUFFIX = {
+    EventKind.PAGE_VIEW: "page-views",
+    EventKind.ORDER: "orders",
+    EventKind.EMAIL: "email-engagement",
+    EventKind.IDENTIFY: "identify",
+}
+_SCHEMA_NAME = {
+    EventKind.PAGE_VIEW: "PageView",
+    EventKind.ORDER: "Order",
+    EventKind.EMAIL: "EmailEngagement",
+    EventKind.IDENTIFY: "Identify",
+}
+
+
+class IdentifierKind(StrEnum):
+    """Kinds of identifier, strongest first (the profile id derives from the strongest)."""
+
+    USER_ID = "user_id"
+    EMAIL = "email"
+    ANONYMOUS_ID = "anonymous_id"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    anonymous_id: str | None = None
+    user_id: str | None = None
+    email: str | None = None
+
+    def identifiers(self) -> list[tuple[IdentifierKind, str]]:
+        """All identifiers present, strongest first."""
+        found = []
+        for kind in IdentifierKind:
+            value = getattr(self, kind.value)
+            if value:
+                found.append((kind, value))
+        return found
+
+    def strongest(self) -> tuple[IdentifierKind, str]:
+        """The strongest identifier; the codec guarantees there is at least one."""
+        return self.identifiers()[0]
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"anonymous_id": self.anonymous_id, "user_id": self.user_id, "email": self.email}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated input event.
+
+    ``occurred_at`` is epoch milliseconds (UTC). ``body`` holds the kind-specific
+    fields exactly as the Avro schema names them (e.g. ``url``, ``items``, ``action``),
+    with optional fields present as ``None`` when absent.
+    """
+
+    kind: EventKind
+    event_id: str
+    occurred_at: int
+    identity: Identity
+    body: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "event_id": self.event_id,
+            "occurred_at": self.occurred_at,
+            "identity": self.identity.to_dict(),
+            "body": self.body,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Event:
+        return cls(
+            kind=EventKind(raw["kind"]),
+            event_id=raw["event_id"],
+            occurred_at=raw["occurred_at"],
+            identity=Identity(**raw["identity"]),
+            body=raw["body"],
+        )
+
+    def to_wire(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> Event:
+        return cls.from_dict(json.loads(data))

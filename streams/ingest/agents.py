@@ -1,0 +1,61 @@
+"""Ingest: decode and validate every input message; route good events, dead-letter the rest."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from streams.codec import DeadLetterReason, DecodeError, dead_letter_record, now_ms
+from streams.events import EventKind
+from streams.identity.resolver import routing_key
+from streams.observability import DEAD_LETTERS, EVENTS
+
+if TYPE_CHECKING:
+    from streams.app import Runtime
+
+RECEIVED_AT_HEADER = "cdp-received-at"
+
+
+async def send_dead_letter(
+    runtime: Runtime, message: Any, reason: DeadLetterReason, detail: str
+) -> None:
+    """Dead-letter ``message`` (a Faust Message) with its original bytes and where it came from."""
+    record = dead_letter_record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        reason=reason,
+        detail=detail,
+        now_ms=now_ms(),
+    )
+    await runtime.dead_letter_topic.send(
+        key=message.key, value=runtime.encode_output("DeadLetter", record)
+    )
+    DEAD_LETTERS.labels(reason.value).inc()
+    EVENTS.labels(message.topic, "dead_lettered").inc()
+
+
+def install(runtime: Runtime) -> None:
+    from streams.app import raw_topic
+
+    settings = runtime.settings
+    kind_by_topic = {settings.input_topic(kind): kind for kind in EventKind}
+    source = raw_topic(runtime.app, *kind_by_topic)
+
+    @runtime.app.agent(source, name="ingest")
+    async def ingest(stream: Any) -> None:
+        async for item in stream.events():
+            message = item.message
+            try:
+                event = runtime.codec.decode(kind_by_topic[message.topic], message.value)
+            except DecodeError as exc:
+                await send_dead_letter(runtime, message, exc.reason, exc.detail)
+                continue
+            # The input's append time travels along so the last stage can measure
+            # event-to-output latency across both hops.
+            await runtime.identity_topic.send(
+                key=routing_key(event).encode(),
+                value=event.to_wire(),
+                headers={RECEIVED_AT_HEADER: str(message.timestamp).encode()},
+            )

@@ -1,0 +1,67 @@
+"""Prometheus metrics (``cdp_`` prefix) and the health/readiness state of a worker."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Buckets reach from sub-millisecond lookups to multi-second stalls.
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+EVENTS = Counter(
+    "cdp_events_total",
+    "Input events by topic and outcome (applied, duplicate, dead_lettered).",
+    ["topic", "outcome"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "cdp_dead_letters_total",
+    "Events sent to the dead-letter topic, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+SEGMENT_CHANGES = Counter(
+    "cdp_segment_changes_total",
+    "Segment entries and exits, by segment and change.",
+    ["segment", "change"],
+    registry=REGISTRY,
+)
+JOURNEY_TRIGGERS = Counter(
+    "cdp_journey_triggers_total",
+    "Email-journey triggers emitted, by journey.",
+    ["journey"],
+    registry=REGISTRY,
+)
+SEGMENT_EVALUATION_ERRORS = Counter(
+    "cdp_segment_evaluation_errors_total",
+    "Segment expressions that failed at runtime for a profile (counted as not a member).",
+    ["segment"],
+    registry=REGISTRY,
+)
+EVENT_TO_OUTPUT_SECONDS = Histogram(
+    "cdp_event_to_output_seconds",
+    "Time from an event's append to its input topic until its outputs were handed to the producer.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+LOOKUP_SECONDS = Histogram(
+    "cdp_lookup_seconds",
+    "HTTP lookup and decision latency, by endpoint.",
+    ["endpoint"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+READY = Gauge(
+    "cdp_ready",
+    "1 when the worker has joined its group, recovered its tables and processes events.",
+    registry=REGISTRY,
+)
+IDENTITY_LINKS = Counter(
+    "cdp_identity_links_total",
+    "Requests to link an identifier to a profile, by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)

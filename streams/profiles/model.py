@@ -1,0 +1,300 @@
+"""The profile: one customer view, as plain data.
+
+Ownership convention (what keeps :func:`streams.profiles.reducer.apply` pure and cheap):
+a :class:`Profile` that has been handed out is never mutated. Bounded lists are tuples
+and therefore immutable; dicts are replaced, never changed in place, by whoever derives a
+new profile from :meth:`Profile.clone`. A clone shares every container with its source
+until one is replaced, so deriving a profile costs a few microseconds, not a deep copy.
+
+Timestamps are epoch milliseconds (``int``); ``None`` means "never happened".
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+SCHEMA_VERSION = 1
+
+ANONYMOUS_IDS_LIMIT = 50
+USER_IDS_LIMIT = 10
+EMAILS_LIMIT = 5
+RECENT_PRODUCTS_LIMIT = 20
+PURCHASED_PRODUCTS_LIMIT = 50
+CART_ITEMS_LIMIT = 50
+CATEGORIES_LIMIT = 30
+RECENT_EVENT_IDS_DEFAULT = 512
+
+EMAIL_ACTIONS = ("delivered", "opened", "clicked", "bounced", "unsubscribed", "complained")
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+class Stamped(NamedTuple):
+    """A trait value with the event time of the statement that set it."""
+
+    value: str
+    at: int
+
+
+class Consent(NamedTuple):
+    granted: bool
+    at: int
+
+
+class ProductSeen(NamedTuple):
+    product_id: str
+    at: int
+
+
+def _empty_email_counts() -> dict[str, int]:
+    return dict.fromkeys(EMAIL_ACTIONS, 0)
+
+
+@dataclass(slots=True)
+class Profile:
+    profile_id: str
+    # Identities, most recently seen first.
+    anonymous_ids: tuple[str, ...] = ()
+    user_ids: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    traits: dict[str, Stamped] = field(default_factory=dict)
+    consent: dict[str, Consent] = field(default_factory=dict)
+    newsletter: str | None = None
+    newsletter_at: int | None = None
+    first_seen: int | None = None
+    last_seen: int | None = None
+    # Web behaviour.
+    page_views: int = 0
+    views_by_category: dict[str, int] = field(default_factory=dict)
+    recent_products: tuple[ProductSeen, ...] = ()  # newest `at` first, unique product ids
+    cart_items: dict[str, int] = field(default_factory=dict)  # product id -> last added ms
+    last_add_to_cart_at: int | None = None
+    popup_shown_at: int | None = None
+    # Orders.
+    orders_placed: int = 0
+    orders_cancelled: int = 0
+    orders_refunded: int = 0
+    revenue: float = 0.0
+    first_order_at: int | None = None
+    last_order_at: int | None = None
+    products_purchased: tuple[str, ...] = ()  # most recently processed first
+    categories_purchased: dict[str, int] = field(default_factory=dict)
+    # Email engagement.
+    email_counts: dict[str, int] = field(default_factory=_empty_email_counts)
+    last_open_at: int | None = None
+    last_click_at: int | None = None
+    clicked_categories: dict[str, int] = field(default_factory=dict)
+    # Derived state owned by streams.core.
+    segments: tuple[str, ...] = ()  # sorted
+    segment_sequence: int = 0
+    journeys: dict[str, dict[str, int]] = field(default_factory=dict)  # journey -> step -> ms
+    # A dict, not a tuple: O(1) membership, and insertion order gives FIFO eviction.
+    recent_event_ids: dict[str, None] = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, profile_id: str) -> Profile:
+        return cls(profile_id=profile_id)
+
+    def clone(self) -> Profile:
+        """A shallow copy sharing every container (see the module's ownership convention)."""
+        return Profile(*_FIELD_VALUES(self))
+
+    @property
+    def email(self) -> str | None:
+        """The address to mail: the most recently seen one."""
+        return self.emails[0] if self.emails else None
+
+    def consented(self, purpose: str) -> bool:
+        given = self.consent.get(purpose)
+        return given is not None and given.granted
+
+    # -- storage / API form -------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            "profile_id": self.profile_id,
+            "identities": {
+                "anonymous_ids": list(self.anonymous_ids),
+                "user_ids": list(self.user_ids),
+                "emails": list(self.emails),
+            },
+            "traits": {k: {"value": v.value, "at": v.at} for k, v in self.traits.items()},
+            "consent": {k: {"granted": v.granted, "at": v.at} for k, v in self.consent.items()},
+            "newsletter": {"status": self.newsletter, "at": self.newsletter_at},
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "views": {
+                "count": self.page_views,
+                "by_category": dict(self.views_by_category),
+                "recent_products": [
+                    {"product_id": p.product_id, "at": p.at} for p in self.recent_products
+                ],
+                "popup_shown_at": self.popup_shown_at,
+            },
+            "cart": {"items": dict(self.cart_items), "last_added_at": self.last_add_to_cart_at},
+            "orders": {
+                "placed": self.orders_placed,
+                "cancelled": self.orders_cancelled,
+                "refunded": self.orders_refunded,
+                "revenue": self.revenue,
+                "first_at": self.first_order_at,
+                "last_at": self.last_order_at,
+                "products": list(self.products_purchased),
+                "categories": dict(self.categories_purchased),
+            },
+            "email": {
+                **self.email_counts,
+                "last_open_at": self.last_open_at,
+                "last_click_at": self.last_click_at,
+                "clicked_categories": dict(self.clicked_categories),
+            },
+            "segments": list(self.segments),
+            "segment_sequence": self.segment_sequence,
+            "journeys": {j: dict(steps) for j, steps in self.journeys.items()},
+            "recent_event_ids": list(self.recent_event_ids),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Profile:
+        ids, views, cart = d["identities"], d["views"], d["cart"]
+        orders, email, news = d["orders"], d["email"], d["newsletter"]
+        return cls(
+            profile_id=d["profile_id"],
+            anonymous_ids=tuple(ids["anonymous_ids"]),
+            user_ids=tuple(ids["user_ids"]),
+            emails=tuple(ids["emails"]),
+            traits={k: Stamped(v["value"], v["at"]) for k, v in d["traits"].items()},
+            consent={k: Consent(v["granted"], v["at"]) for k, v in d["consent"].items()},
+            newsletter=news["status"],
+            newsletter_at=news["at"],
+            first_seen=d["first_seen"],
+            last_seen=d["last_seen"],
+            page_views=views["count"],
+            views_by_category=dict(views["by_category"]),
+            recent_products=tuple(
+                ProductSeen(p["product_id"], p["at"]) for p in views["recent_products"]
+            ),
+            cart_items=dict(cart["items"]),
+            last_add_to_cart_at=cart["last_added_at"],
+            popup_shown_at=views["popup_shown_at"],
+            orders_placed=orders["placed"],
+            orders_cancelled=orders["cancelled"],
+            orders_refunded=orders["refunded"],
+            revenue=float(orders["revenue"]),
+            first_order_at=orders["first_at"],
+            last_order_at=orders["last_at"],
+            products_purchased=tuple(orders["products"]),
+            categories_purchased=dict(orders["categories"]),
+            email_counts={a: int(email.get(a, 0)) for a in EMAIL_ACTIONS},
+            last_open_at=email["last_open_at"],
+            last_click_at=email["last_click_at"],
+            clicked_categories=dict(email["clicked_categories"]),
+            segments=tuple(d["segments"]),
+            segment_sequence=d["segment_sequence"],
+            journeys={j: dict(steps) for j, steps in d["journeys"].items()},
+            recent_event_ids=dict.fromkeys(d["recent_event_ids"]),
+        )
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Profile:
+        return cls.from_dict(json.loads(data))
+
+    # -- CEL ----------------------------------------------------------------------------
+
+    def cel_view(self, paths: Iterable[str] | None = None) -> dict[str, Any]:
+        """The ``profile`` variable of segment expressions, restricted to ``paths``.
+
+        Converting Python values into CEL values costs ~1-2 µs per element, far more than
+        evaluating an expression, so the evaluator asks only for the paths its expressions
+        reference (``"orders"`` for a whole group, ``"orders.count"`` for one member).
+        ``None`` builds the full view. Valid paths: :data:`CEL_PATHS`.
+        """
+        view: dict[str, Any] = {}
+        for path in CEL_TOP_LEVEL if paths is None else paths:
+            head, _, tail = path.partition(".")
+            if tail:
+                view.setdefault(head, {})[tail] = _CEL_GROUPS[head][tail](self)
+            elif head in _CEL_GROUPS:
+                view[head] = {name: get(self) for name, get in _CEL_GROUPS[head].items()}
+            else:
+                view[head] = _CEL_FIELDS[head](self)
+        return view
+
+
+_FIELD_VALUES = operator.attrgetter(*(f.name for f in fields(Profile)))
+
+
+def ms_to_datetime(ms: int | None) -> datetime:
+    """CEL timestamps: ``None`` ("never") maps to the Unix epoch, so ``now - t`` is huge."""
+    return _EPOCH if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+_Getter = Callable[[Profile], Any]
+
+_CEL_FIELDS: dict[str, _Getter] = {
+    "id": lambda p: p.profile_id,
+    "has_email": lambda p: bool(p.emails),
+    "traits": lambda p: {k: v.value for k, v in p.traits.items()},
+    "consent": lambda p: {k: v.granted for k, v in p.consent.items()},
+    "newsletter": lambda p: p.newsletter,
+    "first_seen": lambda p: ms_to_datetime(p.first_seen),
+    "last_seen": lambda p: ms_to_datetime(p.last_seen),
+    "page_views": lambda p: p.page_views,
+    "views_by_category": lambda p: p.views_by_category,
+    "recently_viewed": lambda p: [s.product_id for s in p.recent_products],
+    "popup_shown_at": lambda p: ms_to_datetime(p.popup_shown_at),
+    "first_order_at": lambda p: ms_to_datetime(p.first_order_at),
+    "last_order_at": lambda p: ms_to_datetime(p.last_order_at),
+    "products_purchased": lambda p: list(p.products_purchased),
+    "categories_purchased": lambda p: p.categories_purchased,
+    "segments": lambda p: list(p.segments),
+}
+
+_CEL_GROUPS: dict[str, dict[str, _Getter]] = {
+    "identities": {
+        "anonymous_ids": lambda p: list(p.anonymous_ids),
+        "user_ids": lambda p: list(p.user_ids),
+        "emails": lambda p: list(p.emails),
+    },
+    "orders": {
+        "count": lambda p: p.orders_placed,
+        "cancelled": lambda p: p.orders_cancelled,
+        "refunded": lambda p: p.orders_refunded,
+        "revenue": lambda p: p.revenue,
+    },
+    "cart": {
+        "items": lambda p: list(p.cart_items),
+        # Cheap to convert, unlike `items`: prefer it when only emptiness matters.
+        "size": lambda p: len(p.cart_items),
+        "last_added_at": lambda p: ms_to_datetime(p.last_add_to_cart_at),
+    },
+    "email": {
+        "last_open_at": lambda p: ms_to_datetime(p.last_open_at),
+        "last_click_at": lambda p: ms_to_datetime(p.last_click_at),
+        "clicked_categories": lambda p: p.clicked_categories,
+    },
+}
+
+
+def _email_count(action: str) -> _Getter:
+    return lambda p: p.email_counts[action]
+
+
+_CEL_GROUPS["email"].update({a: _email_count(a) for a in EMAIL_ACTIONS})
+
+#: Every path a segment expression may reference below ``profile``: top-level names,
+#: group names, and ``group.member`` names.
+CEL_PATHS: frozenset[str] = frozenset(
+    [*_CEL_FIELDS, *_CEL_GROUPS, *(f"{g}.{m}" for g, ms in _CEL_GROUPS.items() for m in ms)]
+)
+#: The top-level paths only: what a full view is built from.
+CEL_TOP_LEVEL: tuple[str, ...] = (*_CEL_FIELDS, *_CEL_GROUPS)

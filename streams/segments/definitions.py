@@ -1,0 +1,173 @@
+"""Segment definitions: YAML + CEL, validated and compiled once at load time.
+
+The YAML format is documented in ``default_segments.yaml``. Also home of the YAML
+plumbing the journey definitions share (:class:`DefinitionError`, :func:`read_entries`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import cel
+import yaml
+
+from streams.profiles.model import CEL_PATHS, CEL_TOP_LEVEL, Profile
+
+_GROUPS = frozenset(p.partition(".")[0] for p in CEL_PATHS if "." in p)
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# String literals are blanked before scanning so their text is not mistaken for fields.
+_STRING_LITERAL = re.compile(r"""'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*\"""")
+_PROFILE_REF = re.compile(r"\bprofile\b(\s*\.\s*([A-Za-z_]\w*)(\s*\.\s*([A-Za-z_]\w*))?)?")
+
+
+class DefinitionError(ValueError):
+    """A segment or journey file that cannot be used; the message names file, entry, error."""
+
+    def __init__(self, source: str, entry: str | None, error: str) -> None:
+        where = f"{source}: {entry}" if entry else source
+        super().__init__(f"{where}: {error}")
+        self.source, self.entry, self.error = source, entry, error
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentDefinition:
+    name: str
+    when: str
+    program: cel.Program = field(repr=False, compare=False)
+    description: str = ""
+    # True when the expression reads `now`: membership can change without an event.
+    time_based: bool = False
+    # Paths below `profile` the expression reads (see Profile.cel_view).
+    paths: frozenset[str] = frozenset()
+
+
+def read_entries(
+    path: Path | None, default: str, top_key: str
+) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+    """The named entries under ``top_key`` of a YAML file (``None``: the packaged ``default``).
+
+    Returns the source name for messages and ``(name, entry)`` pairs; rejects what is not
+    a list of mappings with a unique, well-formed ``name``.
+    """
+    if path is None:
+        source = f"{top_key} defaults ({default})"
+        package = f"streams.{top_key}"
+        text = resources.files(package).joinpath(default).read_text(encoding="utf-8")
+    else:
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DefinitionError(source, None, f"cannot read: {exc}") from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DefinitionError(source, None, f"invalid YAML: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get(top_key), list):
+        raise DefinitionError(source, None, f"expected a mapping with a list under '{top_key}'")
+    entries: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(doc[top_key]):
+        label = f"entry #{index + 1}"
+        if not isinstance(raw, dict):
+            raise DefinitionError(source, label, "expected a mapping")
+        name = raw.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise DefinitionError(source, label, f"'name' must match {_NAME.pattern}, got {name!r}")
+        if name in seen:
+            raise DefinitionError(source, name, "duplicate name")
+        seen.add(name)
+        entries.append((name, raw))
+    return source, entries
+
+
+def field_reader(source: str, name: str, entry: Mapping[str, Any], allowed: set[str]) -> Reader:
+    """A typed accessor for one entry's fields that turns mistakes into DefinitionErrors."""
+    unknown = sorted(set(entry) - allowed - {"name"})
+    if unknown:
+        raise DefinitionError(source, name, f"unknown field(s): {', '.join(unknown)}")
+    return Reader(source, name, entry)
+
+
+Checker = Callable[[Any], bool] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    source: str
+    name: str
+    entry: Mapping[str, Any]
+
+    def fail(self, error: str) -> DefinitionError:
+        return DefinitionError(self.source, self.name, error)
+
+    def get(self, key: str, kind: type[Any], default: Any = ..., check: Checker = None) -> Any:
+        if key not in self.entry:
+            if default is ...:
+                raise self.fail(f"missing field '{key}'")
+            return default
+        value = self.entry[key]
+        if not isinstance(value, kind) or (check is not None and not check(value)):
+            raise self.fail(f"field '{key}' has an invalid value {value!r}")
+        return value
+
+
+def load_segments(path: Path | None = None) -> list[SegmentDefinition]:
+    """Load, compile and check segment definitions (``None``: the shipped defaults)."""
+    source, entries = read_entries(path, "default_segments.yaml", "segments")
+    empty = Profile.new("definition-check")
+    now = datetime.now(UTC)
+    definitions = []
+    for name, entry in entries:
+        read = field_reader(source, name, entry, {"when", "description", "time_based"})
+        when: str = read.get("when", str, check=lambda s: bool(s.strip()))
+        description: str = read.get("description", str, "")
+        try:
+            program = cel.compile(when)
+        except Exception as exc:  # the extension raises ValueError; be liberal
+            raise read.fail(f"CEL syntax error: {exc}") from exc
+        uses_now = "now" in program.variables()
+        time_based: bool = read.get("time_based", bool, uses_now)
+        if uses_now and not time_based:
+            raise read.fail("expression uses 'now' but time_based is false")
+        paths = referenced_paths(when)
+        unknown = sorted(paths - CEL_PATHS)
+        if unknown:
+            raise read.fail(f"unknown profile field(s): {', '.join(unknown)}")
+        try:
+            result = program.execute({"profile": empty.cel_view(paths), "now": now})
+        except Exception as exc:
+            raise read.fail(f"expression fails on an empty profile: {exc}") from exc
+        if not isinstance(result, bool):
+            raise read.fail(f"expression must be a bool, got {type(result).__name__}")
+        definitions.append(SegmentDefinition(name, when, program, description, time_based, paths))
+    return definitions
+
+
+def referenced_paths(expression: str) -> frozenset[str]:
+    """The ``profile`` paths ``expression`` reads, for :meth:`Profile.cel_view`.
+
+    ``profile.a.b`` gives ``a.b`` (or ``a`` when ``a`` is not a group); a bare or indexed
+    ``profile`` gives every top-level path. Over-approximating is harmless: it only costs
+    conversion time.
+    """
+    paths: set[str] = set()
+    for match in _PROFILE_REF.finditer(_STRING_LITERAL.sub('""', expression)):
+        head, tail = match.group(2), match.group(4)
+        if head is None:
+            return frozenset(CEL_TOP_LEVEL)
+        # Members of non-groups (`views_by_category.toys`) are map keys, not paths.
+        paths.add(f"{head}.{tail}" if tail and head in _GROUPS else head)
+    return minimal_paths(paths)
+
+
+def minimal_paths(paths: Iterable[str]) -> frozenset[str]:
+    """``paths`` without members of groups also present whole (they would be built twice)."""
+    wanted = frozenset(paths)
+    return frozenset(p for p in wanted if "." not in p or p.partition(".")[0] not in wanted)

@@ -1,0 +1,94 @@
+"""One typed settings object, read from ``CDP_*`` environment variables."""
+
+from __future__ import annotations
+
+import socket
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.events import EventKind
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class OutputFormat(StrEnum):
+    JSON = "json"
+    AVRO = "avro"
+
+
+class Settings(BaseSettings):
+    """Every knob of a worker; each field is ``CDP_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CDP_", extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers; unset means start or reuse the embedded broker.",
+    )
+    embedded_broker_port: int = 9092
+    topic_prefix: str = "cdp."
+    partitions: int = Field(default=8, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    app_id: str = "cdp-streams"
+    data_dir: Path = Path(".cdp-data")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    advertised_url: str | None = Field(
+        default=None,
+        description="URL other workers use to reach this one's API (lookups are routed by key).",
+    )
+    output_format: OutputFormat = OutputFormat.JSON
+    schemas_dir: Path = PROJECT_ROOT / "schemas"
+    schema_registry_url: str | None = None
+    segments_file: Path | None = None
+    journeys_file: Path | None = None
+    session_timeout_seconds: float = 10.0
+    heartbeat_interval_seconds: float = 1.0
+    max_event_bytes: int = Field(default=1_048_576, ge=1024)
+    recent_event_ids: int = Field(
+        default=512, ge=16, description="Event ids kept per profile for idempotent replays."
+    )
+    popup_cooldown_days: float = 7.0
+    log_level: str = "info"
+
+    @property
+    def api_url(self) -> str:
+        if self.advertised_url:
+            return self.advertised_url.rstrip("/")
+        host = socket.gethostname() if self.web_host in ("0.0.0.0", "::") else self.web_host
+        return f"http://{host}:{self.web_port}"
+
+    def topic(self, suffix: str) -> str:
+        return f"{self.topic_prefix}{suffix}"
+
+    def input_topic(self, kind: EventKind) -> str:
+        return self.topic(kind.topic_suffix)
+
+    @property
+    def input_topics(self) -> list[str]:
+        return [self.input_topic(kind) for kind in EventKind]
+
+    @property
+    def segment_changes_topic(self) -> str:
+        return self.topic("segment-changes")
+
+    @property
+    def journeys_topic(self) -> str:
+        return self.topic("email-journeys")
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.topic("dead-letter")
+
+    @property
+    def output_topics(self) -> list[str]:
+        return [self.segment_changes_topic, self.journeys_topic, self.dead_letter_topic]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,50 @@
+"""Creating the public topics on start, on the embedded broker and on real Kafka alike."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.settings import Settings
+
+
+def public_topics(settings: Settings) -> list[str]:
+    return [*settings.input_topics, *settings.output_topics]
+
+
+def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 20.0) -> list[str]:
+    """Create missing input and output topics; return the names that were created.
+
+    Faust creates its own internal and changelog topics; these are the ones producers and
+    consumers outside the worker rely on, so they exist before the first worker joins.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            existing = set(admin.list_topics(timeout=5).topics)
+            break
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    missing = [name for name in public_topics(settings) if name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [
+            NewTopic(name, num_partitions=settings.partitions,
+                     replication_factor=settings.replication_factor)
+            for name in missing
+        ]
+    )
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            # Another worker starting at the same moment may have created it first.
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+    return missing

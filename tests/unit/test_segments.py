@@ -1,0 +1,250 @@
+"""Segment definitions (YAML + CEL) and evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_reducer import T0, email_event, fold, identify, order, page_view, unique_events
+
+from streams.events import Event
+from streams.profiles.model import Profile, ms_to_datetime
+from streams.segments.definitions import (
+    DefinitionError,
+    SegmentDefinition,
+    load_segments,
+    referenced_paths,
+)
+from streams.segments.evaluator import ENTERED, EXITED, diff, evaluate
+
+HOUR = 3_600_000
+DAY = 24 * HOUR
+DEFAULTS = load_segments(None)
+
+
+def members(profile: Profile, now: int = T0) -> frozenset[str]:
+    result = evaluate(DEFAULTS, profile, now)
+    assert result.errors == {}
+    return result.members
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "segments.yaml"
+    path.write_text(text)
+    return path
+
+
+def one_segment(tmp_path: Path, when: str, extra: str = "") -> Path:
+    return write(tmp_path, f"segments:\n  - name: seg_a\n    when: '{when}'\n{extra}")
+
+
+def test_defaults_load_with_time_based_flags() -> None:
+    assert [d.name for d in DEFAULTS] == [
+        "newsletter_subscriber",
+        "customer",
+        "repeat_customer",
+        "engaged_reader",
+        "cart_abandoner",
+        "interest_toys",
+        "interest_baking",
+        "interest_gifts",
+    ]
+    assert {d.name for d in DEFAULTS if d.time_based} == {"engaged_reader", "cart_abandoner"}
+
+
+def test_empty_profile_is_in_no_segment() -> None:
+    assert members(Profile.new("p")) == frozenset()
+
+
+def test_subscriber_and_customers() -> None:
+    p = fold([identify(newsletter="subscribed"), order()])
+    assert members(p) == {"newsletter_subscriber", "customer"}
+    p = fold([order(), identify(newsletter="unsubscribed", at=T0 + 1)], p)
+    assert members(p) == {"customer", "repeat_customer"}
+
+
+def test_engaged_reader_is_time_based() -> None:
+    p = fold([email_event("opened", at=T0)])
+    assert "engaged_reader" in members(p, T0 + 29 * DAY)
+    assert "engaged_reader" not in members(p, T0 + 31 * DAY)
+    p = fold([email_event("clicked", at=T0 + 20 * DAY)], p)
+    assert "engaged_reader" in members(p, T0 + 31 * DAY)
+
+
+def test_cart_abandoner() -> None:
+    p = fold([page_view("toys", "p1", "add_to_cart", at=T0)])
+    assert "cart_abandoner" not in members(p, T0 + HOUR // 2)
+    assert "cart_abandoner" in members(p, T0 + 2 * HOUR)
+    # An order after the add, even of other products, means the visitor did not abandon.
+    ordered = fold([order(items=[("p2", None)], at=T0 + 10)], p)
+    assert "cart_abandoner" not in members(ordered, T0 + 2 * HOUR)
+    bought = fold([order(items=[("p1", None)], at=T0 - 10)], p)
+    assert "cart_abandoner" in members(bought, T0 + 2 * HOUR)
+
+
+@pytest.mark.parametrize("interest", ["toys", "baking", "gifts"])
+def test_interest_from_views_or_email_clicks(interest: str) -> None:
+    segment = f"interest_{interest}"
+    two = fold([page_view(interest), page_view(interest), page_view("other")])
+    assert segment not in members(two)
+    assert segment in members(fold([page_view(interest)], two))
+    assert segment in members(fold([email_event("clicked", interest)]))
+    assert segment not in members(fold([email_event("opened", interest)]))
+
+
+def test_runtime_error_is_non_membership_and_reported(tmp_path: Path) -> None:
+    path = one_segment(
+        tmp_path, 'size(profile.cart.items) == 0 || profile.views_by_category["toys"] > 0'
+    )
+    definitions = load_segments(path)
+    assert evaluate(definitions, Profile.new("p"), T0).members == {"seg_a"}
+    result = evaluate(definitions, fold([page_view("x", "p1", "add_to_cart")]), T0)
+    assert result.members == frozenset()
+    assert "seg_a" in result.errors
+    assert "toys" in result.errors["seg_a"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(unique_events(), st.integers(0, 40 * DAY))
+def test_restricted_view_gives_the_same_members_as_the_full_view(
+    events: list[Event], later: int
+) -> None:
+    p = fold(events)
+    now = T0 + later
+    context = {"profile": p.cel_view(), "now": ms_to_datetime(now)}
+    assert members(p, now) == {d.name for d in DEFAULTS if d.program.execute(context)}
+
+
+def test_members_combine() -> None:
+    p = fold(
+        [
+            identify(newsletter="subscribed"),
+            order(at=T0),
+            order(at=T0),
+            email_event("clicked", "toys"),
+            page_view("baking", "p1", "add_to_cart", at=T0 + 1),
+        ]
+    )
+    assert members(p, T0 + 2 * HOUR) == {
+        "newsletter_subscriber",
+        "customer",
+        "repeat_customer",
+        "interest_toys",
+        "cart_abandoner",
+        "engaged_reader",
+    }
+
+
+@settings(max_examples=100, deadline=None)
+@given(unique_events())
+def test_evaluation_never_errors_on_default_segments(events: list[Event]) -> None:
+    evaluate_ok = evaluate(DEFAULTS, fold(events), T0)
+    assert evaluate_ok.errors == {}
+
+
+@pytest.mark.parametrize(
+    ("expression", "paths"),
+    [
+        ('profile.newsletter == "x"', {"newsletter"}),
+        (
+            "profile.orders.count > 1 && profile.orders.revenue > 2.0",
+            {"orders.count", "orders.revenue"},
+        ),
+        ('profile.views_by_category.toys > 1 || "profile.nope" == ""', {"views_by_category"}),
+        ("size(profile.email) > 0 && profile.email.opened > 0", {"email"}),
+        ("profile.email.nope > 0", {"email.nope"}),
+        ('profile["orders"].count > 0', None),
+    ],
+)
+def test_referenced_paths(expression: str, paths: set[str] | None) -> None:
+    found = referenced_paths(expression)
+    if paths is None:
+        assert {"orders", "email", "newsletter"} <= found
+    else:
+        assert found == paths
+
+
+def test_diff_orders_exits_before_entries_and_numbers_from_last() -> None:
+    changes = diff(
+        "p", ["b", "c"], ["a", "c", "d"], last_sequence=7, occurred_at=T0, cause_event_id="e"
+    )
+    assert [(c.segment, c.change, c.sequence) for c in changes] == [
+        ("b", EXITED, 8),
+        ("a", ENTERED, 9),
+        ("d", ENTERED, 10),
+    ]
+    assert changes[0].to_record() == {
+        "profile_id": "p",
+        "segment": "b",
+        "change": "exited",
+        "sequence": 8,
+        "occurred_at": T0,
+        "cause_event_id": "e",
+    }
+
+
+# -- DefinitionError ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("segments: [\n", ["invalid YAML"]),
+        ("other: []\n", ["list under 'segments'"]),
+        ("segments:\n  - when: 'true'\n", ["entry #1", "'name'"]),
+        ("segments:\n  - name: seg_a\n", ["seg_a", "missing field 'when'"]),
+        (
+            "segments:\n  - {name: seg_a, when: 'true'}\n  - {name: seg_a, when: 'false'}\n",
+            ["seg_a", "duplicate name"],
+        ),
+        ("segments:\n  - {name: seg_a, when: 'true', colour: red}\n", ["seg_a", "colour"]),
+        (
+            "segments:\n  - {name: seg_a, when: 'profile.orders.count >'}\n",
+            ["seg_a", "CEL syntax error"],
+        ),
+        (
+            "segments:\n  - {name: seg_a, when: 'profile.orders.count'}\n",
+            ["seg_a", "must be a bool, got int"],
+        ),
+        (
+            "segments:\n  - {name: seg_a, when: 'profile.ordres.count > 1'}\n",
+            ["seg_a", "unknown profile field(s): ordres"],
+        ),
+        (
+            "segments:\n  - {name: seg_a, when: 'profile.views_by_category[\"toys\"] > 1'}\n",
+            ["seg_a", "fails on an empty profile", "toys"],
+        ),
+        (
+            "segments:\n  - {name: seg_a, when: 'now > profile.last_seen', time_based: false}\n",
+            ["seg_a", "uses 'now' but time_based is false"],
+        ),
+        (
+            "segments:\n  - {name: seg_a, when: 'true', time_based: 'yes'}\n",
+            ["seg_a", "time_based"],
+        ),
+    ],
+)
+def test_definition_errors_name_file_segment_and_error(
+    tmp_path: Path, text: str, needles: list[str]
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(DefinitionError) as info:
+        load_segments(path)
+    message = str(info.value)
+    assert str(path) in message
+    for needle in needles:
+        assert needle in message
+
+
+def test_missing_file_is_a_definition_error(tmp_path: Path) -> None:
+    with pytest.raises(DefinitionError, match="cannot read"):
+        load_segments(tmp_path / "absent.yaml")
+
+
+def test_time_based_is_derived_when_omitted(tmp_path: Path) -> None:
+    (definition,) = load_segments(one_segment(tmp_path, "now > profile.last_seen"))
+    assert isinstance(definition, SegmentDefinition)
+    assert definition.time_based
+    assert definition.paths == {"last_seen"}
