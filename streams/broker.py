@@ -74,16 +74,23 @@ def start_broker(
     command = [
         binary,
         "broker",
-        "--listener-url", url,
-        "--advertised-listener-url", url,
-        "--storage-engine", "memory://tansu/",
-        "--cluster-id", "cdp-streams-dev",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+        "--cluster-id",
+        "cdp-streams-dev",
     ]
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     # A new session keeps Ctrl-C in a terminal from killing the broker before the worker
     # that uses it has stopped; the owner stops it explicitly.
     process = subprocess.Popen(
-        command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        command,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
     )
     deadline = time.monotonic() + startup_timeout

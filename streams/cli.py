@@ -22,8 +22,11 @@ from streams.events import EventKind
 from streams.settings import Settings, get_settings
 from streams.topics import ensure_topics
 
-cli = typer.Typer(help="cdp-streams: Kafka-native customer data platform core.",
-                  no_args_is_help=True, add_completion=False)
+cli = typer.Typer(
+    help="cdp-streams: Kafka-native customer data platform core.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -53,7 +56,9 @@ def broker(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 9092)
     settings = get_settings()
     embedded = start_broker(port)
     ensure_topics(embedded.bootstrap, settings)
-    console.print(f"embedded broker on [bold]{embedded.bootstrap}[/]; topics created. Ctrl-C stops it.")
+    console.print(
+        f"embedded broker on [bold]{embedded.bootstrap}[/]; topics created. Ctrl-C stops it."
+    )
     try:
         embedded.wait()
     except KeyboardInterrupt:
@@ -66,13 +71,18 @@ def worker() -> None:
     from faust.worker import Worker
 
     from streams.app import create_runtime, discard_orphaned_state
+    from streams.segments.definitions import DefinitionError
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with kafka(settings, log_file=settings.data_dir / "broker.log") as bootstrap:
         ensure_topics(bootstrap, settings)
         discard_orphaned_state(settings, bootstrap)
-        runtime = create_runtime(settings, bootstrap)
+        try:
+            runtime = create_runtime(settings, bootstrap)
+        except DefinitionError as exc:
+            err.print(f"[red]invalid definitions: {exc}[/]")
+            raise typer.Exit(2) from exc
         err.print(f"[dim]API on {settings.api_url}[/]")
         Worker(
             runtime.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
@@ -116,8 +126,12 @@ def best_identifier(line: str) -> bytes | None:
 
 @cli.command()
 def profile(
-    identifier: Annotated[str, typer.Argument(
-        help="A profile id (p_…), an email, or kind:value (user_id:42, anonymous_id:abc).")],
+    identifier: Annotated[
+        str,
+        typer.Argument(
+            help="A profile id (p_…), an email, or kind:value (user_id:42, anonymous_id:abc)."
+        ),
+    ],
     api: Annotated[str | None, typer.Option(help="Worker API base URL.")] = None,
 ) -> None:
     """Print a profile, looked up through a worker's API."""
@@ -125,8 +139,11 @@ def profile(
     if identifier.startswith("p_"):
         url, params = f"{base}/profiles/{identifier}", {}
     else:
-        kind, _, value = identifier.partition(":") if ":" in identifier and "@" not in identifier \
+        kind, _, value = (
+            identifier.partition(":")
+            if ":" in identifier and "@" not in identifier
             else ("email", "", identifier)
+        )
         url, params = f"{base}/profiles", {kind: value}
     try:
         response = httpx.get(url, params=params, timeout=5)
@@ -134,15 +151,21 @@ def profile(
         err.print(f"[red]cannot reach the worker API at {base}: {exc}[/]")
         raise typer.Exit(2) from exc
     if response.status_code != 200:
-        err.print(f"[red]{response.status_code}: {response.json().get('message', response.text)}[/]")
+        err.print(
+            f"[red]{response.status_code}: {response.json().get('message', response.text)}[/]"
+        )
         raise typer.Exit(1)
     console.print_json(data=response.json())
 
 
 @cli.command()
 def demo(
-    duration: Annotated[float | None, typer.Option(help="Seconds to run; default until Ctrl-C.")] = None,
-    rate: Annotated[float, typer.Option(help="Events per second from the shopper simulation.")] = 300,
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds to run; default until Ctrl-C.")
+    ] = None,
+    rate: Annotated[
+        float, typer.Option(help="Events per second from the shopper simulation.")
+    ] = 300,
     shoppers: Annotated[int, typer.Option(help="Simulated shoppers.")] = 2000,
 ) -> None:
     """Broker, worker and simulated shoppers, with a live view of what the pipeline does."""
@@ -152,16 +175,21 @@ def demo(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with kafka(settings, log_file=settings.data_dir / "broker.log") as bootstrap:
         ensure_topics(bootstrap, settings)
-        code = run_demo(settings, bootstrap, duration=duration, rate=rate, shoppers=shoppers,
-                        console=console)
+        code = run_demo(
+            settings, bootstrap, duration=duration, rate=rate, shoppers=shoppers, console=console
+        )
     raise typer.Exit(code)
 
 
 def spawn_worker(settings: Settings, bootstrap: str, log_file: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "CDP_KAFKA_BOOTSTRAP": bootstrap}
     with open(log_file, "ab") as output:
-        return subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
-                                stdout=output, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_ready(api_url: str, process: subprocess.Popen[bytes], timeout: float) -> bool:

@@ -34,16 +34,19 @@ class EventProducer:
         linger_ms: int = 5,
     ) -> None:
         self.settings = settings or get_settings()
-        self.codec = codec or Codec(self.settings.schemas_dir,
-                                    max_event_bytes=self.settings.max_event_bytes)
+        self.codec = codec or Codec(
+            self.settings.schemas_dir, max_event_bytes=self.settings.max_event_bytes
+        )
         self.fmt = fmt
         self.errors: list[str] = []
-        self._producer = Producer({
-            "bootstrap.servers": bootstrap,
-            "linger.ms": linger_ms,
-            "enable.idempotence": False,
-            "acks": "all",
-        })
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "linger.ms": linger_ms,
+                "enable.idempotence": False,
+                "acks": "all",
+            }
+        )
 
     def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None:
@@ -53,7 +56,9 @@ class EventProducer:
         """Queue one event; call :meth:`flush` (or leave the ``with`` block) to wait for it."""
         _, key = event.identity.strongest()
         self.send_raw(
-            self.settings.input_topic(event.kind), key.encode(), self.codec.encode_event(event, self.fmt)
+            self.settings.input_topic(event.kind),
+            key.encode(),
+            self.codec.encode_event(event, self.fmt),
         )
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
@@ -77,7 +82,9 @@ class EventProducer:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         if exc_type is None:

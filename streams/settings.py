@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     journeys_file: Path | None = None
     session_timeout_seconds: float = 10.0
     heartbeat_interval_seconds: float = 1.0
+    fetch_max_wait_ms: int = Field(
+        default=50, ge=1, description="Longest a fetch waits for data; bounds idle latency."
+    )
     max_event_bytes: int = Field(default=1_048_576, ge=1024)
     recent_event_ids: int = Field(
         default=512, ge=16, description="Event ids kept per profile for idempotent replays."

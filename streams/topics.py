@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streams.settings import Settings
 
@@ -35,12 +35,15 @@ def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 20.0) -> 
         return []
     futures = admin.create_topics(
         [
-            NewTopic(name, num_partitions=settings.partitions,
-                     replication_factor=settings.replication_factor)
+            NewTopic(
+                name,
+                num_partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+            )
             for name in missing
         ]
     )
-    for name, future in futures.items():
+    for _name, future in futures.items():
         try:
             future.result(timeout=timeout)
         except KafkaException as exc:

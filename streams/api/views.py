@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 
 from streams.api.decisions import newsletter_popup
 from streams.codec import now_ms
@@ -25,11 +25,11 @@ MAX_IDENTIFIER_CHARS = 512
 DAY_MS = 86_400_000
 
 
-class BadRequest(Exception):
+class BadRequestError(Exception):
     """A request the caller must fix; answered with 400 and the message."""
 
 
-class NotReady(Exception):
+class NotReadyError(Exception):
     """The worker does not (yet) know who owns the key; answered with 503."""
 
 
@@ -38,11 +38,11 @@ def identifier_from_query(request: Request, allowed: tuple[IdentifierKind, ...])
     given = [(kind, request.query[kind.value]) for kind in allowed if kind.value in request.query]
     names = ", ".join(kind.value for kind in allowed)
     if len(given) != 1:
-        raise BadRequest(f"give exactly one of: {names}")
+        raise BadRequestError(f"give exactly one of: {names}")
     kind, value = given[0]
     value = value.strip()
     if not value or len(value) > MAX_IDENTIFIER_CHARS:
-        raise BadRequest(f"{kind.value} must be 1 to {MAX_IDENTIFIER_CHARS} characters")
+        raise BadRequestError(f"{kind.value} must be 1 to {MAX_IDENTIFIER_CHARS} characters")
     if kind is IdentifierKind.EMAIL:
         value = value.lower()
     return identifier_key(kind, value)
@@ -57,7 +57,7 @@ def install(runtime: Runtime) -> None:
         try:
             url = app.router.key_store(table.name, key)
         except KeyError as exc:
-            raise NotReady("partition ownership is not known yet; retry shortly") from exc
+            raise NotReadyError("partition ownership is not known yet; retry shortly") from exc
         own = app.conf.canonical_url
         if (url.host, url.port) == (own.host, own.port):
             return None
@@ -96,9 +96,9 @@ def install(runtime: Runtime) -> None:
             started = time.perf_counter()
             try:
                 return await super().dispatch(request)
-            except BadRequest as exc:
+            except BadRequestError as exc:
                 return self.json({"error": "bad_request", "message": str(exc)}, status=400)
-            except NotReady as exc:
+            except NotReadyError as exc:
                 return self.json({"error": "not_ready", "message": str(exc)}, status=503)
             except Exception:
                 # Callers get a message, never a traceback; the log keeps the details.
@@ -119,7 +119,7 @@ def install(runtime: Runtime) -> None:
 
         async def get(self, request: Request, profile_id: str) -> Response:
             if not profile_id.startswith("p_") or len(profile_id) > 64:
-                raise BadRequest("profile ids look like p_<24 hex characters>")
+                raise BadRequestError("profile ids look like p_<24 hex characters>")
             status, profile = await profile_by_id(profile_id)
             if profile is None:
                 return self.not_found(f"no profile {profile_id}")
@@ -168,7 +168,7 @@ def install(runtime: Runtime) -> None:
     def is_ready() -> bool:
         ready = (
             not app.rebalancing
-            and app.tables.recovery.completed.is_set()
+            and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
             and bool(app.consumer.assignment())
         )
         READY.set(1 if ready else 0)
@@ -196,4 +196,5 @@ def install(runtime: Runtime) -> None:
 
         async def get(self, request: Request) -> Response:
             is_ready()
-            return self.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+            # aiohttp takes the charset separately, so the exposition format's bare type goes here.
+            return self.bytes(generate_latest(REGISTRY), content_type="text/plain")

@@ -176,8 +176,9 @@ def _feed_panel(stats: DemoStats) -> Panel:
         lines.append(line, style=style)
     if not stats.feed:
         lines.append("nothing yet", style="dim")
-    return Panel(lines, title="Latest segment changes and triggers", title_align="left",
-                 height=FEED_SIZE + 2)
+    return Panel(
+        lines, title="Latest segment changes and triggers", title_align="left", height=FEED_SIZE + 2
+    )
 
 
 def _dead_letter_line(stats: DemoStats) -> Text:
@@ -199,8 +200,9 @@ def _urls_panel(api_urls: Iterable[str]) -> Panel:
         if text:
             text.append("\n")
         text.append(url, style=f"link {url}")
-    return Panel(text or Text("API not started", style="dim"), title="Try the API",
-                 title_align="left")
+    return Panel(
+        text or Text("API not started", style="dim"), title="Try the API", title_align="left"
+    )
 
 
 def _headline(stats: DemoStats, elapsed_s: float, duration_s: float | None) -> Table:
@@ -228,8 +230,12 @@ def render(
     tables.add_column(ratio=2)
     tables.add_row(_segments_table(stats), _journeys_table(stats))
     return Group(
-        Panel(_headline(stats, elapsed_s, duration_s), title="cdp-streams demo",
-              title_align="left", border_style="blue"),
+        Panel(
+            _headline(stats, elapsed_s, duration_s),
+            title="cdp-streams demo",
+            title_align="left",
+            border_style="blue",
+        ),
         tables,
         _feed_panel(stats),
         _urls_panel(api_urls),
@@ -245,8 +251,9 @@ def summary(stats: DemoStats, *, elapsed_s: float | None = None) -> RenderableTy
     table.add_column(style="bold")
     table.add_column()
     table.add_row("duration", f"{elapsed:,.1f} s")
-    table.add_row("events produced",
-                  f"{_number(stats.total_produced)} ({_number(rate)}/s on average)")
+    table.add_row(
+        "events produced", f"{_number(stats.total_produced)} ({_number(rate)}/s on average)"
+    )
     if stats.produced:
         table.add_row("", _counter_line(stats.produced))
     table.add_row("profiles in outputs", _number(len(stats.profiles)))
@@ -258,5 +265,9 @@ def summary(stats: DemoStats, *, elapsed_s: float | None = None) -> RenderableTy
     tables.add_column(ratio=3)
     tables.add_column(ratio=2)
     tables.add_row(_segments_table(stats), _journeys_table(stats))
-    return Panel(Group(table, tables, _dead_letter_line(stats)),
-                 title="cdp-streams demo — summary", title_align="left", border_style="blue")
+    return Panel(
+        Group(table, tables, _dead_letter_line(stats)),
+        title="cdp-streams demo — summary",
+        title_align="left",
+        border_style="blue",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from rich.console import Console
 from rich.live import Live
 
@@ -38,7 +38,9 @@ def run_demo(
             if not wait_ready(settings.api_url, worker, WORKER_START_TIMEOUT_S):
                 console.print(f"[red]the worker did not become ready; see {log_file}[/]")
                 return 1
-        return _run(settings, bootstrap, duration, rate, shoppers, console, worker_alive=worker.poll)
+        return _run(
+            settings, bootstrap, duration, rate, shoppers, console, worker_alive=worker.poll
+        )
     finally:
         worker.terminate()
         try:
@@ -61,13 +63,21 @@ def _run(
     # worker rightly ignores as duplicates.
     simulation = ShopperSimulation(seed=time.time_ns() % 2**31, shoppers=shoppers)
     producer = EventProducer(bootstrap, settings=settings, codec=codec, fmt=OutputFormat.AVRO)
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"cdp-demo-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "latest",
-        "enable.auto.commit": False,
-    })
-    consumer.subscribe(settings.output_topics)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"cdp-demo-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
+    # Assigned partitions read from now on at once; a consumer group would first wait to join.
+    consumer.assign(
+        [
+            TopicPartition(topic, partition, OFFSET_END)
+            for topic in settings.output_topics
+            for partition in range(settings.partitions)
+        ]
+    )
     record_names = {
         settings.segment_changes_topic: "SegmentChange",
         settings.journeys_topic: "JourneyTrigger",
@@ -83,12 +93,18 @@ def _run(
         base = settings.api_url
         found = emails(1)
         who = found[0] if found else "someone@example.com"
-        return [f"{base}/profiles?email={who}",
-                f"{base}/decisions/newsletter-popup?anonymous_id=…", f"{base}/metrics"]
+        return [
+            f"{base}/profiles?email={who}",
+            f"{base}/decisions/newsletter-popup?anonymous_id=…",
+            f"{base}/metrics",
+        ]
 
     try:
-        with Live(render(stats, api_urls=urls(), elapsed_s=0, duration_s=duration),
-                  console=console, refresh_per_second=4) as live:
+        with Live(
+            render(stats, api_urls=urls(), elapsed_s=0, duration_s=duration),
+            console=console,
+            refresh_per_second=4,
+        ) as live:
             last_refresh = 0.0
             while duration is None or time.monotonic() - started < duration:
                 elapsed = time.monotonic() - started
@@ -101,8 +117,8 @@ def _run(
                 for message in consumer.consume(500, timeout=0.05):
                     if message.error() or message.value() is None:
                         continue
-                    name = record_names[message.topic()]
-                    record = codec.decode_record(name, message.value())
+                    name = record_names[str(message.topic())]
+                    record = codec.decode_record(name, message.value() or b"")
                     if name == "SegmentChange":
                         stats.record_segment_change(record)
                     elif name == "JourneyTrigger":
@@ -110,8 +126,9 @@ def _run(
                     else:
                         stats.record_dead_letter(record)
                 if time.monotonic() - last_refresh > REFRESH_S:
-                    live.update(render(stats, api_urls=urls(), elapsed_s=elapsed,
-                                       duration_s=duration))
+                    live.update(
+                        render(stats, api_urls=urls(), elapsed_s=elapsed, duration_s=duration)
+                    )
                     last_refresh = time.monotonic()
                 if callable(worker_alive) and worker_alive() is not None:
                     console.print("[red]the worker exited; see its log[/]")

@@ -65,27 +65,94 @@ DEFAULT_MIX: dict[str, float] = {
 _PRODUCTS_PER_CATEGORY = 20
 _NOUNS: dict[str, tuple[str, ...]] = {
     "toys": ("wooden train", "doll's pram", "stacking blocks", "puzzle", "plush bear", "kite"),
-    "baking": ("cake tin", "piping set", "rolling pin", "mixing bowl", "cookie cutters",
-               "proofing basket"),
+    "baking": (
+        "cake tin",
+        "piping set",
+        "rolling pin",
+        "mixing bowl",
+        "cookie cutters",
+        "proofing basket",
+    ),
     "gifts": ("scented candle", "photo frame", "gift box", "tea sampler", "notebook", "vase"),
-    "garden": ("watering can", "pruning shears", "bird feeder", "plant pot", "garden gloves",
-               "seed kit"),
-    "kitchen": ("chef's knife", "cutting board", "french press", "spice rack", "cast-iron pan",
-                "salad bowl"),
+    "garden": (
+        "watering can",
+        "pruning shears",
+        "bird feeder",
+        "plant pot",
+        "garden gloves",
+        "seed kit",
+    ),
+    "kitchen": (
+        "chef's knife",
+        "cutting board",
+        "french press",
+        "spice rack",
+        "cast-iron pan",
+        "salad bowl",
+    ),
 }
 _ADJECTIVES = ("classic", "mini", "deluxe", "linen", "oak", "enamel", "nordic", "vintage")
 _PRICE_RANGE: dict[str, tuple[int, int]] = {
-    "toys": (9, 79), "baking": (4, 49), "gifts": (5, 39), "garden": (3, 59), "kitchen": (6, 129),
+    "toys": (9, 79),
+    "baking": (4, 49),
+    "gifts": (5, 39),
+    "garden": (3, 59),
+    "kitchen": (6, 129),
 }
-_FIRST_NAMES = ("Anna", "Bram", "Chloe", "Daan", "Emma", "Finn", "Greta", "Hugo", "Iris", "Jonas",
-                "Lotte", "Milan", "Nina", "Oscar", "Pia", "Ruben", "Sara", "Tim", "Vera", "Yara")
-_LAST_NAMES = ("de Vries", "Jansen", "Smith", "Muller", "Bakker", "Visser", "Brown", "Schmidt",
-               "Peters", "Mulder", "Wilson", "Becker")
+_FIRST_NAMES = (
+    "Anna",
+    "Bram",
+    "Chloe",
+    "Daan",
+    "Emma",
+    "Finn",
+    "Greta",
+    "Hugo",
+    "Iris",
+    "Jonas",
+    "Lotte",
+    "Milan",
+    "Nina",
+    "Oscar",
+    "Pia",
+    "Ruben",
+    "Sara",
+    "Tim",
+    "Vera",
+    "Yara",
+)
+_LAST_NAMES = (
+    "de Vries",
+    "Jansen",
+    "Smith",
+    "Muller",
+    "Bakker",
+    "Visser",
+    "Brown",
+    "Schmidt",
+    "Peters",
+    "Mulder",
+    "Wilson",
+    "Becker",
+)
 _LANGUAGES = ("nl", "nl", "nl", "en", "en", "de")  # weighted by repetition: a Dutch shop
-_CAMPAIGNS = ("cmp-2024-47-inspiration", "cmp-2024-48-baking-season", "cmp-2024-49-gift-guide",
-              "cmp-2024-50-garden-winter", "cmp-welcome-1", "cmp-welcome-2")
-_REFERRERS = (None, None, None, "https://www.google.com/", "https://www.google.com/",
-              "https://www.instagram.com/", "https://www.pinterest.com/")
+_CAMPAIGNS = (
+    "cmp-2024-47-inspiration",
+    "cmp-2024-48-baking-season",
+    "cmp-2024-49-gift-guide",
+    "cmp-2024-50-garden-winter",
+    "cmp-welcome-1",
+    "cmp-welcome-2",
+)
+_REFERRERS = (
+    None,
+    None,
+    None,
+    "https://www.google.com/",
+    "https://www.google.com/",
+    "https://www.instagram.com/",
+    "https://www.pinterest.com/",
+)
 
 # Session behaviour: a few dozen shoppers are "on the site" at once, so one visitor's page
 # views cluster the way they do in a real session instead of being spread over everyone.
@@ -343,8 +410,15 @@ class ShopperSimulation:
         return Identity(anonymous_id=shopper.devices[device])
 
     def _page(
-        self, now: int, identity: Identity, path: str, title: str, category: str | None,
-        product_id: str | None, action: str, referrer: str | None = None,
+        self,
+        now: int,
+        identity: Identity,
+        path: str,
+        title: str,
+        category: str | None,
+        product_id: str | None,
+        action: str,
+        referrer: str | None = None,
     ) -> Event:
         body = {
             "url": SITE + path,
@@ -358,18 +432,33 @@ class ShopperSimulation:
         return Event(EventKind.PAGE_VIEW, self._id(), now, identity, body)
 
     def _identify(
-        self, now: int, identity: Identity, traits: dict[str, str] | None,
-        newsletter: str | None = None, consent: dict[str, bool] | None = None,
+        self,
+        now: int,
+        identity: Identity,
+        traits: dict[str, str] | None,
+        newsletter: str | None = None,
+        consent: dict[str, bool] | None = None,
     ) -> Event:
         body = {"traits": traits, "newsletter": newsletter, "consent": consent}
         return Event(EventKind.IDENTIFY, self._id(), now, identity, body)
 
     def _email_event(
-        self, now: int, email: str, campaign: str, message: str, action: str,
-        url: str | None = None, category: str | None = None,
+        self,
+        now: int,
+        email: str,
+        campaign: str,
+        message: str,
+        action: str,
+        url: str | None = None,
+        category: str | None = None,
     ) -> Event:
-        body = {"campaign_id": campaign, "message_id": message, "action": action, "url": url,
-                "category": category}
+        body = {
+            "campaign_id": campaign,
+            "message_id": message,
+            "action": action,
+            "url": url,
+            "category": category,
+        }
         return Event(EventKind.EMAIL, self._id(), now, Identity(email=email), body)
 
     def _order_identity(self, shopper: _Shopper, device: int) -> Identity:
@@ -389,17 +478,38 @@ class ShopperSimulation:
         referrer = rng.choice(_REFERRERS)
         r = rng.random()
         if r < 0.08:
-            return [self._page(now, identity, "/", f"{SITE_NAME} — home goods", None, None,
-                               "view", referrer)]
+            return [
+                self._page(
+                    now, identity, "/", f"{SITE_NAME} — home goods", None, None, "view", referrer
+                )
+            ]
         if r < 0.4:
             category = self._category(shopper)
-            return [self._page(now, identity, f"/c/{category}",
-                               f"{category.capitalize()} | {SITE_NAME}", category, None, "view",
-                               referrer)]
+            return [
+                self._page(
+                    now,
+                    identity,
+                    f"/c/{category}",
+                    f"{category.capitalize()} | {SITE_NAME}",
+                    category,
+                    None,
+                    "view",
+                    referrer,
+                )
+            ]
         product = self._product(shopper)
-        return [self._page(now, identity, product.path, f"{product.title} | {SITE_NAME}",
-                           product.category, product.product_id, "view",
-                           referrer or f"{SITE}/c/{product.category}")]
+        return [
+            self._page(
+                now,
+                identity,
+                product.path,
+                f"{product.title} | {SITE_NAME}",
+                product.category,
+                product.product_id,
+                "view",
+                referrer or f"{SITE}/c/{product.category}",
+            )
+        ]
 
     def _add_to_cart(self, now: int) -> list[Event]:
         self.action_counts["add_to_cart"] += 1
@@ -409,9 +519,17 @@ class ShopperSimulation:
             self._carts.append(index)
         if len(shopper.cart) < _MAX_CART:
             shopper.cart.append(product)
-        return [self._page(now, self._web_identity(shopper, device), product.path,
-                           f"{product.title} | {SITE_NAME}", product.category,
-                           product.product_id, "add_to_cart")]
+        return [
+            self._page(
+                now,
+                self._web_identity(shopper, device),
+                product.path,
+                f"{product.title} | {SITE_NAME}",
+                product.category,
+                product.product_id,
+                "add_to_cart",
+            )
+        ]
 
     def _popup(self, now: int) -> list[Event]:
         self.action_counts["popup"] += 1
@@ -421,9 +539,15 @@ class ShopperSimulation:
         # A quarter of the pop-ups convert: the sign-up follows seconds after it was shown.
         converts = self._popups_convert and not shopper.subscribed and rng.random() < 0.25
         shown_at = now - rng.randint(3_000, 30_000) if converts else now
-        popup = self._page(shown_at, self._web_identity(shopper, device), f"/c/{category}",
-                           f"{category.capitalize()} | {SITE_NAME}", category, None,
-                           "popup_shown")
+        popup = self._page(
+            shown_at,
+            self._web_identity(shopper, device),
+            f"/c/{category}",
+            f"{category.capitalize()} | {SITE_NAME}",
+            category,
+            None,
+            "popup_shown",
+        )
         if not converts:
             return [popup]
         return [popup, self._subscribe(now, index, shopper, device)]
@@ -485,8 +609,7 @@ class ShopperSimulation:
             if step == 0:
                 traits = {"first_name": shopper.first_name, "last_name": shopper.last_name}
             elif step == 1:
-                traits = {"language": shopper.language,
-                          "interests": ",".join(shopper.interests)}
+                traits = {"language": shopper.language, "interests": ",".join(shopper.interests)}
             else:
                 traits = {"birthday": shopper.birthday}
             # Answered through a link in the welcome mail: known by email only.
@@ -516,8 +639,14 @@ class ShopperSimulation:
         for product, quantity in quantities.items():
             if rng.random() < 0.15:
                 quantity += 1
-            items.append({"product_id": product.product_id, "category": product.category,
-                          "quantity": quantity, "unit_price": product.price})
+            items.append(
+                {
+                    "product_id": product.product_id,
+                    "category": product.category,
+                    "quantity": quantity,
+                    "unit_price": product.price,
+                }
+            )
             total += quantity * product.price
         # Rounded to cents, as a shop reports it; equals the item sum up to float noise.
         total = round(total, 2)
@@ -530,8 +659,13 @@ class ShopperSimulation:
         return [self._order_event(now, order, "placed")]
 
     def _order_event(self, now: int, order: _PlacedOrder, status: str) -> Event:
-        body = {"order_id": order.order_id, "status": status, "total": order.total,
-                "currency": CURRENCY, "items": order.items}
+        body = {
+            "order_id": order.order_id,
+            "status": status,
+            "total": order.total,
+            "currency": CURRENCY,
+            "items": order.items,
+        }
         identity = self._order_identity(self._shoppers[order.shopper], order.device)
         return Event(EventKind.ORDER, self._id(), now, identity, body)
 
@@ -574,8 +708,9 @@ class ShopperSimulation:
             category = self._category(shopper)
             url = f"{SITE}/c/{category}?utm_source=newsletter&utm_campaign={campaign}"
             events.append(self._email_event(opened_at, email, campaign, message, "opened"))
-            events.append(self._email_event(now, email, campaign, message, "clicked", url,
-                                            category))
+            events.append(
+                self._email_event(now, email, campaign, message, "clicked", url, category)
+            )
         elif r < 0.42:
             self._leave_list(position, shopper)
             events.append(self._email_event(opened_at, email, campaign, message, "opened"))

@@ -43,8 +43,10 @@ def install(runtime: Runtime) -> None:
         if outcome in (LinkOutcome.LINKED, LinkOutcome.ADOPTED_ANONYMOUS):
             identities[key.encode()] = proposed.encode()
         elif outcome is LinkOutcome.REFUSED_OWNED:
-            log.info("refused to link an identifier owned by another profile (cause %s)",
-                     request["cause_event_id"])
+            log.info(
+                "refused to link an identifier owned by another profile (cause %s)",
+                request["cause_event_id"],
+            )
 
     @runtime.app.agent(runtime.identity_topic, name="identity")
     async def identity(stream: Any) -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_reducer import T0, email_event, identify, order, page_view, unique_events
 
 from streams.core import Outcome, Rules, process
 from streams.events import Event
 from streams.profiles.model import Profile
+from tests.unit.test_reducer import T0, email_event, identify, order, page_view, unique_events
 
 RULES = Rules.load()
 NOW = T0 + 1_000

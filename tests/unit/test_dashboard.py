@@ -31,19 +31,40 @@ def _text(renderable: RenderableType) -> str:
 
 
 def _change(profile: str, segment: str, change: str = "entered", seq: int = 1) -> dict[str, Any]:
-    return {"profile_id": profile, "segment": segment, "change": change, "sequence": seq,
-            "occurred_at": OCCURRED, "cause_event_id": "e-1"}
+    return {
+        "profile_id": profile,
+        "segment": segment,
+        "change": change,
+        "sequence": seq,
+        "occurred_at": OCCURRED,
+        "cause_event_id": "e-1",
+    }
 
 
 def _trigger(profile: str, journey: str, step: str = "send") -> dict[str, Any]:
-    return {"trigger_id": f"t-{profile}", "journey": journey, "step": step,
-            "profile_id": profile, "email": "anna.smith1@example.com",
-            "occurred_at": OCCURRED, "cause_event_id": "e-2", "payload": {"interests": ["toys"]}}
+    return {
+        "trigger_id": f"t-{profile}",
+        "journey": journey,
+        "step": step,
+        "profile_id": profile,
+        "email": "anna.smith1@example.com",
+        "occurred_at": OCCURRED,
+        "cause_event_id": "e-2",
+        "payload": {"interests": ["toys"]},
+    }
 
 
 def _dead_letter(reason: str) -> dict[str, Any]:
-    return {"topic": "cdp.orders", "partition": 0, "offset": 7, "key": None, "value": "e30=",
-            "reason": reason, "detail": "total: expected a double", "occurred_at": OCCURRED}
+    return {
+        "topic": "cdp.orders",
+        "partition": 0,
+        "offset": 7,
+        "key": None,
+        "value": "e30=",
+        "reason": reason,
+        "detail": "total: expected a double",
+        "occurred_at": OCCURRED,
+    }
 
 
 @pytest.fixture
@@ -75,8 +96,10 @@ def test_counters_follow_the_records(stats: DemoStats) -> None:
     assert stats.triggers == {"welcome": 2, "inspiration": 1}
     assert stats.dead_letters == {"schema_violation": 2, "invalid_json": 1}
     assert stats.profiles == {"p_3fa90c81d2", "p_3fa91c81d2", "p_3fa92c81d2", "p_77aa01"}
-    assert stats.feed[-1] == ("cyan", "08:20:00 p_77aa01 triggered inspiration/send → "
-                                      "anna.smith1@example.com")
+    assert stats.feed[-1] == (
+        "cyan",
+        "08:20:00 p_77aa01 triggered inspiration/send → anna.smith1@example.com",
+    )
     assert ("green", "08:20:00 p_3fa90c… entered interest_toys") in stats.feed
     assert ("yellow", "08:20:00 p_3fa90c… exited interest_toys") in stats.feed
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from test_reducer import T0, fold, identify, page_view
 
 from streams.api.decisions import PopupDecision, newsletter_popup
 from streams.profiles.model import Profile
+from tests.unit.test_reducer import T0, fold, identify, page_view
 
 DAY = 86_400_000
 COOLDOWN = 7 * DAY

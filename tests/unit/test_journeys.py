@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_reducer import T0, email_event, event, fold, identify, order, page_view
 
 from streams.events import Event, EventKind
 from streams.journeys.definitions import JourneyDefinition, TriggerKind, load_journeys
@@ -16,6 +15,7 @@ from streams.journeys.rules import JourneyTrigger, decide, ineligibility, record
 from streams.profiles.model import Profile
 from streams.segments.definitions import DefinitionError, load_segments
 from streams.segments.evaluator import SegmentChange, diff
+from tests.unit.test_reducer import T0, email_event, event, fold, identify, order, page_view
 
 SEGMENTS = [s.name for s in load_segments(None)]
 JOURNEYS = load_journeys(None, SEGMENTS)

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_reducer import T0, email_event, fold, identify, order, page_view, unique_events
 
 from streams.events import Event
 from streams.profiles.model import Profile, ms_to_datetime
@@ -18,6 +17,7 @@ from streams.segments.definitions import (
     referenced_paths,
 )
 from streams.segments.evaluator import ENTERED, EXITED, diff, evaluate
+from tests.unit.test_reducer import T0, email_event, fold, identify, order, page_view, unique_events
 
 HOUR = 3_600_000
 DAY = 24 * HOUR

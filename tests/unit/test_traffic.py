@@ -92,7 +92,12 @@ def test_every_body_has_exactly_the_schema_keys_and_valid_values(events: list[Ev
             seen["order"].add(body["status"])
         elif event.kind is EventKind.EMAIL:
             assert body["action"] in {
-                "delivered", "opened", "clicked", "bounced", "unsubscribed", "complained"
+                "delivered",
+                "opened",
+                "clicked",
+                "bounced",
+                "unsubscribed",
+                "complained",
             }
             if body["action"] == "clicked":
                 assert body["url"].startswith(SITE)
@@ -163,7 +168,8 @@ def test_mail_goes_only_to_people_who_signed_up_and_did_not_leave(events: list[E
 
 def test_logins_link_user_id_email_and_device(events: list[Event]) -> None:
     logins = [
-        e for e in events
+        e
+        for e in events
         if e.kind is EventKind.IDENTIFY and e.identity.user_id and e.body["newsletter"] is None
     ]
     assert logins
@@ -171,8 +177,9 @@ def test_logins_link_user_id_email_and_device(events: list[Event]) -> None:
     # After a login the device's page views carry the account id.
     logged_in = {e.identity.anonymous_id for e in logins}
     assert any(
-        e.kind is EventKind.PAGE_VIEW and e.identity.user_id and
-        e.identity.anonymous_id in logged_in
+        e.kind is EventKind.PAGE_VIEW
+        and e.identity.user_id
+        and e.identity.anonymous_id in logged_in
         for e in events
     )
 
@@ -210,7 +217,8 @@ def test_interests_bias_views_enough_for_interest_segments_to_fire(events: list[
     qualified = {key for key, n in views.items() if n >= 3}
     assert len(qualified) > 100
     clicks = Counter(
-        e.body["category"] for e in events
+        e.body["category"]
+        for e in events
         if e.kind is EventKind.EMAIL and e.body["action"] == "clicked"
     )
     assert set(clicks) == set(CATEGORIES)
@@ -261,7 +269,8 @@ def test_the_catalogue_and_actions_are_well_formed() -> None:
 def test_subscriber_emails_are_real_subscribers() -> None:
     sim = ShopperSimulation(seed=2, start_ms=START)
     subscribed = {
-        e.identity.email for e in sim.stream(3_000)
+        e.identity.email
+        for e in sim.stream(3_000)
         if e.kind is EventKind.IDENTIFY and e.body["newsletter"] == "subscribed"
     }
     emails = sim.subscriber_emails(3)

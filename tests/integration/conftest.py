@@ -1,0 +1,201 @@
+"""Fixtures for the real thing: the embedded broker and ``cdp worker`` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streams.broker import EmbeddedBroker, free_port, start_broker
+from streams.codec import Codec
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+WORKER_READY_TIMEOUT_S = 60.0
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log_file = tmp_path_factory.mktemp("broker") / "broker.log"
+    embedded = start_broker(free_port(), log_file=log_file)
+    yield embedded
+    embedded.stop()
+
+
+@dataclass
+class Worker:
+    """A ``cdp worker`` process with its own settings, topics and API port."""
+
+    settings: Settings
+    env: dict[str, str]
+    log_file: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api(self) -> str:
+        return self.settings.api_url
+
+    def start(self) -> None:
+        output = open(self.log_file, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker"],
+            env=self.env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"worker exited early:\n{self.log_tail()}"
+            try:
+                if httpx.get(f"{self.api}/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready in time:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    def get(self, path: str, **params: str) -> httpx.Response:
+        return httpx.get(f"{self.api}{path}", params=params, timeout=5)
+
+
+def worker_env(broker: EmbeddedBroker, tmp_path: Path, **overrides: str) -> dict[str, str]:
+    prefix = f"t{uuid.uuid4().hex[:6]}."
+    env = {
+        **os.environ,
+        "CDP_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "CDP_TOPIC_PREFIX": prefix,
+        "CDP_APP_ID": f"cdp-{prefix.rstrip('.')}",
+        "CDP_DATA_DIR": str(tmp_path / "data"),
+        "CDP_WEB_PORT": str(free_port()),
+        "CDP_PARTITIONS": "8",
+        "CDP_SESSION_TIMEOUT_SECONDS": "6",
+        "CDP_LOG_LEVEL": "info",
+    }
+    env.update(overrides)
+    return env
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    cdp = {key[4:].lower(): value for key, value in env.items() if key.startswith("CDP_")}
+    return Settings.model_validate(cdp)
+
+
+@pytest.fixture
+def make_worker(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    started: list[Worker] = []
+
+    def make(env: dict[str, str] | None = None, *, start: bool = True) -> Worker:
+        env = env or worker_env(broker, tmp_path)
+        settings = settings_from(env)
+        ensure_topics(broker.bootstrap, settings)
+        worker = Worker(settings, env, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        if start:
+            worker.start()
+        return worker
+
+    yield make
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def worker(make_worker: Callable[..., Worker]) -> Worker:
+    made: Worker = make_worker()
+    return made
+
+
+@dataclass
+class Topics:
+    """Produce raw bytes and read output records of one worker's topics."""
+
+    bootstrap: str
+    settings: Settings
+    codec: Codec
+    seen: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 2})
+        # Assigned partitions, not a consumer group: reading starts at once, no join wait.
+        self.consumer = Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": "tests", "enable.auto.commit": False}
+        )
+        self.consumer.assign(
+            [
+                TopicPartition(topic, partition, 0)
+                for topic in self.settings.output_topics
+                for partition in range(self.settings.partitions)
+            ]
+        )
+        self.names = {
+            self.settings.segment_changes_topic: "SegmentChange",
+            self.settings.journeys_topic: "JourneyTrigger",
+            self.settings.dead_letter_topic: "DeadLetter",
+        }
+
+    def produce(self, topic: str, value: bytes | dict[str, Any], key: bytes | None = None) -> None:
+        raw = json.dumps(value).encode() if isinstance(value, dict) else value
+        self.producer.produce(topic, key=key, value=raw)
+
+    def flush(self) -> None:
+        assert self.producer.flush(10) == 0
+
+    def poll(self) -> None:
+        for message in self.consumer.consume(1000, timeout=0.2):
+            if message.error() is None:
+                record = self.codec.decode_record(
+                    self.names[str(message.topic())], message.value() or b""
+                )
+                self.seen.setdefault(str(message.topic()), []).append(record)
+
+    def wait_for(
+        self, topic: str, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 15
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll()
+            if predicate(self.seen.get(topic, [])):
+                return self.seen.get(topic, [])
+        raise AssertionError(f"timed out waiting on {topic}; saw {self.seen.get(topic, [])}")
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture
+def topics(broker: EmbeddedBroker, worker: Worker) -> Iterator[Topics]:
+    made = Topics(broker.bootstrap, worker.settings, Codec(worker.settings.schemas_dir))
+    yield made
+    made.close()
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")

@@ -1,0 +1,228 @@
+"""End to end against the embedded broker and a real ``cdp worker`` process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from streams.broker import EmbeddedBroker
+from streams.events import Event, EventKind, Identity
+from streams.producer import EventProducer
+
+from .conftest import Topics, Worker, settings_from, wait_until, worker_env
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def page_view(anonymous_id: str, category: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "event_id": uuid.uuid4().hex,
+        "occurred_at": now_ms(),
+        "identity": {"anonymous_id": anonymous_id},
+        "url": f"https://shop.example/{category}",
+        "category": category,
+        **extra,
+    }
+
+
+def sign_up(anonymous_id: str, email: str) -> dict[str, Any]:
+    return {
+        "event_id": uuid.uuid4().hex,
+        "occurred_at": now_ms(),
+        "identity": {"anonymous_id": anonymous_id, "email": email},
+        "newsletter": "subscribed",
+        "consent": {"email_marketing": True},
+        "traits": {"first_name": "Ann", "language": "nl"},
+    }
+
+
+def test_events_become_profiles_segment_changes_and_triggers(
+    worker: Worker, topics: Topics
+) -> None:
+    settings = worker.settings
+    anonymous_id = f"anon-{uuid.uuid4().hex[:8]}"
+    email = f"{anonymous_id}@example.com"
+    topics.produce(settings.input_topic(EventKind.IDENTIFY), sign_up(anonymous_id, email))
+    topics.flush()
+    # Linking history from before the sign-up into the profile is identity resolution
+    # proper (merges); here the device's later browsing must land on the subscriber.
+    topics.wait_for(settings.segment_changes_topic, lambda seen: len(seen) >= 1)
+    wait_until(lambda: worker.get("/profiles", anonymous_id=anonymous_id).status_code == 200)
+    views = [page_view(anonymous_id, "toys", product_id=f"p-toys-00{i}") for i in range(3)]
+    for view in views:
+        topics.produce(settings.input_topic(EventKind.PAGE_VIEW), view)
+    # A replay of the same event must change nothing.
+    topics.produce(settings.input_topic(EventKind.PAGE_VIEW), views[0])
+    topics.flush()
+
+    changes = topics.wait_for(
+        settings.segment_changes_topic,
+        lambda seen: {"newsletter_subscriber", "interest_toys"} <= {c["segment"] for c in seen},
+    )
+    assert all(change["change"] == "entered" for change in changes)
+    profile_ids = {change["profile_id"] for change in changes}
+    assert len(profile_ids) == 1
+    sequences = sorted(change["sequence"] for change in changes)
+    assert sequences == list(range(1, len(changes) + 1))
+
+    triggers = topics.wait_for(
+        settings.journeys_topic,
+        lambda seen: {"welcome", "interest_inspiration"} <= {t["journey"] for t in seen},
+    )
+    assert {t["email"] for t in triggers} == {email}
+    assert len({t["trigger_id"] for t in triggers}) == len(triggers)
+
+    response = worker.get("/profiles", email=email.upper())
+    assert response.status_code == 200
+    profile = response.json()
+    assert profile["profile_id"] in profile_ids
+    assert profile["views"]["count"] == 3
+    assert "interest_toys" in profile["segments"]
+    assert worker.get(f"/profiles/{profile['profile_id']}").json() == profile
+
+    popup = worker.get("/decisions/newsletter-popup", anonymous_id=anonymous_id).json()
+    assert popup == {"show": False, "reason": "known_subscriber"}
+    stranger = worker.get("/decisions/newsletter-popup", anonymous_id="never-seen").json()
+    assert stranger["show"] is True
+
+
+def test_producer_api_events_show_up_within_a_second(worker: Worker, topics: Topics) -> None:
+    user_id = f"u-{uuid.uuid4().hex[:8]}"
+    order = Event(
+        kind=EventKind.ORDER,
+        event_id=uuid.uuid4().hex,
+        occurred_at=now_ms(),
+        identity=Identity(user_id=user_id, email=f"{user_id}@example.com"),
+        body={
+            "order_id": "o-1",
+            "status": "placed",
+            "total": 30.0,
+            "currency": "EUR",
+            "items": [
+                {
+                    "product_id": "p-gifts-001",
+                    "category": "gifts",
+                    "quantity": 2,
+                    "unit_price": 15.0,
+                }
+            ],
+        },
+    )
+    with EventProducer(topics.bootstrap, settings=worker.settings) as producer:
+        producer.send(order)
+    sent_at = time.monotonic()
+
+    def visible() -> bool:
+        response = worker.get("/profiles", user_id=user_id)
+        return response.status_code == 200 and response.json()["orders"]["placed"] == 1
+
+    wait_until(visible, timeout=10, interval=0.05)
+    assert time.monotonic() - sent_at < 2.0  # usually well under a second; CI machines vary
+    profile = worker.get("/profiles", user_id=user_id).json()
+    assert profile["orders"]["revenue"] == 30.0
+    assert "customer" in profile["segments"]
+
+
+def test_bad_input_is_dead_lettered_and_good_input_around_it_is_applied(
+    worker: Worker, topics: Topics
+) -> None:
+    settings = worker.settings
+    pages = settings.input_topic(EventKind.PAGE_VIEW)
+    anonymous_id = f"anon-{uuid.uuid4().hex[:8]}"
+    bad: list[tuple[bytes, str]] = [
+        (b"\x00\xff\xfe garbage", "schema_registry_unavailable"),
+        (b"\xc3\x01\x00\x00\x00\x00\x00\x00\x00\x00", "unknown_fingerprint"),
+        (b"{not json", "invalid_json"),
+        (b'{"event_id": "x", "occurred_at": 1, "identity": {}, "url": "u"}', "missing_identity"),
+        (
+            b'{"event_id": "x", "occurred_at": 1, "identity": {"anonymous_id": "a"}, "url": 5}',
+            "schema_violation",
+        ),
+        (b"\xff\xfe\xfd", "invalid_utf8"),
+    ]
+    for index, (value, _) in enumerate(bad):
+        topics.produce(pages, page_view(anonymous_id, "baking", title=f"good {index}"))
+        topics.produce(pages, value, key=b"bad")
+    topics.flush()
+
+    letters = topics.wait_for(settings.dead_letter_topic, lambda seen: len(seen) >= len(bad))
+    assert sorted(letter["reason"] for letter in letters) == sorted(r for _, r in bad)
+    assert {letter["value"] for letter in letters} == {value for value, _ in bad}
+    assert all(letter["topic"] == pages and letter["detail"] for letter in letters)
+
+    def applied() -> bool:
+        response = worker.get("/profiles", anonymous_id=anonymous_id)
+        return response.status_code == 200 and response.json()["views"]["count"] == len(bad)
+
+    wait_until(applied)
+    assert worker.process is not None
+    assert worker.process.poll() is None
+    metrics = worker.get("/metrics").text
+    assert 'cdp_dead_letters_total{reason="invalid_json"} 1.0' in metrics
+
+
+def test_bad_requests_get_4xx_with_a_message(worker: Worker) -> None:
+    for path, params, status in [
+        ("/profiles", {}, 400),
+        ("/profiles", {"email": "a@b.c", "user_id": "1"}, 400),
+        ("/profiles", {"email": ""}, 400),
+        ("/profiles", {"email": "x" * 600}, 400),
+        ("/profiles", {"email": "nobody@example.com"}, 404),
+        ("/profiles/p_000000000000000000000000", {}, 404),
+        ("/profiles/not-an-id", {}, 400),
+        ("/decisions/newsletter-popup", {}, 400),
+    ]:
+        response = worker.get(path, **params)
+        assert response.status_code == status, (path, params, response.text)
+        assert response.json()["message"]
+    assert worker.get("/health").json() == {"status": "ok"}
+    assert "cdp_lookup_seconds_bucket" in worker.get("/metrics").text
+
+
+def test_invalid_segment_file_fails_at_start_naming_the_segment(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    segments = tmp_path / "segments.yaml"
+    segments.write_text("segments:\n  - name: big_spender\n    when: 'profile.orders.revenue >'\n")
+    env = worker_env(broker, tmp_path, CDP_SEGMENTS_FILE=str(segments))
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "worker"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    message = result.stderr.decode() + result.stdout.decode()
+    assert "big_spender" in message
+    assert "Traceback" not in message
+    assert settings_from(env).segments_file == segments
+
+
+def test_demo_runs_for_a_duration_and_exits_cleanly(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    env = worker_env(broker, tmp_path, COLUMNS="120")
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "demo", "--duration", "15", "--rate", "200"],
+        env=env,
+        capture_output=True,
+        timeout=150,
+        check=False,
+    )
+    output = result.stdout.decode(errors="replace")
+    assert result.returncode == 0, output[-3000:] + result.stderr.decode(errors="replace")[-3000:]
+    assert "newsletter_subscriber" in output
+    api = settings_from(env).api_url
+    try:
+        httpx.get(f"{api}/health", timeout=1)
+        still_up = True
+    except httpx.HTTPError:
+        still_up = False
+    assert not still_up, "the demo must stop its worker"
