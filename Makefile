@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration lint bench bench-smoke clean
+.PHONY: install demo test test-unit test-integration lint check-deploy clean
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ test-integration: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# Prometheus config, alert rules and their unit tests (promtool: Debian package `prometheus`).
+check-deploy:
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
 
 clean:
 	rm -rf $(VENV) .cdp-data *.egg-info
