@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -169,41 +166,14 @@ def demo(
     shoppers: Annotated[int, typer.Option(help="Simulated shoppers.")] = 2000,
 ) -> None:
     """Broker, worker and simulated shoppers, with a live view of what the pipeline does."""
-    from streams.demo.runner import run_demo
+    from streams.demo.runner import DemoOptions, run_demo
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with kafka(settings, log_file=settings.data_dir / "broker.log") as bootstrap:
         ensure_topics(bootstrap, settings)
-        code = run_demo(
-            settings, bootstrap, duration=duration, rate=rate, shoppers=shoppers, console=console
-        )
+        code = run_demo(settings, bootstrap, DemoOptions(duration, rate, shoppers), console)
     raise typer.Exit(code)
-
-
-def spawn_worker(settings: Settings, bootstrap: str, log_file: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CDP_KAFKA_BOOTSTRAP": bootstrap}
-    with open(log_file, "ab") as output:
-        return subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def wait_ready(api_url: str, process: subprocess.Popen[bytes], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            if httpx.get(f"{api_url}/ready", timeout=1).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    return False
 
 
 def main() -> None:

@@ -87,6 +87,13 @@ def install(runtime: Runtime) -> None:
         owner: bytes | None = runtime.identities.get(key.encode())
         return owner.decode() if owner is not None else None
 
+    async def profile_for(key: str) -> dict[str, Any] | None:
+        profile_id = await profile_id_for(key)
+        if profile_id is None:
+            return None
+        _, profile = await profile_by_id(profile_id)
+        return profile
+
     class CdpView(View):
         """Turns domain errors into JSON 4xx/5xx answers and times every request."""
 
@@ -130,11 +137,7 @@ def install(runtime: Runtime) -> None:
         endpoint = "profile_by_identifier"
 
         async def get(self, request: Request) -> Response:
-            key = identifier_from_query(request, tuple(IdentifierKind))
-            profile_id = await profile_id_for(key)
-            if profile_id is None:
-                return self.not_found("no profile for that identifier")
-            _, profile = await profile_by_id(profile_id)
+            profile = await profile_for(identifier_from_query(request, tuple(IdentifierKind)))
             if profile is None:
                 return self.not_found("no profile for that identifier")
             return self.json(profile)
@@ -156,12 +159,8 @@ def install(runtime: Runtime) -> None:
         endpoint = "newsletter_popup"
 
         async def get(self, request: Request) -> Response:
-            key = identifier_from_query(request, tuple(IdentifierKind))
-            profile_id = await profile_id_for(key)
-            profile = None
-            if profile_id is not None:
-                _, found = await profile_by_id(profile_id)
-                profile = Profile.from_dict(found) if found is not None else None
+            found = await profile_for(identifier_from_query(request, tuple(IdentifierKind)))
+            profile = Profile.from_dict(found) if found is not None else None
             decision = newsletter_popup(profile, now_ms(), cooldown_ms)
             return self.json({"show": decision.show, "reason": decision.reason})
 

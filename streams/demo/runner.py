@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from rich.console import Console
 from rich.live import Live
@@ -19,28 +25,50 @@ WORKER_START_TIMEOUT_S = 90.0
 REFRESH_S = 0.25
 
 
-def run_demo(
-    settings: Settings,
-    bootstrap: str,
-    *,
-    duration: float | None,
-    rate: float,
-    shoppers: int,
-    console: Console,
-) -> int:
-    """Run until ``duration`` elapses (or Ctrl-C); return the process exit code."""
-    from streams.cli import spawn_worker, wait_ready
+@dataclass(frozen=True)
+class DemoOptions:
+    duration: float | None
+    """Seconds to run; None runs until Ctrl-C."""
+    rate: float
+    """Shopper actions per second."""
+    shoppers: int
 
+
+def spawn_worker(bootstrap: str, log_file: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CDP_KAFKA_BOOTSTRAP": bootstrap}
+    with open(log_file, "ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_ready(api_url: str, process: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            if httpx.get(f"{api_url}/ready", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    return False
+
+
+def run_demo(settings: Settings, bootstrap: str, options: DemoOptions, console: Console) -> int:
+    """Run until the duration elapses (or Ctrl-C); return the process exit code."""
     log_file = settings.data_dir / "worker.log"
-    worker = spawn_worker(settings, bootstrap, log_file)
+    worker = spawn_worker(bootstrap, log_file)
     try:
         with console.status("starting the worker (joining the consumer group)…"):
             if not wait_ready(settings.api_url, worker, WORKER_START_TIMEOUT_S):
                 console.print(f"[red]the worker did not become ready; see {log_file}[/]")
                 return 1
-        return _run(
-            settings, bootstrap, duration, rate, shoppers, console, worker_alive=worker.poll
-        )
+        return _run(settings, bootstrap, options, console, worker)
     finally:
         worker.terminate()
         try:
@@ -52,16 +80,15 @@ def run_demo(
 def _run(
     settings: Settings,
     bootstrap: str,
-    duration: float | None,
-    rate: float,
-    shoppers: int,
+    options: DemoOptions,
     console: Console,
-    worker_alive: object,
+    worker: subprocess.Popen[bytes],
 ) -> int:
+    duration, rate = options.duration, options.rate
     codec = Codec(settings.schemas_dir, max_event_bytes=settings.max_event_bytes)
     # A new seed every run: the same seed would replay the same event ids, which the
     # worker rightly ignores as duplicates.
-    simulation = ShopperSimulation(seed=time.time_ns() % 2**31, shoppers=shoppers)
+    simulation = ShopperSimulation(seed=time.time_ns() % 2**31, shoppers=options.shoppers)
     producer = EventProducer(bootstrap, settings=settings, codec=codec, fmt=OutputFormat.AVRO)
     consumer = Consumer(
         {
@@ -130,7 +157,7 @@ def _run(
                         render(stats, api_urls=urls(), elapsed_s=elapsed, duration_s=duration)
                     )
                     last_refresh = time.monotonic()
-                if callable(worker_alive) and worker_alive() is not None:
+                if worker.poll() is not None:
                     console.print("[red]the worker exited; see its log[/]")
                     code = 1
                     break

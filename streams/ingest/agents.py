@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from streams.app import raw_topic
 from streams.codec import DeadLetterReason, DecodeError, dead_letter_record, now_ms
 from streams.events import EventKind
 from streams.identity.resolver import routing_key
@@ -37,8 +38,6 @@ async def send_dead_letter(
 
 
 def install(runtime: Runtime) -> None:
-    from streams.app import raw_topic
-
     settings = runtime.settings
     kind_by_topic = {settings.input_topic(kind): kind for kind in EventKind}
     source = raw_topic(runtime.app, *kind_by_topic)

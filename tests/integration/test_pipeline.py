@@ -6,12 +6,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from streams.broker import EmbeddedBroker
+from streams.broker import EmbeddedBroker, free_port
+from streams.codec import Codec
 from streams.events import Event, EventKind, Identity
 from streams.producer import EventProducer
 
@@ -226,3 +228,35 @@ def test_demo_runs_for_a_duration_and_exits_cleanly(broker: EmbeddedBroker, tmp_
     except httpx.HTTPError:
         still_up = False
     assert not still_up, "the demo must stop its worker"
+
+
+def test_every_worker_answers_lookups_for_keys_another_worker_owns(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    first_env = worker_env(broker, tmp_path / "one")
+    second_env = {
+        **first_env,
+        "CDP_DATA_DIR": str(tmp_path / "two" / "data"),
+        "CDP_WEB_PORT": str(free_port()),
+    }
+    first = make_worker(first_env)
+    second = make_worker(second_env)
+    # The first worker gives up half its partitions; wait until both own some.
+    wait_until(lambda: first.get("/ready").status_code == 200, timeout=30)
+    wait_until(lambda: second.get("/ready").status_code == 200, timeout=30)
+    topics = Topics(broker.bootstrap, first.settings, Codec(first.settings.schemas_dir))
+    emails = [f"person{index}-{uuid.uuid4().hex[:6]}@example.com" for index in range(12)]
+    for email in emails:
+        topics.produce(
+            first.settings.input_topic(EventKind.IDENTIFY),
+            sign_up(f"anon-{email}", email),
+        )
+    topics.flush()
+    topics.wait_for(first.settings.segment_changes_topic, lambda seen: len(seen) >= len(emails))
+    topics.close()
+    for email in emails:
+        answers = [worker.get("/profiles", email=email) for worker in (first, second)]
+        assert [answer.status_code for answer in answers] == [200, 200], email
+        assert answers[0].json() == answers[1].json()
+        by_anonymous_id = second.get("/profiles", anonymous_id=f"anon-{email}")
+        assert by_anonymous_id.json()["profile_id"] == answers[0].json()["profile_id"]
