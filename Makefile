@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration lint check-deploy clean
+.PHONY: install demo test test-unit test-integration lint check-deploy bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ test-integration: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m benchmarks.drain --events $(or $(EVENTS),20000)
 
 # Prometheus config, alert rules and their unit tests (promtool: Debian package `prometheus`).
 check-deploy:

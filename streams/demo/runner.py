@@ -114,6 +114,7 @@ def _run(
     emails = simulation.subscriber_emails
     started = time.monotonic()
     produced = 0
+    visitor = "unknown-visitor"
     code = 0
 
     def urls() -> list[str]:
@@ -122,7 +123,7 @@ def _run(
         who = found[0] if found else "someone@example.com"
         return [
             f"{base}/profiles?email={who}",
-            f"{base}/decisions/newsletter-popup?anonymous_id=…",
+            f"{base}/decisions/newsletter-popup?anonymous_id={visitor}",
             f"{base}/metrics",
         ]
 
@@ -138,6 +139,7 @@ def _run(
                 due = int(elapsed * rate) - produced
                 for _ in range(max(0, due)):
                     for event in simulation.next_events(int(time.time() * 1000)):
+                        visitor = event.identity.anonymous_id or visitor
                         producer.send(event)
                         stats.record_produced(event.kind.value)
                     produced += 1
