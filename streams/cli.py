@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,13 +53,17 @@ def broker(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 9092)
     """Run the embedded Kafka-compatible broker (Tansu, memory only) in the foreground."""
     settings = get_settings()
     embedded = start_broker(port)
-    ensure_topics(embedded.bootstrap, settings)
-    console.print(
-        f"embedded broker on [bold]{embedded.bootstrap}[/]; topics created. Ctrl-C stops it."
-    )
+    # SIGTERM (systemd, docker stop, a test) must stop the broker too, not orphan it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
+        ensure_topics(embedded.bootstrap, settings)
+        console.print(
+            f"embedded broker on [bold]{embedded.bootstrap}[/]; topics created. Ctrl-C stops it."
+        )
         embedded.wait()
     except KeyboardInterrupt:
+        pass
+    finally:
         embedded.stop()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -11,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import EmbeddedBroker, free_port, is_listening
 from streams.codec import Codec
 from streams.events import Event, EventKind, Identity
 from streams.producer import EventProducer
@@ -260,3 +264,72 @@ def test_every_worker_answers_lookups_for_keys_another_worker_owns(
         assert answers[0].json() == answers[1].json()
         by_anonymous_id = second.get("/profiles", anonymous_id=f"anon-{email}")
         assert by_anonymous_id.json()["profile_id"] == answers[0].json()["profile_id"]
+
+
+def test_cdp_produce_and_cdp_profile_commands(worker: Worker) -> None:
+    email = f"cli-{uuid.uuid4().hex[:8]}@example.com"
+    lines = "\n".join(
+        [
+            json.dumps(sign_up(f"anon-{email}", email)),
+            "not json at all",
+        ]
+    )
+    produced = subprocess.run(
+        [sys.executable, "-m", "streams", "produce", "identify"],
+        input=lines.encode(),
+        env=worker.env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert produced.returncode == 0, produced.stderr.decode()
+    assert "produced 2 events" in produced.stderr.decode()
+
+    def shown() -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "streams", "profile", email, "--api", worker.api],
+            env=worker.env,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+
+    wait_until(lambda: shown().returncode == 0)
+    profile = json.loads(shown().stdout)
+    assert profile["identities"]["emails"] == [email]
+    assert profile["newsletter"]["status"] == "subscribed"
+    missing = subprocess.run(
+        [sys.executable, "-m", "streams", "profile", "nobody@example.com", "--api", worker.api],
+        env=worker.env,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert missing.returncode == 1
+    assert "no profile" in missing.stderr.decode()
+
+
+def test_cdp_broker_serves_kafka_with_the_topics_created(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "CDP_TOPIC_PREFIX": "brokertest."}
+    broker_process = subprocess.Popen(
+        [sys.executable, "-m", "streams", "broker", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
+
+        def has_topics() -> bool:
+            try:
+                names = set(admin.list_topics(timeout=2).topics)
+            except KafkaException:
+                return False
+            return {"brokertest.page-views", "brokertest.dead-letter"} <= names
+
+        wait_until(has_topics, timeout=30, interval=0.5)
+    finally:
+        broker_process.terminate()
+        broker_process.wait(20)
+    wait_until(lambda: not is_listening("127.0.0.1", port), timeout=10)
