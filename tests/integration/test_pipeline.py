@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.broker import EmbeddedBroker, free_port, is_listening
@@ -333,3 +333,27 @@ def test_cdp_broker_serves_kafka_with_the_topics_created(tmp_path: Path) -> None
         broker_process.terminate()
         broker_process.wait(20)
     wait_until(lambda: not is_listening("127.0.0.1", port), timeout=10)
+
+
+def test_avro_output_format(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    avro_worker = make_worker(worker_env(broker, tmp_path, CDP_OUTPUT_FORMAT="avro"))
+    settings = avro_worker.settings
+    topics = Topics(broker.bootstrap, settings, Codec(settings.schemas_dir))
+    email = f"avro-{uuid.uuid4().hex[:8]}@example.com"
+    topics.produce(settings.input_topic(EventKind.IDENTIFY), sign_up(f"anon-{email}", email))
+    topics.flush()
+    changes = topics.wait_for(settings.segment_changes_topic, lambda seen: len(seen) >= 1)
+    triggers = topics.wait_for(settings.journeys_topic, lambda seen: len(seen) >= 1)
+    topics.close()
+    assert changes[0]["segment"] == "newsletter_subscriber"
+    assert triggers[0]["journey"] == "welcome"
+    raw = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "avro-check"})
+    raw.assign(
+        [TopicPartition(settings.segment_changes_topic, p, 0) for p in range(settings.partitions)]
+    )
+    values = [m.value() for m in raw.consume(10, timeout=5) if m.error() is None]
+    raw.close()
+    assert values
+    assert all(value is not None and value.startswith(b"\xc3\x01") for value in values)
