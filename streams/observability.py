@@ -78,3 +78,9 @@ IDENTITY_LINKS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+IDENTIFIERS_BLOCKED = Counter(
+    "cdp_identifiers_blocked_total",
+    "Identifiers dropped from events because their value is on the block list, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)

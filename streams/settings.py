@@ -11,6 +11,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.events import EventKind
+from streams.identity.resolver import DEFAULT_BLOCKED_IDENTIFIERS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
         default=512, ge=16, description="Event ids kept per profile for idempotent replays."
     )
     popup_cooldown_days: float = 7.0
+    blocked_identifiers: list[str] = Field(
+        default=list(DEFAULT_BLOCKED_IDENTIFIERS),
+        description="Identifier values that never identify anyone (JSON list; case-insensitive).",
+    )
     log_level: str = "info"
 
     @property

@@ -7,12 +7,31 @@ id), hashed so that ids carry no personal data and stay stable across restarts.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from streams.events import Event, IdentifierKind
+from streams.events import Event, IdentifierKind, Identity
+
+# Values that tracking snippets and test fixtures send when they have no real identifier;
+# linking on them would fold strangers into one "blob" profile.
+DEFAULT_BLOCKED_IDENTIFIERS = (
+    "null",
+    "undefined",
+    "none",
+    "nil",
+    "nan",
+    "unknown",
+    "anonymous",
+    "[object object]",
+    "0",
+    "-1",
+    "test@test.com",
+    "test@example.com",
+    "noreply@example.com",
+)
 
 
 def identifier_key(kind: IdentifierKind, value: str) -> str:
@@ -72,3 +91,19 @@ def decide_link(key: str, current: str | None, proposed: str) -> LinkOutcome:
     if kind_of(key) is IdentifierKind.ANONYMOUS_ID and current == profile_id_for(key):
         return LinkOutcome.ADOPTED_ANONYMOUS
     return LinkOutcome.REFUSED_OWNED
+
+
+def blocklist(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(value.strip().casefold() for value in values)
+
+
+def without_blocked(
+    identity: Identity, blocked: frozenset[str]
+) -> tuple[Identity, tuple[IdentifierKind, ...]]:
+    """The identity with block-listed values removed, and the kinds that were removed."""
+    removed = tuple(
+        kind for kind, value in identity.identifiers() if value.strip().casefold() in blocked
+    )
+    if not removed:
+        return identity, ()
+    return dataclasses.replace(identity, **{kind.value: None for kind in removed}), removed

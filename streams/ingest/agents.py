@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from streams.app import raw_topic
 from streams.codec import DeadLetterReason, DecodeError, dead_letter_record, now_ms
 from streams.events import EventKind
-from streams.identity.resolver import routing_key
-from streams.observability import DEAD_LETTERS, EVENTS
+from streams.identity.resolver import blocklist, routing_key, without_blocked
+from streams.observability import DEAD_LETTERS, EVENTS, IDENTIFIERS_BLOCKED
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -39,6 +40,7 @@ async def send_dead_letter(
 
 def install(runtime: Runtime) -> None:
     settings = runtime.settings
+    blocked = blocklist(settings.blocked_identifiers)
     kind_by_topic = {settings.input_topic(kind): kind for kind in EventKind}
     source = raw_topic(runtime.app, *kind_by_topic)
 
@@ -51,6 +53,19 @@ def install(runtime: Runtime) -> None:
             except DecodeError as exc:
                 await send_dead_letter(runtime, message, exc.reason, exc.detail)
                 continue
+            identity, removed = without_blocked(event.identity, blocked)
+            for kind in removed:
+                IDENTIFIERS_BLOCKED.labels(kind.value).inc()
+            if not identity.identifiers():
+                await send_dead_letter(
+                    runtime,
+                    message,
+                    DeadLetterReason.MISSING_IDENTITY,
+                    "every identifier is on the block list (CDP_BLOCKED_IDENTIFIERS)",
+                )
+                continue
+            if removed:
+                event = dataclasses.replace(event, identity=identity)
             # The input's append time travels along so the last stage can measure
             # event-to-output latency across both hops.
             await runtime.identity_topic.send(

@@ -357,3 +357,19 @@ def test_avro_output_format(
     raw.close()
     assert values
     assert all(value is not None and value.startswith(b"\xc3\x01") for value in values)
+
+
+def test_block_listed_identifiers_never_link(worker: Worker, topics: Topics) -> None:
+    settings = worker.settings
+    email = f"blocked-{uuid.uuid4().hex[:8]}@example.com"
+    topics.produce(settings.input_topic(EventKind.IDENTIFY), sign_up("undefined", email))
+    topics.produce(settings.input_topic(EventKind.PAGE_VIEW), page_view("null", "toys"))
+    topics.flush()
+    letters = topics.wait_for(settings.dead_letter_topic, lambda seen: len(seen) >= 1)
+    assert letters[0]["reason"] == "missing_identity"
+    assert "block list" in letters[0]["detail"]
+    wait_until(lambda: worker.get("/profiles", email=email).status_code == 200)
+    assert worker.get("/profiles", email=email).json()["identities"]["anonymous_ids"] == []
+    assert worker.get("/profiles", anonymous_id="undefined").status_code == 404
+    metrics = worker.get("/metrics").text
+    assert 'cdp_identifiers_blocked_total{kind="anonymous_id"} 2.0' in metrics
