@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -20,6 +18,7 @@ import httpx
 
 from streams.broker import free_port, start_broker
 from streams.demo.traffic import ShopperSimulation
+from streams.process import spawn_worker, wait_ready
 from streams.producer import EventProducer
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -30,18 +29,6 @@ _EVENTS_TOTAL = re.compile(r"^cdp_events_total\{[^}]*\} ([0-9.e+]+)$", re.MULTIL
 def processed(api: str) -> float:
     """Input events the worker has finished with: applied, duplicate or dead-lettered."""
     return sum(float(value) for value in _EVENTS_TOTAL.findall(httpx.get(f"{api}/metrics").text))
-
-
-def wait_ready(api: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{api}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the worker did not become ready")
 
 
 def main() -> None:
@@ -63,15 +50,11 @@ def main() -> None:
             "CDP_SESSION_TIMEOUT_SECONDS": "6",
             "CDP_LOG_LEVEL": "warning",
         }
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        worker = spawn_worker(env, None)
         api = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(api)
+            if not wait_ready(api, worker, timeout=60):
+                raise SystemExit("the worker did not become ready")
             simulation = ShopperSimulation(seed=1, shoppers=args.shoppers)
             with EventProducer(broker.bootstrap, settings=settings) as producer:
                 for event in simulation.stream(args.events):

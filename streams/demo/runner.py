@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from rich.console import Console
 from rich.live import Live
@@ -18,6 +15,7 @@ from rich.live import Live
 from streams.codec import Codec
 from streams.demo.dashboard import DemoStats, render, summary
 from streams.demo.traffic import ShopperSimulation
+from streams.process import spawn_worker, wait_ready
 from streams.producer import EventProducer
 from streams.settings import OutputFormat, Settings
 
@@ -34,35 +32,10 @@ class DemoOptions:
     shoppers: int
 
 
-def spawn_worker(bootstrap: str, log_file: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CDP_KAFKA_BOOTSTRAP": bootstrap}
-    with open(log_file, "ab") as output:
-        return subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def wait_ready(api_url: str, process: subprocess.Popen[bytes], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            if httpx.get(f"{api_url}/ready", timeout=1).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    return False
-
-
 def run_demo(settings: Settings, bootstrap: str, options: DemoOptions, console: Console) -> int:
     """Run until the duration elapses (or Ctrl-C); return the process exit code."""
     log_file = settings.data_dir / "worker.log"
-    worker = spawn_worker(bootstrap, log_file)
+    worker = spawn_worker({**os.environ, "CDP_KAFKA_BOOTSTRAP": bootstrap}, log_file)
     try:
         with console.status("starting the worker (joining the consumer group)…"):
             if not wait_ready(settings.api_url, worker, WORKER_START_TIMEOUT_S):

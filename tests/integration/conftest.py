@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams.broker import EmbeddedBroker, free_port, start_broker
 from streams.codec import Codec
+from streams.process import spawn_worker, wait_ready
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -47,23 +47,9 @@ class Worker:
         return self.settings.api_url
 
     def start(self) -> None:
-        output = open(self.log_file, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"],
-            env=self.env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"worker exited early:\n{self.log_tail()}"
-            try:
-                if httpx.get(f"{self.api}/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"worker not ready in time:\n{self.log_tail()}")
+        self.process = spawn_worker(self.env, self.log_file)
+        ready = wait_ready(self.api, self.process, WORKER_READY_TIMEOUT_S)
+        assert ready, f"worker not ready (exit code {self.process.poll()}):\n{self.log_tail()}"
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -1,0 +1,37 @@
+"""Starting `cdp worker` processes and waiting until they serve (demo, tests, benchmarks)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+
+def spawn_worker(env: Mapping[str, str], log_file: Path | None) -> subprocess.Popen[bytes]:
+    """A ``cdp worker`` child process with ``env``; its output goes to ``log_file`` (or nowhere)."""
+    output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams", "worker"],
+        env=dict(env),
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_ready(api_url: str, process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """True once the worker's ``/ready`` answers 200; False if it exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            if httpx.get(f"{api_url}/ready", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
