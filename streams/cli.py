@@ -166,7 +166,7 @@ def demo(
         float | None, typer.Option(help="Seconds to run; default until Ctrl-C.")
     ] = None,
     rate: Annotated[
-        float, typer.Option(help="Events per second from the shopper simulation.")
+        float, typer.Option(help="Shopper actions per second (each is 1 to 4 events).")
     ] = 300,
     shoppers: Annotated[int, typer.Option(help="Simulated shoppers.")] = 2000,
 ) -> None:

@@ -13,13 +13,14 @@ import httpx
 
 def spawn_worker(env: Mapping[str, str], log_file: Path | None) -> subprocess.Popen[bytes]:
     """A ``cdp worker`` child process with ``env``; its output goes to ``log_file`` (or nowhere)."""
-    output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "-m", "streams", "worker"],
-        env=dict(env),
-        stdout=output,
-        stderr=subprocess.STDOUT,
-    )
+    command = [sys.executable, "-m", "streams", "worker"]
+    if log_file is None:
+        return subprocess.Popen(
+            command, env=dict(env), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+    # The child keeps its own copy of the descriptor; the parent's closes with the block.
+    with open(log_file, "ab") as output:
+        return subprocess.Popen(command, env=dict(env), stdout=output, stderr=subprocess.STDOUT)
 
 
 def wait_ready(api_url: str, process: subprocess.Popen[bytes], timeout: float) -> bool:

@@ -43,7 +43,7 @@ def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 20.0) -> 
             for name in missing
         ]
     )
-    for _name, future in futures.items():
+    for future in futures.values():
         try:
             future.result(timeout=timeout)
         except KafkaException as exc:
