@@ -17,6 +17,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from streams.codec import Codec
 from streams.core import Rules
+from streams.identity.messages import Out, Send, encode
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,29 @@ class Runtime:
     segment_changes_topic: Any
     journeys_topic: Any
     dead_letter_topic: Any
+    identity_merges_topic: Any
     identities: Any
     profiles: Any
 
     def encode_output(self, record_name: str, record: dict[str, Any]) -> bytes:
         return self.codec.encode_record(record_name, record, self.settings.output_format)
+
+    async def send(self, send: Send, headers: dict[str, bytes] | None = None) -> None:
+        """Send what a step asked for; ``headers`` travel along on the internal topics."""
+        if send.topic in (Out.IDENTITY, Out.PROFILE):
+            value, own_headers = encode(send.message)
+            topic = self.identity_topic if send.topic is Out.IDENTITY else self.profile_topic
+            await topic.send(
+                key=send.key.encode(), value=value, headers={**(headers or {}), **own_headers}
+            )
+            return
+        topic, record_name = {
+            Out.SEGMENT_CHANGES: (self.segment_changes_topic, "SegmentChange"),
+            Out.JOURNEYS: (self.journeys_topic, "JourneyTrigger"),
+            Out.IDENTITY_MERGES: (self.identity_merges_topic, "IdentityMerge"),
+        }[send.topic]
+        value = self.encode_output(record_name, send.message.to_record())
+        await topic.send(key=send.key.encode(), value=value)
 
 
 def cap_fetch_wait(max_wait_ms: int) -> None:
@@ -125,7 +144,12 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
             max_event_bytes=settings.max_event_bytes,
             schema_registry_url=settings.schema_registry_url,
         ),
-        rules=Rules.load(settings.segments_file, settings.journeys_file, settings.recent_event_ids),
+        rules=Rules.load(
+            settings.segments_file,
+            settings.journeys_file,
+            settings.recent_event_ids,
+            settings.identifier_caps,
+        ),
         identity_topic=raw_topic(
             app, settings.topic("internal.identity"), partitions=partitions, internal=True
         ),
@@ -135,6 +159,7 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
         segment_changes_topic=raw_topic(app, settings.segment_changes_topic),
         journeys_topic=raw_topic(app, settings.journeys_topic),
         dead_letter_topic=raw_topic(app, settings.dead_letter_topic),
+        identity_merges_topic=raw_topic(app, settings.identity_merges_topic),
         identities=raw_table(app, IDENTITIES_TABLE, partitions),
         profiles=raw_table(app, PROFILES_TABLE, partitions),
     )

@@ -1,4 +1,4 @@
-"""The one function the agents call: ``process(profile, event) -> Outcome``.
+"""What the profile agent calls: ``process(profile, event) -> Outcome``, and the merge steps.
 
 Pure: state in, state and outputs out. Outputs carry the event's time, never the wall
 clock, so replaying an event stream reproduces them exactly; ``now_ms`` only feeds
@@ -7,18 +7,36 @@ time-based segment rules.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from streams.events import Event
+from streams.identity.membership import admit, merge_marker, release, with_refused
+from streams.identity.resolver import RefusalReason
 from streams.journeys.definitions import JourneyDefinition, load_journeys
 from streams.journeys.rules import JourneyTrigger, decide, record
-from streams.profiles.model import RECENT_EVENT_IDS_DEFAULT, Profile
-from streams.profiles.reducer import apply
+from streams.profiles.merge import merge
+from streams.profiles.model import (
+    DEFAULT_CAPS,
+    RECENT_EVENT_IDS_DEFAULT,
+    IdentifierCaps,
+    Profile,
+)
+from streams.profiles.reducer import apply, remember
 from streams.segments.definitions import SegmentDefinition, load_segments
 from streams.segments.evaluator import SegmentChange, diff, evaluate
 
-__all__ = ["JourneyTrigger", "Outcome", "Rules", "SegmentChange", "process"]
+__all__ = [
+    "JourneyTrigger",
+    "Outcome",
+    "Rules",
+    "SegmentChange",
+    "absorb",
+    "hand_over",
+    "process",
+    "release_identifier",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +44,7 @@ class Rules:
     segments: tuple[SegmentDefinition, ...]
     journeys: tuple[JourneyDefinition, ...]
     recent_ids: int = RECENT_EVENT_IDS_DEFAULT
+    caps: IdentifierCaps = DEFAULT_CAPS
 
     @classmethod
     def load(
@@ -33,55 +52,144 @@ class Rules:
         segments_file: Path | None = None,
         journeys_file: Path | None = None,
         recent_ids: int = RECENT_EVENT_IDS_DEFAULT,
+        caps: IdentifierCaps = DEFAULT_CAPS,
     ) -> Rules:
         """Load both files (``None``: shipped defaults); raises DefinitionError."""
         segments = tuple(load_segments(segments_file))
         journeys = tuple(load_journeys(journeys_file, [s.name for s in segments]))
-        return cls(segments, journeys, recent_ids)
+        return cls(segments, journeys, recent_ids, caps)
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     profile: Profile
-    # True when `profile` must be written back (always, unless the event is a duplicate).
-    changed: bool
     duplicate: bool
     segment_changes: tuple[SegmentChange, ...] = ()
     triggers: tuple[JourneyTrigger, ...] = ()
     # Segment name -> error, for expressions that failed on this profile (counted as
     # non-membership); for metrics and logs.
     evaluation_errors: dict[str, str] = field(default_factory=dict)
+    # Identifier keys the profile took and must claim in the identity table.
+    claims: tuple[str, ...] = ()
+    # Identifier keys refused because the profile holds as many of that kind as allowed.
+    refused: tuple[str, ...] = ()
 
 
 def process(
-    profile: Profile | None, profile_id: str, event: Event, rules: Rules, now_ms: int
+    profile: Profile | None,
+    profile_id: str,
+    event: Event,
+    rules: Rules,
+    now_ms: int,
+    *,
+    owned: str | None = None,
 ) -> Outcome:
-    """Fold ``event`` into ``profile`` (None: a new one) and derive what to emit."""
-    before = Profile.new(profile_id) if profile is None else profile
-    if before.profile_id != profile_id:
-        raise ValueError(f"profile {before.profile_id!r} handed in for {profile_id!r}")
-    after = apply(before, event, recent_ids=rules.recent_ids)
-    if after is before:
-        return Outcome(profile=before, changed=False, duplicate=True)
+    """Fold ``event`` into ``profile`` (None: a new one) and derive what to emit.
+
+    ``owned`` is the identifier the event was routed under when the identity table already
+    gives it to this profile; every other new identifier of the event is claimed.
+    """
+    before = _existing(profile, profile_id)
+    if event.event_id in before.recent_event_ids:
+        return Outcome(profile=before, duplicate=True)
+    admission = admit(before, event.identity, rules.caps, owned)
+    if admission.identity is not event.identity:
+        event = dataclasses.replace(event, identity=admission.identity)
+    after = apply(before, event, recent_ids=rules.recent_ids, caps=rules.caps)
+    if admission.refused:
+        with_refused(after, admission.refused, RefusalReason.CAP_EXCEEDED)
+    outcome = _derive(before, after, event, event.event_id, event.occurred_at, rules, now_ms)
+    return dataclasses.replace(outcome, claims=admission.claims, refused=admission.refused)
+
+
+def absorb(
+    profile: Profile | None,
+    profile_id: str,
+    other: Profile,
+    cause_event_id: str,
+    occurred_at: int,
+    rules: Rules,
+    now_ms: int,
+) -> Outcome:
+    """Merge ``other`` (a weaker profile of the same person) into ``profile``.
+
+    Segments are re-evaluated once and their changes emitted; journeys triggered by segment
+    changes may fire, event-triggered ones do not (there is no new event). A replayed
+    merge is recognised by its marker and changes nothing.
+    """
+    before = _existing(profile, profile_id)
+    marker = merge_marker(other.profile_id)
+    if marker in before.recent_event_ids:
+        return Outcome(profile=before, duplicate=True)
+    after = merge(before, other, recent_ids=rules.recent_ids, caps=rules.caps)
+    after.recent_event_ids = remember(after.recent_event_ids, marker, rules.recent_ids)
+    return _derive(before, after, None, cause_event_id, occurred_at, rules, now_ms)
+
+
+def release_identifier(
+    profile: Profile,
+    key: str,
+    owner: str,
+    reason: RefusalReason,
+    cause_event_id: str,
+    occurred_at: int,
+    rules: Rules,
+    now_ms: int,
+) -> Outcome:
+    """Give up identifier ``key``, which the identity table refused to this profile."""
+    after = release(profile, key, owner, reason)
+    if after is None:
+        return Outcome(profile=profile, duplicate=True)
+    return _derive(profile, after, None, cause_event_id, occurred_at, rules, now_ms)
+
+
+def hand_over(profile: Profile, cause_event_id: str, occurred_at: int) -> tuple[SegmentChange, ...]:
+    """The segment exits of a profile that is merged away: it is a member of nothing now."""
+    return diff(
+        profile.profile_id,
+        profile.segments,
+        set(),
+        last_sequence=profile.segment_sequence,
+        occurred_at=occurred_at,
+        cause_event_id=cause_event_id,
+    )
+
+
+def _existing(profile: Profile | None, profile_id: str) -> Profile:
+    if profile is None:
+        return Profile.new(profile_id)
+    if profile.profile_id != profile_id:
+        raise ValueError(f"profile {profile.profile_id!r} handed in for {profile_id!r}")
+    return profile
+
+
+def _derive(
+    before: Profile,
+    after: Profile,
+    event: Event | None,
+    cause_event_id: str,
+    occurred_at: int,
+    rules: Rules,
+    now_ms: int,
+) -> Outcome:
+    """Complete ``after`` (a fresh object nobody else holds) with segments and journeys."""
     evaluation = evaluate(rules.segments, after, now_ms)
     changes = diff(
-        profile_id,
-        before.segments,
+        after.profile_id,
+        after.segments,
         evaluation.members,
-        last_sequence=before.segment_sequence,
-        occurred_at=event.occurred_at,
-        cause_event_id=event.event_id,
+        last_sequence=after.segment_sequence,
+        occurred_at=occurred_at,
+        cause_event_id=cause_event_id,
     )
-    # `after` is a fresh object that nobody else holds yet, so it may be completed in place.
     if changes:
         after.segments = tuple(sorted(evaluation.members))
         after.segment_sequence = changes[-1].sequence
-    triggers = decide(rules.journeys, before, after, event, changes, now_ms)
+    triggers = decide(rules.journeys, before, after, event, changes, cause_event_id, occurred_at)
     if triggers:
         after.journeys = record(after.journeys, triggers)
     return Outcome(
         profile=after,
-        changed=True,
         duplicate=False,
         segment_changes=changes,
         triggers=tuple(triggers),

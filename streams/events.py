@@ -52,6 +52,24 @@ class IdentifierKind(StrEnum):
     EMAIL = "email"
     ANONYMOUS_ID = "anonymous_id"
 
+    @property
+    def strength(self) -> int:
+        """Higher is stronger: a weaker profile may be merged into a stronger one."""
+        return _STRENGTH[self]
+
+
+_STRENGTH = {IdentifierKind.ANONYMOUS_ID: 0, IdentifierKind.EMAIL: 1, IdentifierKind.USER_ID: 2}
+
+
+def identifier_key(kind: IdentifierKind, value: str) -> str:
+    """How identifiers are keyed everywhere: ``"<kind>:<value>"``, e.g. ``email:ann@x.io``."""
+    return f"{kind.value}:{value}"
+
+
+def split_identifier_key(key: str) -> tuple[IdentifierKind, str]:
+    kind, _, value = key.partition(":")
+    return IdentifierKind(kind), value
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:
@@ -71,6 +89,10 @@ class Identity:
     def strongest(self) -> tuple[IdentifierKind, str]:
         """The strongest identifier; the codec guarantees there is at least one."""
         return self.identifiers()[0]
+
+    def keys(self) -> list[str]:
+        """Identifier keys of all identifiers present, strongest first."""
+        return [identifier_key(kind, value) for kind, value in self.identifiers()]
 
     def to_dict(self) -> dict[str, str | None]:
         return {"anonymous_id": self.anonymous_id, "user_id": self.user_id, "email": self.email}

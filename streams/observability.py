@@ -74,8 +74,25 @@ READY = Gauge(
 )
 IDENTITY_LINKS = Counter(
     "cdp_identity_links_total",
-    "Requests to link an identifier to a profile, by outcome.",
+    "Claims of an identifier by a profile, by outcome (linked, already_linked, merge, refused).",
     ["outcome"],
+    registry=REGISTRY,
+)
+IDENTITY_LINKS_REFUSED = Counter(
+    "cdp_identity_links_refused_total",
+    "Identifiers kept from a profile, by reason (owned_by_other_profile, cap_exceeded).",
+    ["reason"],
+    registry=REGISTRY,
+)
+IDENTITY_MERGES = Counter(
+    "cdp_identity_merges_total",
+    "Profiles merged into another profile of the same person.",
+    registry=REGISTRY,
+)
+IDENTIFIERS_PER_PROFILE = Histogram(
+    "cdp_identifiers_per_profile",
+    "Identifiers a profile holds, observed whenever a profile gains identifiers.",
+    buckets=(1, 2, 3, 5, 10, 20, 50, 100, 200, 500),
     registry=REGISTRY,
 )
 IDENTIFIERS_BLOCKED = Counter(

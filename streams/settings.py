@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.events import EventKind
 from streams.identity.resolver import DEFAULT_BLOCKED_IDENTIFIERS
+from streams.profiles.model import IdentifierCaps
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,6 +62,15 @@ class Settings(BaseSettings):
         default=list(DEFAULT_BLOCKED_IDENTIFIERS),
         description="Identifier values that never identify anyone (JSON list; case-insensitive).",
     )
+    max_user_ids: int = Field(
+        default=1, ge=1, le=100, description="User ids one profile may hold; more are refused."
+    )
+    max_emails: int = Field(
+        default=5, ge=1, le=100, description="Email addresses one profile may hold."
+    )
+    max_anonymous_ids: int = Field(
+        default=50, ge=1, le=1000, description="Anonymous ids (devices) one profile may hold."
+    )
     log_level: str = "info"
 
     @property
@@ -93,8 +103,26 @@ class Settings(BaseSettings):
         return self.topic("dead-letter")
 
     @property
+    def identity_merges_topic(self) -> str:
+        return self.topic("identity-merges")
+
+    @property
+    def output_records(self) -> dict[str, str]:
+        """Output topic -> the Avro record (``schemas/<name>.avsc``) its values carry."""
+        return {
+            self.segment_changes_topic: "SegmentChange",
+            self.journeys_topic: "JourneyTrigger",
+            self.dead_letter_topic: "DeadLetter",
+            self.identity_merges_topic: "IdentityMerge",
+        }
+
+    @property
     def output_topics(self) -> list[str]:
-        return [self.segment_changes_topic, self.journeys_topic, self.dead_letter_topic]
+        return list(self.output_records)
+
+    @property
+    def identifier_caps(self) -> IdentifierCaps:
+        return IdentifierCaps(self.max_user_ids, self.max_emails, self.max_anonymous_ids)
 
 
 @lru_cache(maxsize=1)

@@ -11,10 +11,10 @@ from prometheus_client import generate_latest
 
 from streams.api.decisions import newsletter_popup
 from streams.codec import now_ms
-from streams.events import IdentifierKind
-from streams.identity.resolver import identifier_key
+from streams.events import IdentifierKind, identifier_key
+from streams.identity.resolver import Owner
 from streams.observability import LOOKUP_SECONDS, READY, REGISTRY
-from streams.profiles.model import Profile
+from streams.profiles.model import Profile, load_stored
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_IDENTIFIER_CHARS = 512
+# Merges chain (anonymous -> email -> user id profile); longer chains mean a merge in flight.
+MAX_FORWARDS = 8
 DAY_MS = 86_400_000
 
 
@@ -68,16 +70,24 @@ def install(runtime: Runtime) -> None:
             return response.status, await response.json()
 
     async def profile_by_id(profile_id: str) -> tuple[int, dict[str, Any] | None]:
-        """(status, profile dict) from the owner of the profile, local or remote."""
-        key = profile_id.encode()
-        remote = owner_url(runtime.profiles, key)
-        if remote is not None:
-            status, body = await fetch_remote(f"{remote}/profiles/{profile_id}")
-            return status, body if status == 200 else None
-        stored: bytes | None = runtime.profiles.get(key)
-        if stored is None:
-            return 404, None
-        return 200, Profile.from_json(stored).to_dict()
+        """(status, profile dict) from the owner of the profile, local or remote.
+
+        A profile merged into another answers with the one it was merged into.
+        """
+        for _ in range(MAX_FORWARDS):
+            key = profile_id.encode()
+            remote = owner_url(runtime.profiles, key)
+            if remote is not None:
+                status, body = await fetch_remote(f"{remote}/profiles/{profile_id}")
+                return status, body if status == 200 else None
+            stored: bytes | None = runtime.profiles.get(key)
+            if stored is None:
+                return 404, None
+            found = load_stored(stored)
+            if isinstance(found, Profile):
+                return 200, found.to_dict()
+            profile_id = found.into
+        raise NotReadyError("the profile is being merged; retry shortly")
 
     async def profile_id_for(key: str) -> str | None:
         remote = owner_url(runtime.identities, key.encode())
@@ -85,7 +95,7 @@ def install(runtime: Runtime) -> None:
             status, body = await fetch_remote(f"{remote}/identities/{key}")
             return str(body["profile_id"]) if status == 200 else None
         owner: bytes | None = runtime.identities.get(key.encode())
-        return owner.decode() if owner is not None else None
+        return Owner.decode(owner).profile_id if owner is not None else None
 
     async def profile_for(key: str) -> dict[str, Any] | None:
         profile_id = await profile_id_for(key)

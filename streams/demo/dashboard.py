@@ -54,6 +54,7 @@ class DemoStats:
         self.segment_entries: Counter[str] = Counter()
         self.segment_exits: Counter[str] = Counter()
         self.triggers: Counter[str] = Counter()
+        self.merges = 0
         self.profiles: set[str] = set()
         # (style, line) pairs, newest last.
         self.feed: deque[tuple[str, str]] = deque(maxlen=FEED_SIZE)
@@ -98,6 +99,21 @@ class DemoStats:
         label = f"{journey}/{step}" if step else journey
         when = _clock_time(record.get("occurred_at"))
         self.feed.append(("cyan", f"{when} {_short(profile)} triggered {label}{target}"))
+
+    def record_merge(self, record: Mapping[str, Any]) -> None:
+        merged_away = str(record.get("from_profile_id", "?"))
+        into = str(record.get("into_profile_id", "?"))
+        identifiers = record.get("identifiers")
+        count = len(identifiers) if isinstance(identifiers, list) else 0
+        self.merges += 1
+        self.profiles.add(into)
+        self.feed.append(
+            (
+                "magenta",
+                f"{_clock_time(record.get('occurred_at'))}  {_short(merged_away)} merged into "
+                f"{_short(into)} ({count} identifiers)",
+            )
+        )
 
     def record_dead_letter(self, record: Mapping[str, Any]) -> None:
         reason = str(record.get("reason", "unknown"))
@@ -177,7 +193,10 @@ def _feed_panel(stats: DemoStats) -> Panel:
     if not stats.feed:
         lines.append("nothing yet", style="dim")
     return Panel(
-        lines, title="Latest segment changes and triggers", title_align="left", height=FEED_SIZE + 2
+        lines,
+        title="Latest segment changes, triggers and merges",
+        title_align="left",
+        height=FEED_SIZE + 2,
     )
 
 
@@ -205,9 +224,9 @@ def _urls_panel(api_urls: Iterable[str]) -> Panel:
     )
 
 
-def _headline(stats: DemoStats, elapsed_s: float, duration_s: float | None) -> Table:
+def _headline(stats: DemoStats, elapsed_s: float, duration_s: float | None) -> RenderableType:
     grid = Table.grid(padding=(0, 3))
-    for _ in range(4):
+    for _ in range(5):
         grid.add_column()
     running = f"{elapsed_s:,.0f} s" + (f" / {duration_s:,.0f} s" if duration_s else "")
     grid.add_row(
@@ -215,10 +234,11 @@ def _headline(stats: DemoStats, elapsed_s: float, duration_s: float | None) -> T
         Text.assemble((_number(stats.events_per_second()), "bold green"), (" events/s", "dim")),
         Text.assemble((_number(stats.total_produced), "bold"), (" events produced", "dim")),
         Text.assemble((_number(len(stats.profiles)), "bold"), (" profiles in outputs", "dim")),
+        Text.assemble((_number(stats.merges), "bold magenta"), (" identity merges", "dim")),
     )
-    if stats.produced:
-        grid.add_row(Text(_counter_line(stats.produced), style="dim"), "", "", "")
-    return grid
+    if not stats.produced:
+        return grid
+    return Group(grid, Text(_counter_line(stats.produced), style="dim"))
 
 
 def render(
@@ -260,6 +280,7 @@ def summary(stats: DemoStats, *, elapsed_s: float | None = None) -> RenderableTy
     table.add_row("segment entries", _number(sum(stats.segment_entries.values())))
     table.add_row("segment exits", _number(sum(stats.segment_exits.values())))
     table.add_row("journey triggers", _number(sum(stats.triggers.values())))
+    table.add_row("identity merges", _number(stats.merges))
     table.add_row("dead letters", _number(sum(stats.dead_letters.values())))
     tables = Table.grid(expand=True, padding=(0, 2))
     tables.add_column(ratio=3)

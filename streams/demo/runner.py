@@ -78,12 +78,14 @@ def _run(
             for partition in range(settings.partitions)
         ]
     )
-    record_names = {
-        settings.segment_changes_topic: "SegmentChange",
-        settings.journeys_topic: "JourneyTrigger",
-        settings.dead_letter_topic: "DeadLetter",
-    }
+    record_names = settings.output_records
     stats = DemoStats()
+    handlers = {
+        "SegmentChange": stats.record_segment_change,
+        "JourneyTrigger": stats.record_trigger,
+        "IdentityMerge": stats.record_merge,
+        "DeadLetter": stats.record_dead_letter,
+    }
     emails = simulation.subscriber_emails
     started = time.monotonic()
     produced = 0
@@ -120,13 +122,7 @@ def _run(
                     if message.error() or message.value() is None:
                         continue
                     name = record_names[str(message.topic())]
-                    record = codec.decode_record(name, message.value() or b"")
-                    if name == "SegmentChange":
-                        stats.record_segment_change(record)
-                    elif name == "JourneyTrigger":
-                        stats.record_trigger(record)
-                    else:
-                        stats.record_dead_letter(record)
+                    handlers[name](codec.decode_record(name, message.value() or b""))
                 if time.monotonic() - last_refresh > REFRESH_S:
                     live.update(
                         render(stats, api_urls=urls(), elapsed_s=elapsed, duration_s=duration)

@@ -2,7 +2,9 @@
 
 Identifiers are keyed ``"<kind>:<value>"`` (e.g. ``email:ann@example.com``). A person's
 profile id derives from their strongest identifier (user id, then email, then anonymous
-id), hashed so that ids carry no personal data and stay stable across restarts.
+id), hashed so that ids carry no personal data and stay stable across restarts. The
+identity table maps every identifier to its :class:`Owner`; :func:`decide_claim` is the
+one rule for what happens when a profile asks for an identifier somebody else owns.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from streams.events import Event, IdentifierKind, Identity
+from streams.events import Event, IdentifierKind, Identity, identifier_key, split_identifier_key
 
 # Values that tracking snippets and test fixtures send when they have no real identifier;
 # linking on them would fold strangers into one "blob" profile.
@@ -34,16 +36,8 @@ DEFAULT_BLOCKED_IDENTIFIERS = (
 )
 
 
-def identifier_key(kind: IdentifierKind, value: str) -> str:
-    return f"{kind.value}:{value}"
-
-
 def profile_id_for(key: str) -> str:
     return "p_" + hashlib.sha256(key.encode()).hexdigest()[:24]
-
-
-def kind_of(key: str) -> IdentifierKind:
-    return IdentifierKind(key.split(":", 1)[0])
 
 
 def routing_key(event: Event) -> str:
@@ -53,44 +47,73 @@ def routing_key(event: Event) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Resolution:
+class Owner:
+    """A profile as the identity table knows it: its id and its rank.
+
+    The rank is the kind of identifier the profile id derives from, its strongest. Merges
+    only ever fold a weaker profile into a stronger one, so a rank never changes.
+    """
+
     profile_id: str
+    rank: IdentifierKind
+
+    def encode(self) -> bytes:
+        return f"{self.rank.value} {self.profile_id}".encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Owner:
+        rank, _, profile_id = data.decode().partition(" ")
+        return cls(profile_id, IdentifierKind(rank))
+
+    @classmethod
+    def of_key(cls, key: str) -> Owner:
+        """The profile an identifier founds when nobody owns it yet."""
+        return cls(profile_id_for(key), split_identifier_key(key)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    owner: Owner
     claim_routing_key: bool
-    """True when the routing key was unknown and now belongs to ``profile_id``."""
-    links: tuple[str, ...]
-    """The event's other identifier keys, to be pointed at ``profile_id`` by their owners."""
+    """True when the routing key was unknown and now belongs to ``owner``."""
 
 
-def resolve(event: Event, lookup: Callable[[str], str | None]) -> Resolution:
-    """Resolve an event under its routing key, with ``lookup`` reading the identity table."""
-    keys = [identifier_key(kind, value) for kind, value in event.identity.identifiers()]
-    routing = keys[0]
-    known = lookup(routing)
-    profile_id = known if known is not None else profile_id_for(routing)
-    return Resolution(profile_id=profile_id, claim_routing_key=known is None, links=tuple(keys[1:]))
+def resolve(key: str, lookup: Callable[[str], Owner | None]) -> Resolution:
+    """The profile an event routed under ``key`` belongs to; ``lookup`` reads the table."""
+    known = lookup(key)
+    if known is not None:
+        return Resolution(known, claim_routing_key=False)
+    return Resolution(Owner.of_key(key), claim_routing_key=True)
 
 
-class LinkOutcome(StrEnum):
+class ClaimOutcome(StrEnum):
     LINKED = "linked"
     ALREADY_LINKED = "already_linked"
-    ADOPTED_ANONYMOUS = "adopted_anonymous"
-    REFUSED_OWNED = "refused_owned"
+    MERGE = "merge"
+    REFUSED = "refused"
 
 
-def decide_link(key: str, current: str | None, proposed: str) -> LinkOutcome:
-    """Whether identifier ``key``, now owned by ``current``, may point at ``proposed``.
+class RefusalReason(StrEnum):
+    OWNED_BY_OTHER_PROFILE = "owned_by_other_profile"
+    CAP_EXCEEDED = "cap_exceeded"
 
-    An anonymous id that so far had a profile of its own is adopted by the known person
-    it logged in as (later events of that device count toward them). An email or user id
-    that already belongs to another profile is never silently re-pointed.
+
+def decide_claim(key: str, owner: Owner | None, claimant: Owner) -> ClaimOutcome:
+    """Whether identifier ``key``, owned by ``owner``, may join ``claimant``.
+
+    A profile that shares an identifier with a stronger one is the same person seen with
+    less information (an anonymous device, a subscriber known by email only): it merges
+    into the stronger one, if the caps allow (the weaker side checks them). Profiles of
+    equal rank keep what they own: two user ids are two people, and so are two email-only
+    profiles seen on one device (the device stays with the first).
     """
-    if current is None:
-        return LinkOutcome.LINKED
-    if current == proposed:
-        return LinkOutcome.ALREADY_LINKED
-    if kind_of(key) is IdentifierKind.ANONYMOUS_ID and current == profile_id_for(key):
-        return LinkOutcome.ADOPTED_ANONYMOUS
-    return LinkOutcome.REFUSED_OWNED
+    if owner is None:
+        return ClaimOutcome.LINKED
+    if owner.profile_id == claimant.profile_id:
+        return ClaimOutcome.ALREADY_LINKED
+    if owner.rank.strength < claimant.rank.strength:
+        return ClaimOutcome.MERGE
+    return ClaimOutcome.REFUSED
 
 
 def blocklist(values: Iterable[str]) -> frozenset[str]:
@@ -107,3 +130,9 @@ def without_blocked(
     if not removed:
         return identity, ()
     return dataclasses.replace(identity, **{kind.value: None for kind in removed}), removed
+
+
+def redacted(key: str) -> str:
+    """An identifier key fit for logs: its kind and a short hash, never the value."""
+    kind, _, value = key.partition(":")
+    return f"{kind}:#{hashlib.sha256(value.encode()).hexdigest()[:10]}"

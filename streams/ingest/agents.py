@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from streams.app import raw_topic
@@ -13,6 +15,8 @@ from streams.observability import DEAD_LETTERS, EVENTS, IDENTIFIERS_BLOCKED
 
 if TYPE_CHECKING:
     from streams.app import Runtime
+
+log = logging.getLogger(__name__)
 
 RECEIVED_AT_HEADER = "cdp-received-at"
 
@@ -36,6 +40,28 @@ async def send_dead_letter(
     )
     DEAD_LETTERS.labels(reason.value).inc()
     EVENTS.labels(message.topic, "dead_lettered").inc()
+
+
+async def dead_letter_on_error(
+    runtime: Runtime, item: Any, handle: Callable[[Any], Awaitable[None]]
+) -> None:
+    """Handle one message; should that fail, dead-letter it instead of stopping.
+
+    A bug for one message must not stop the partition, nor drop the message silently the
+    way Faust would: it goes to the dead letters with the reason.
+    """
+    try:
+        await handle(item)
+    except Exception as exc:
+        log.exception(
+            "processing failed for a message on %s; dead-lettering it", item.message.topic
+        )
+        await send_dead_letter(
+            runtime,
+            item.message,
+            DeadLetterReason.PROCESSING_ERROR,
+            f"{type(exc).__name__}: {exc}",
+        )
 
 
 def install(runtime: Runtime) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 from streams.events import Event, EventKind
 from streams.profiles.model import EMAIL_ACTIONS, Profile
@@ -72,7 +72,7 @@ class PayloadSource(NamedTuple):
 
     before: Profile
     after: Profile
-    event: Event
+    event: Event | None  # None when a merge, not an event, changed the profile
     segment: str | None  # the segment whose change fired the journey, if any
 
 
@@ -85,11 +85,15 @@ def _trait(name: str) -> Callable[[PayloadSource], Any]:
 
 
 def _order_field(name: str) -> Callable[[PayloadSource], Any]:
-    return lambda src: src.event.body.get(name) if src.event.kind is EventKind.ORDER else None
+    return lambda src: src.event.body.get(name) if _is_order(src.event) else None
+
+
+def _is_order(event: Event | None) -> TypeGuard[Event]:
+    return event is not None and event.kind is EventKind.ORDER
 
 
 def _order_products(src: PayloadSource) -> list[str]:
-    if src.event.kind is not EventKind.ORDER:
+    if not _is_order(src.event):
         return []
     items = src.event.body.get("items") or ()
     return list(dict.fromkeys(i["product_id"] for i in items if i.get("product_id")))

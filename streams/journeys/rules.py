@@ -73,15 +73,16 @@ def decide(
     journeys: Sequence[JourneyDefinition],
     before: Profile,
     after: Profile,
-    event: Event,
+    event: Event | None,
     changes: Sequence[SegmentChange],
-    now_ms: int,
+    cause_event_id: str,
+    occurred_at: int,
 ) -> list[JourneyTrigger]:
-    """The triggers ``event`` causes: at most one per journey, in definition order.
+    """The triggers a change of profile causes: at most one per journey, in definition order.
 
-    ``after`` must already carry the segments after the event (payloads read them).
-    ``now_ms`` is accepted for the delays and caps to come; outputs use the event time
-    so replays are identical.
+    ``event`` is what changed the profile, or None for a merge (then only segment-change
+    triggers can match). ``after`` must already carry its new segments (payloads read
+    them). Outputs carry the cause's id and time, never the clock, so replays are identical.
     """
     triggers = []
     for journey in journeys:
@@ -97,13 +98,13 @@ def decide(
         assert email is not None  # ineligibility() checked it
         triggers.append(
             JourneyTrigger(
-                trigger_id=trigger_id(journey.name, journey.step, after.profile_id, event.event_id),
+                trigger_id=trigger_id(journey.name, journey.step, after.profile_id, cause_event_id),
                 journey=journey.name,
                 step=journey.step,
                 profile_id=after.profile_id,
                 email=email,
-                occurred_at=event.occurred_at,
-                cause_event_id=event.event_id,
+                occurred_at=occurred_at,
+                cause_event_id=cause_event_id,
                 payload={name: PAYLOAD_FIELDS[name](source) for name in journey.payload},
             )
         )
@@ -126,11 +127,11 @@ def record(
 
 
 def _match(
-    journey: JourneyDefinition, event: Event, changes: Sequence[SegmentChange]
+    journey: JourneyDefinition, event: Event | None, changes: Sequence[SegmentChange]
 ) -> tuple[bool, str | None]:
     rule = journey.trigger
     if rule.kind is TriggerKind.EVENT:
-        return rule.matches_event(event), None
+        return event is not None and rule.matches_event(event), None
     wanted = _CHANGE_FOR[rule.kind]
     # `changes` is sorted by segment name, so a glob deterministically picks the first.
     for change in changes:

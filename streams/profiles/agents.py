@@ -1,4 +1,4 @@
-"""Profile stage: fold each event into its profile, then emit segment changes and triggers."""
+"""Profile stage: the Faust shell around :func:`streams.profiles.steps.profile_step`."""
 
 from __future__ import annotations
 
@@ -6,19 +6,22 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from streams import core
-from streams.codec import DeadLetterReason, now_ms
-from streams.events import Event
-from streams.identity.agents import header
-from streams.ingest.agents import RECEIVED_AT_HEADER, send_dead_letter
+from streams.codec import now_ms
+from streams.identity.agents import headers_of, passed_on
+from streams.identity.messages import Absorb, HandOver, RoutedEvent, decode
+from streams.ingest.agents import RECEIVED_AT_HEADER, dead_letter_on_error
 from streams.observability import (
     EVENT_TO_OUTPUT_SECONDS,
     EVENTS,
+    IDENTIFIERS_PER_PROFILE,
+    IDENTITY_LINKS_REFUSED,
+    IDENTITY_MERGES,
     JOURNEY_TRIGGERS,
     SEGMENT_CHANGES,
     SEGMENT_EVALUATION_ERRORS,
 )
-from streams.profiles.model import Profile
+from streams.profiles.model import load_stored
+from streams.profiles.steps import ProfileStep, profile_step
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -30,46 +33,48 @@ def install(runtime: Runtime) -> None:
     settings = runtime.settings
     profiles = runtime.profiles
 
-    async def fold(item: Any) -> None:
-        event = Event.from_wire(item.value)
-        profile_id = item.key.decode()
-        stored: bytes | None = profiles.get(item.key)
-        profile = Profile.from_json(stored) if stored is not None else None
-        outcome = core.process(profile, profile_id, event, runtime.rules, now_ms())
-        topic = settings.input_topic(event.kind)
-        if outcome.duplicate:
-            EVENTS.labels(topic, "duplicate").inc()
+    def count(message: Any, step: ProfileStep, headers: dict[str, bytes]) -> None:
+        for reason in step.refused:
+            IDENTITY_LINKS_REFUSED.labels(reason.value).inc()
+        outcome = step.outcome
+        if outcome is None:
             return
         for change in outcome.segment_changes:
-            await runtime.segment_changes_topic.send(
-                key=item.key, value=runtime.encode_output("SegmentChange", change.to_record())
-            )
             SEGMENT_CHANGES.labels(change.segment, change.change).inc()
         for trigger in outcome.triggers:
-            await runtime.journeys_topic.send(
-                key=item.key, value=runtime.encode_output("JourneyTrigger", trigger.to_record())
-            )
             JOURNEY_TRIGGERS.labels(trigger.journey).inc()
         for segment in outcome.evaluation_errors:
             SEGMENT_EVALUATION_ERRORS.labels(segment).inc()
-        profiles[item.key] = outcome.profile.to_json()
-        EVENTS.labels(topic, "applied").inc()
-        received_at = header(item, RECEIVED_AT_HEADER)
-        if received_at:
-            EVENT_TO_OUTPUT_SECONDS.observe(max(0.0, time.time() - float(received_at)))
+        if outcome.claims or (isinstance(message, Absorb) and not outcome.duplicate):
+            IDENTIFIERS_PER_PROFILE.observe(len(outcome.profile.identifier_keys()))
+        if isinstance(message, Absorb) and not outcome.duplicate:
+            IDENTITY_MERGES.inc()
+        if isinstance(message, RoutedEvent):
+            topic = settings.input_topic(message.event.kind)
+            EVENTS.labels(topic, "duplicate" if outcome.duplicate else "applied").inc()
+            received_at = headers.get(RECEIVED_AT_HEADER)
+            if received_at and not outcome.duplicate:
+                EVENT_TO_OUTPUT_SECONDS.observe(max(0.0, time.time() - float(received_at)))
+
+    async def handle(item: Any) -> None:
+        headers = headers_of(item)
+        message = decode(item.value, headers)
+        stored_bytes: bytes | None = profiles.get(item.key)
+        stored = load_stored(stored_bytes) if stored_bytes is not None else None
+        step = profile_step(stored, item.key.decode(), message, runtime.rules, now_ms())
+        # Outputs first, state second: a crash in between re-sends the same outputs (with
+        # the same ids) on replay, instead of losing them.
+        for send in step.sends:
+            await runtime.send(send, passed_on(headers))
+        if step.store is not None:
+            profiles[item.key] = step.store.to_json()
+        count(message, step, headers)
+        if step.refused and isinstance(message, HandOver):
+            log.info(
+                "refused to merge %s into %s: caps", item.key.decode(), message.claim.profile_id
+            )
 
     @runtime.app.agent(runtime.profile_topic, name="profiles")
     async def fold_profiles(stream: Any) -> None:
         async for item in stream.events():
-            try:
-                await fold(item)
-            except Exception as exc:
-                # A bug for one event must not stop the partition, nor drop the event
-                # silently the way Faust would: it goes to the dead letters with the reason.
-                log.exception("processing failed for an event; dead-lettering it")
-                await send_dead_letter(
-                    runtime,
-                    item.message,
-                    DeadLetterReason.PROCESSING_ERROR,
-                    f"{type(exc).__name__}: {exc}",
-                )
+            await dead_letter_on_error(runtime, item, handle)

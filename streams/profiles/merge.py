@@ -11,7 +11,9 @@ had every event of both profiles arrived at one profile:
 - first/last timestamps are the min/max of both (``None`` means "never");
 - statements (traits, consent, newsletter) keep the latest per key, ties broken exactly as
   the reducer breaks them (its ``_newer``), so ``merge`` commutes on them;
-- bounded lists are unions within the model's limits: identities and purchased products
+- bounded lists are unions within the model's limits (identifiers: within the caps, a
+  safety net: :mod:`streams.identity.membership` refuses merges that would exceed them);
+  identities and purchased products
   put the list of the more recent profile first (by ``last_seen`` / ``last_order_at``;
   ties go to ``into``), recent products keep the latest view per product ordered by view
   time, cart items keep the latest add time, recent event ids interleave the newest ids
@@ -47,13 +49,13 @@ from itertools import zip_longest
 from typing import Any, TypeVar
 
 from streams.profiles.model import (
-    ANONYMOUS_IDS_LIMIT,
     CART_ITEMS_LIMIT,
     CATEGORIES_LIMIT,
-    EMAILS_LIMIT,
+    DEFAULT_CAPS,
     PURCHASED_PRODUCTS_LIMIT,
     RECENT_EVENT_IDS_DEFAULT,
-    USER_IDS_LIMIT,
+    REFUSED_IDENTIFIERS_LIMIT,
+    IdentifierCaps,
     Profile,
 )
 
@@ -98,6 +100,7 @@ MERGED_FIELDS: frozenset[str] = frozenset(
         "segment_sequence",
         "journeys",
         "recent_event_ids",
+        "refused_identifiers",
     }
 )
 
@@ -107,11 +110,17 @@ def shared_event_ids(a: Profile, b: Profile) -> frozenset[str]:
     return frozenset(a.recent_event_ids.keys() & b.recent_event_ids.keys())
 
 
-def merge(into: Profile, other: Profile, *, recent_ids: int = RECENT_EVENT_IDS_DEFAULT) -> Profile:
+def merge(
+    into: Profile,
+    other: Profile,
+    *,
+    recent_ids: int = RECENT_EVENT_IDS_DEFAULT,
+    caps: IdentifierCaps = DEFAULT_CAPS,
+) -> Profile:
     """One profile with ``into.profile_id`` holding what both profiles know.
 
-    Neither input is mutated. ``recent_ids`` bounds the merged event ids, as in
-    :func:`~streams.profiles.reducer.apply`. See the module docstring for the rules.
+    Neither input is mutated. ``recent_ids`` bounds the merged event ids and ``caps`` the
+    identifiers, as in :func:`~streams.profiles.reducer.apply`. See the module docstring.
     """
     p = into.clone()
     _merge_counters(p, into, other)
@@ -133,9 +142,10 @@ def merge(into: Profile, other: Profile, *, recent_ids: int = RECENT_EVENT_IDS_D
             p.newsletter, p.newsletter_at = other.newsletter, other.newsletter_at
 
     newer, older = _newer_first(into, other, into.last_seen, other.last_seen)
-    p.anonymous_ids = _union(newer.anonymous_ids, older.anonymous_ids, ANONYMOUS_IDS_LIMIT)
-    p.user_ids = _union(newer.user_ids, older.user_ids, USER_IDS_LIMIT)
-    p.emails = _union(newer.emails, older.emails, EMAILS_LIMIT)
+    p.anonymous_ids = _union(newer.anonymous_ids, older.anonymous_ids, caps.anonymous_ids)
+    p.user_ids = _union(newer.user_ids, older.user_ids, caps.user_ids)
+    p.emails = _union(newer.emails, older.emails, caps.emails)
+    p.refused_identifiers = _still_refused(p, into.refused_identifiers, other.refused_identifiers)
     newer, older = _newer_first(into, other, into.last_order_at, other.last_order_at)
     p.products_purchased = _union(
         newer.products_purchased, older.products_purchased, PURCHASED_PRODUCTS_LIMIT
@@ -267,6 +277,13 @@ def _earliest_steps(
             if step not in mine or at < mine[step]:
                 mine[step] = at
     return merged
+
+
+def _still_refused(p: Profile, a: Mapping[str, str], b: Mapping[str, str]) -> dict[str, str]:
+    """Both sides' refusals, except identifiers the merged profile now holds."""
+    held = set(p.identifier_keys())
+    merged = {k: v for k, v in {**b, **a}.items() if k not in held}
+    return dict(list(merged.items())[-REFUSED_IDENTIFIERS_LIMIT:])
 
 
 def _merge_event_ids(into: Profile, other: Profile, limit: int) -> dict[str, None]:

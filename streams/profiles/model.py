@@ -18,20 +18,37 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from streams.events import IdentifierKind, identifier_key
+
 SCHEMA_VERSION = 1
 
-ANONYMOUS_IDS_LIMIT = 50
-USER_IDS_LIMIT = 10
-EMAILS_LIMIT = 5
 RECENT_PRODUCTS_LIMIT = 20
 PURCHASED_PRODUCTS_LIMIT = 50
 CART_ITEMS_LIMIT = 50
 CATEGORIES_LIMIT = 30
 RECENT_EVENT_IDS_DEFAULT = 512
+REFUSED_IDENTIFIERS_LIMIT = 64
 
 EMAIL_ACTIONS = ("delivered", "opened", "clicked", "bounced", "unsubscribed", "complained")
 
 _EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+class IdentifierCaps(NamedTuple):
+    """How many identifiers of each kind one profile may hold (guards against blob profiles)."""
+
+    user_ids: int = 1
+    emails: int = 5
+    anonymous_ids: int = 50
+
+    def of(self, kind: str) -> int:
+        """The cap for an identifier kind (``"user_id"``, ``"email"``, ``"anonymous_id"``)."""
+        return int(getattr(self, IDENTIFIER_FIELDS[kind]))
+
+
+#: Identifier kind -> the field holding that kind, in Profile and in IdentifierCaps alike.
+IDENTIFIER_FIELDS = {"user_id": "user_ids", "email": "emails", "anonymous_id": "anonymous_ids"}
+DEFAULT_CAPS = IdentifierCaps()
 
 
 class Stamped(NamedTuple):
@@ -95,6 +112,9 @@ class Profile:
     journeys: dict[str, dict[str, int]] = field(default_factory=dict)  # journey -> step -> ms
     # A dict, not a tuple: O(1) membership, and insertion order gives FIFO eviction.
     recent_event_ids: dict[str, None] = field(default_factory=dict)
+    # Identifier key ("email:ann@example.com") -> why it may not join this profile, so an
+    # identifier seen again is neither asked for again nor counted again.
+    refused_identifiers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def new(cls, profile_id: str) -> Profile:
@@ -103,6 +123,21 @@ class Profile:
     def clone(self) -> Profile:
         """A shallow copy sharing every container (see the module's ownership convention)."""
         return Profile(*_FIELD_VALUES(self))
+
+    def identifier_keys(self) -> list[str]:
+        """Keys (``"email:ann@x.io"``) of every identifier held, strongest kind first."""
+        return [
+            *(identifier_key(IdentifierKind.USER_ID, v) for v in self.user_ids),
+            *(identifier_key(IdentifierKind.EMAIL, v) for v in self.emails),
+            *(identifier_key(IdentifierKind.ANONYMOUS_ID, v) for v in self.anonymous_ids),
+        ]
+
+    @property
+    def rank(self) -> IdentifierKind:
+        """The kind of identifier this profile's id derives from: its strongest held."""
+        if self.user_ids:
+            return IdentifierKind.USER_ID
+        return IdentifierKind.EMAIL if self.emails else IdentifierKind.ANONYMOUS_ID
 
     @property
     def email(self) -> str | None:
@@ -123,6 +158,7 @@ class Profile:
                 "anonymous_ids": list(self.anonymous_ids),
                 "user_ids": list(self.user_ids),
                 "emails": list(self.emails),
+                "refused": dict(self.refused_identifiers),
             },
             "traits": {k: {"value": v.value, "at": v.at} for k, v in self.traits.items()},
             "consent": {k: {"granted": v.granted, "at": v.at} for k, v in self.consent.items()},
@@ -199,6 +235,7 @@ class Profile:
             segment_sequence=d["segment_sequence"],
             journeys={j: dict(steps) for j, steps in d["journeys"].items()},
             recent_event_ids=dict.fromkeys(d["recent_event_ids"]),
+            refused_identifiers=dict(ids.get("refused", {})),
         )
 
     def to_json(self) -> bytes:
@@ -228,6 +265,28 @@ class Profile:
             else:
                 view[head] = _CEL_FIELDS[head](self)
         return view
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """What is left of a profile merged into another: where its events and lookups go."""
+
+    into: str
+    rank: IdentifierKind  # the rank of ``into``, for re-pointing identifiers to it
+
+    def to_json(self) -> bytes:
+        return json.dumps({FORWARD_FIELD: self.into, "rank": self.rank.value}).encode()
+
+
+FORWARD_FIELD = "forward_to"
+
+
+def load_stored(data: bytes) -> Profile | Forward:
+    """A profile table value: a profile, or the forward a merged profile left behind."""
+    raw = json.loads(data)
+    if FORWARD_FIELD in raw:
+        return Forward(raw[FORWARD_FIELD], IdentifierKind(raw["rank"]))
+    return Profile.from_dict(raw)
 
 
 _FIELD_VALUES = operator.attrgetter(*(f.name for f in fields(Profile)))

@@ -15,32 +15,39 @@ from typing import Any
 
 from streams.events import Event, EventKind, Identity
 from streams.profiles.model import (
-    ANONYMOUS_IDS_LIMIT,
     CART_ITEMS_LIMIT,
     CATEGORIES_LIMIT,
-    EMAILS_LIMIT,
+    DEFAULT_CAPS,
     PURCHASED_PRODUCTS_LIMIT,
     RECENT_EVENT_IDS_DEFAULT,
     RECENT_PRODUCTS_LIMIT,
-    USER_IDS_LIMIT,
     Consent,
+    IdentifierCaps,
     ProductSeen,
     Profile,
     Stamped,
 )
 
 
-def apply(profile: Profile, event: Event, *, recent_ids: int = RECENT_EVENT_IDS_DEFAULT) -> Profile:
+def apply(
+    profile: Profile,
+    event: Event,
+    *,
+    recent_ids: int = RECENT_EVENT_IDS_DEFAULT,
+    caps: IdentifierCaps = DEFAULT_CAPS,
+) -> Profile:
     """A new profile with ``event`` folded in; ``profile`` itself when the event was seen.
 
     ``profile`` is never mutated. ``recent_ids`` bounds the remembered event ids, and so
-    how far back a replay is recognised.
+    how far back a replay is recognised. ``caps`` bound the identifier lists, the most
+    recently seen kept; :mod:`streams.identity.membership` decides which identifiers may
+    join at all, so callers that use it never reach the bound.
     """
     if event.event_id in profile.recent_event_ids:
         return profile
     p = profile.clone()
-    p.recent_event_ids = _remember(profile.recent_event_ids, event.event_id, recent_ids)
-    _add_identity(p, event.identity)
+    p.recent_event_ids = remember(profile.recent_event_ids, event.event_id, recent_ids)
+    _add_identity(p, event.identity, caps)
     at = event.occurred_at
     p.first_seen = _earliest(p.first_seen, at)
     p.last_seen = _latest(p.last_seen, at)
@@ -172,7 +179,7 @@ def _latest(current: int | None, at: int) -> int:
     return at if current is None or at > current else current
 
 
-def _remember(seen: dict[str, None], event_id: str, limit: int) -> dict[str, None]:
+def remember(seen: dict[str, None], event_id: str, limit: int) -> dict[str, None]:
     updated = dict(seen)
     updated[event_id] = None
     while len(updated) > limit:
@@ -180,14 +187,14 @@ def _remember(seen: dict[str, None], event_id: str, limit: int) -> dict[str, Non
     return updated
 
 
-def _add_identity(p: Profile, identity: Identity) -> None:
+def _add_identity(p: Profile, identity: Identity, caps: IdentifierCaps) -> None:
     if identity.anonymous_id:
         anonymous = [identity.anonymous_id]
-        p.anonymous_ids = _front_unique(p.anonymous_ids, anonymous, ANONYMOUS_IDS_LIMIT)
+        p.anonymous_ids = _front_unique(p.anonymous_ids, anonymous, caps.anonymous_ids)
     if identity.user_id:
-        p.user_ids = _front_unique(p.user_ids, [identity.user_id], USER_IDS_LIMIT)
+        p.user_ids = _front_unique(p.user_ids, [identity.user_id], caps.user_ids)
     if identity.email:
-        p.emails = _front_unique(p.emails, [identity.email], EMAILS_LIMIT)
+        p.emails = _front_unique(p.emails, [identity.email], caps.emails)
 
 
 def _front_unique(current: tuple[str, ...], new: list[str], limit: int) -> tuple[str, ...]:

@@ -136,11 +136,7 @@ class Topics:
                 for partition in range(self.settings.partitions)
             ]
         )
-        self.names = {
-            self.settings.segment_changes_topic: "SegmentChange",
-            self.settings.journeys_topic: "JourneyTrigger",
-            self.settings.dead_letter_topic: "DeadLetter",
-        }
+        self.names = self.settings.output_records
 
     def produce(self, topic: str, value: bytes | dict[str, Any], key: bytes | None = None) -> None:
         raw = json.dumps(value).encode() if isinstance(value, dict) else value

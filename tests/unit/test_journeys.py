@@ -52,7 +52,7 @@ def run(
     e: Event,
     changes: Sequence[SegmentChange] = (),
 ) -> list[JourneyTrigger]:
-    return decide(journeys, before, after, e, changes, T0)
+    return decide(journeys, before, after, e, changes, e.event_id, e.occurred_at)
 
 
 def test_defaults() -> None:

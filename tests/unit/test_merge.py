@@ -9,11 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.events import Event
+from streams.profiles import merge as merging
 from streams.profiles import model
-from streams.profiles.merge import MERGED_FIELDS, merge, shared_event_ids
+from streams.profiles.merge import MERGED_FIELDS, shared_event_ids
 from streams.profiles.model import Consent, ProductSeen, Profile, Stamped
 from tests.unit.test_reducer import (
     T0,
+    WIDE_CAPS,
     email_event,
     events_strategy,
     fold,
@@ -22,6 +24,12 @@ from tests.unit.test_reducer import (
     page_view,
     unique_events,
 )
+
+
+def merge(into: Profile, other: Profile, **kw: Any) -> Profile:
+    """Merge with the caps of :func:`fold` unless told otherwise."""
+    kw.setdefault("caps", WIDE_CAPS)
+    return merging.merge(into, other, **kw)
 
 
 def _view(p: Profile) -> dict[str, Any]:
@@ -145,12 +153,16 @@ def test_partial_overlap_counts_the_shared_events_twice() -> None:
     st.lists(events_strategy(pool=80, categories=60, products=120), min_size=50, max_size=200),
 )
 def test_bounds_hold_after_a_merge(a_events: list[Event], b_events: list[Event]) -> None:
-    a = fold(a_events, Profile.new("a"), recent_ids=64)
-    b = fold(b_events, Profile.new("b"), recent_ids=64)
-    for merged, ids_limit in ((merge(a, b, recent_ids=64), 64), (merge(a, b), 128)):
-        assert len(merged.anonymous_ids) <= model.ANONYMOUS_IDS_LIMIT
-        assert len(merged.user_ids) <= model.USER_IDS_LIMIT
-        assert len(merged.emails) <= model.EMAILS_LIMIT
+    caps = model.DEFAULT_CAPS
+    a = fold(a_events, Profile.new("a"), recent_ids=64, caps=caps)
+    b = fold(b_events, Profile.new("b"), recent_ids=64, caps=caps)
+    for merged, ids_limit in (
+        (merge(a, b, recent_ids=64, caps=caps), 64),
+        (merge(a, b, caps=caps), 128),
+    ):
+        assert len(merged.anonymous_ids) <= caps.anonymous_ids
+        assert len(merged.user_ids) <= caps.user_ids
+        assert len(merged.emails) <= caps.emails
         for ids in (merged.anonymous_ids, merged.user_ids, merged.emails):
             assert len(set(ids)) == len(ids)
         assert len(merged.recent_products) <= model.RECENT_PRODUCTS_LIMIT
@@ -190,13 +202,13 @@ def test_bounded_merges_keep_the_most_recent_items() -> None:
     b = Profile(
         "b",
         last_seen=T0,
-        emails=tuple(f"old{i}@x.io" for i in range(model.EMAILS_LIMIT)),
+        emails=tuple(f"old{i}@x.io" for i in range(model.DEFAULT_CAPS.emails)),
         cart_items={f"q{i}": T0 + 2 * i + 1 for i in range(model.CART_ITEMS_LIMIT)},
         recent_products=tuple(ProductSeen(f"q{i}", T0 + 2 * i + 1) for i in range(20))[::-1],
     )
-    merged = merge(b, a)
+    merged = merge(b, a, caps=model.DEFAULT_CAPS)
     assert merged.email == "new@x.io"  # the more recently seen profile's address leads
-    assert len(merged.emails) == model.EMAILS_LIMIT
+    assert len(merged.emails) == model.DEFAULT_CAPS.emails
     assert min(merged.cart_items.values()) == T0 + model.CART_ITEMS_LIMIT
     assert [s.at for s in merged.recent_products] == [T0 + 39 - i for i in range(20)]
 

@@ -77,7 +77,12 @@ def identify(
     return event(EventKind.IDENTIFY, body, **kw)
 
 
+# Caps no small pool of identifiers reaches: folds that evict nothing commute and merge.
+WIDE_CAPS = model.IdentifierCaps(user_ids=10, emails=10, anonymous_ids=50)
+
+
 def fold(events: list[Event], profile: Profile | None = None, **kw: Any) -> Profile:
+    kw.setdefault("caps", WIDE_CAPS)
     p = profile or Profile.new("p-1")
     for e in events:
         p = apply(p, e, **kw)
@@ -394,9 +399,9 @@ def test_bounded_lists_stay_bounded(events: list[Event]) -> None:
     p = Profile.new("p")
     for e in events:
         p = apply(p, e, recent_ids=16)
-        assert len(p.anonymous_ids) <= model.ANONYMOUS_IDS_LIMIT
-        assert len(p.user_ids) <= model.USER_IDS_LIMIT
-        assert len(p.emails) <= model.EMAILS_LIMIT
+        assert len(p.anonymous_ids) <= model.DEFAULT_CAPS.anonymous_ids
+        assert len(p.user_ids) <= model.DEFAULT_CAPS.user_ids
+        assert len(p.emails) <= model.DEFAULT_CAPS.emails
         assert len(p.recent_products) <= model.RECENT_PRODUCTS_LIMIT
         assert len({s.product_id for s in p.recent_products}) == len(p.recent_products)
         assert len(p.products_purchased) <= model.PURCHASED_PRODUCTS_LIMIT

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from streams.events import Event, EventKind, IdentifierKind, Identity
+import pytest
+
+from streams.events import Event, EventKind, IdentifierKind, Identity, identifier_key
 from streams.identity.resolver import (
     DEFAULT_BLOCKED_IDENTIFIERS,
-    LinkOutcome,
+    ClaimOutcome,
+    Owner,
     blocklist,
-    decide_link,
-    identifier_key,
+    decide_claim,
     profile_id_for,
+    redacted,
     resolve,
     routing_key,
     without_blocked,
 )
 
 BLOCKED = blocklist(DEFAULT_BLOCKED_IDENTIFIERS)
+USER = IdentifierKind.USER_ID
+EMAIL = IdentifierKind.EMAIL
+ANONYMOUS = IdentifierKind.ANONYMOUS_ID
 
 
 def event(identity: Identity) -> Event:
@@ -25,37 +31,59 @@ def event(identity: Identity) -> Event:
 def test_the_strongest_identifier_routes_and_names_the_profile() -> None:
     sign_up = event(Identity(anonymous_id="a-1", email="ann@example.com"))
     assert routing_key(sign_up) == "email:ann@example.com"
-    resolution = resolve(sign_up, lambda key: None)
-    assert resolution.profile_id == profile_id_for("email:ann@example.com")
+    resolution = resolve(routing_key(sign_up), lambda key: None)
+    assert resolution.owner == Owner(profile_id_for("email:ann@example.com"), EMAIL)
     assert resolution.claim_routing_key
-    assert resolution.links == ("anonymous_id:a-1",)
 
 
 def test_a_known_identifier_keeps_its_profile() -> None:
-    login = event(Identity(anonymous_id="a-2", user_id="42", email="ann@example.com"))
-    resolution = resolve(login, {"user_id:42": "p_known"}.get)
-    assert resolution.profile_id == "p_known"
+    known = Owner("p_known", USER)
+    resolution = resolve("user_id:42", {"user_id:42": known}.get)
+    assert resolution.owner is known
     assert not resolution.claim_routing_key
-    assert resolution.links == ("email:ann@example.com", "anonymous_id:a-2")
 
 
 def test_profile_ids_are_stable_and_carry_no_personal_data() -> None:
-    key = identifier_key(IdentifierKind.EMAIL, "ann@example.com")
+    key = identifier_key(EMAIL, "ann@example.com")
     assert profile_id_for(key) == profile_id_for(key)
     assert "ann" not in profile_id_for(key)
     assert profile_id_for(key) != profile_id_for("email:bob@example.com")
+    assert "ann" not in redacted(key)
+    assert redacted(key).startswith("email:#")
 
 
-def test_links() -> None:
-    anonymous = "anonymous_id:a-1"
-    assert decide_link(anonymous, None, "p_ann") is LinkOutcome.LINKED
-    assert decide_link(anonymous, "p_ann", "p_ann") is LinkOutcome.ALREADY_LINKED
-    # A device that only had its own anonymous profile is adopted by whoever signs in on it.
-    own = profile_id_for(anonymous)
-    assert decide_link(anonymous, own, "p_ann") is LinkOutcome.ADOPTED_ANONYMOUS
-    # An identifier that already belongs to someone else is never silently re-pointed.
-    assert decide_link(anonymous, "p_bob", "p_ann") is LinkOutcome.REFUSED_OWNED
-    assert decide_link("email:x@example.com", "p_bob", "p_ann") is LinkOutcome.REFUSED_OWNED
+def test_owners_round_trip_through_the_table() -> None:
+    owner = Owner("p_abc", EMAIL)
+    assert Owner.decode(owner.encode()) == owner
+
+
+ANN = Owner("p_ann", USER)
+
+
+@pytest.mark.parametrize(
+    ("key", "owner", "claimant", "expected"),
+    [
+        ("anonymous_id:a-1", None, ANN, ClaimOutcome.LINKED),
+        ("anonymous_id:a-1", ANN, ANN, ClaimOutcome.ALREADY_LINKED),
+        # A device that only had its own anonymous profile joins whoever signs in on it.
+        ("anonymous_id:a-1", Owner("p_a1", ANONYMOUS), ANN, ClaimOutcome.MERGE),
+        ("anonymous_id:a-1", Owner("p_a1", ANONYMOUS), Owner("p_e", EMAIL), ClaimOutcome.MERGE),
+        # A newsletter subscriber known by email only joins the user id that logs in with it.
+        ("email:ann@x.io", Owner("p_e", EMAIL), ANN, ClaimOutcome.MERGE),
+        # A subscriber's device used to log in: the subscriber is that user.
+        ("anonymous_id:a-1", Owner("p_e", EMAIL), ANN, ClaimOutcome.MERGE),
+        # Equal ranks keep what they own.
+        ("anonymous_id:a-1", Owner("p_e", EMAIL), Owner("p_f", EMAIL), ClaimOutcome.REFUSED),
+        # What belongs to another known person is never re-pointed.
+        ("anonymous_id:a-1", Owner("p_bob", USER), ANN, ClaimOutcome.REFUSED),
+        ("email:bob@x.io", Owner("p_bob", USER), ANN, ClaimOutcome.REFUSED),
+        ("user_id:7", Owner("p_bob", USER), ANN, ClaimOutcome.REFUSED),
+        # Never downwards: a weaker claimant does not take a stronger profile's identifier.
+        ("email:ann@x.io", ANN, Owner("p_e", EMAIL), ClaimOutcome.REFUSED),
+    ],
+)
+def test_claims(key: str, owner: Owner | None, claimant: Owner, expected: ClaimOutcome) -> None:
+    assert decide_claim(key, owner, claimant) is expected
 
 
 def test_block_listed_values_are_removed_case_insensitively() -> None:

@@ -1,0 +1,204 @@
+"""The commands the identity and profile stages send each other, next to the events.
+
+Commands travel on the same internal topics as the events they are ordered with, keyed by
+what they act on, and are told apart by the ``cdp-command`` header (events carry none):
+
+=========== ================= ======================================================
+command     topic, key        meaning
+=========== ================= ======================================================
+claim       identity, key K   profile P took identifier K and asks the table for it
+repoint     identity, key K   profile C was merged into P: K, if still C's, is P's now
+hand-over   profile, C        K, which C is defined by, belongs to stronger P: merge
+absorb      profile, P        C's whole state, to merge into P
+release     profile, P        the table refused K to P: give it up
+=========== ================= ======================================================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any, Self
+
+from streams.events import Event, IdentifierKind
+from streams.identity.resolver import Owner, RefusalReason
+
+COMMAND_HEADER = "cdp-command"
+OWNED_KEY_HEADER = "cdp-owned-key"
+
+
+class Command(StrEnum):
+    CLAIM = "claim"
+    REPOINT = "repoint"
+    HAND_OVER = "hand-over"
+    ABSORB = "absorb"
+    RELEASE = "release"
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """The input event that started a chain of commands: every output names it."""
+
+    event_id: str
+    occurred_at: int
+
+
+class _Message:
+    # Messages are not slotted: slotted dataclasses break ``super()`` in their methods.
+    command: Command
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()  # type: ignore[call-overload]
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls._from_dict(json.loads(data))
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> Self:
+        raw["cause"] = Cause(**raw["cause"])
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class Claim(_Message):
+    profile_id: str
+    rank: IdentifierKind
+    # Every identifier the claimant holds (this one included), for the cap check of a merge.
+    identifiers: tuple[str, ...]
+    cause: Cause
+    command = Command.CLAIM
+
+    @property
+    def claimant(self) -> Owner:
+        return Owner(self.profile_id, self.rank)
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> Self:
+        raw["rank"] = IdentifierKind(raw["rank"])
+        raw["identifiers"] = tuple(raw["identifiers"])
+        return super()._from_dict(raw)
+
+
+@dataclass(frozen=True)
+class Repoint(_Message):
+    from_profile_id: str
+    into: str
+    rank: IdentifierKind
+    command = Command.REPOINT
+
+    @property
+    def new_owner(self) -> Owner:
+        return Owner(self.into, self.rank)
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> Self:
+        return cls(raw["from_profile_id"], raw["into"], IdentifierKind(raw["rank"]))
+
+
+@dataclass(frozen=True)
+class HandOver(_Message):
+    key: str
+    claim: Claim
+    command = Command.HAND_OVER
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> Self:
+        return cls(raw["key"], Claim._from_dict(raw["claim"]))
+
+
+@dataclass(frozen=True)
+class Absorb(_Message):
+    from_profile_id: str
+    profile: dict[str, Any]  # the merged-away profile, as Profile.to_dict()
+    cause: Cause
+    command = Command.ABSORB
+
+
+@dataclass(frozen=True)
+class Release(_Message):
+    key: str
+    owner: str  # the profile the identity table gives the identifier to
+    reason: RefusalReason
+    cause: Cause
+    command = Command.RELEASE
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> Self:
+        raw["reason"] = RefusalReason(raw["reason"])
+        return super()._from_dict(raw)
+
+
+#: A command by its header value.
+COMMANDS: dict[bytes, type[Claim | Repoint | HandOver | Absorb | Release]] = {
+    cls.command.value.encode(): cls for cls in (Claim, Repoint, HandOver, Absorb, Release)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedEvent:
+    """An event on its way to its profile.
+
+    ``owned`` is the identifier it was routed under when the identity table gives that
+    identifier to the receiving profile (so the profile need not claim it).
+    """
+
+    event: Event
+    owned: str | None = None
+
+
+InternalMessage = RoutedEvent | Claim | Repoint | HandOver | Absorb | Release
+
+
+def encode(message: InternalMessage) -> tuple[bytes, dict[str, bytes]]:
+    """Value and headers of a message on an internal topic."""
+    if isinstance(message, RoutedEvent):
+        owned = {OWNED_KEY_HEADER: message.owned.encode()} if message.owned else {}
+        return message.event.to_wire(), owned
+    return message.to_bytes(), {COMMAND_HEADER: message.command.value.encode()}
+
+
+def decode(value: bytes, headers: dict[str, bytes]) -> InternalMessage:
+    command = headers.get(COMMAND_HEADER)
+    if command is not None:
+        return COMMANDS[command].from_bytes(value)
+    owned = headers.get(OWNED_KEY_HEADER)
+    return RoutedEvent(Event.from_wire(value), owned.decode() if owned else None)
+
+
+class Out(StrEnum):
+    """Where a step sends: the two internal topics and the outputs."""
+
+    IDENTITY = "identity"
+    PROFILE = "profile"
+    SEGMENT_CHANGES = "segment-changes"
+    JOURNEYS = "journeys"
+    IDENTITY_MERGES = "identity-merges"
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    topic: Out
+    key: str
+    message: Any
+    """A command or RoutedEvent (internal topics) or an output record (``to_record()``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityMerge:
+    """The audit record of a merge, on the identity-merges topic."""
+
+    from_profile_id: str
+    into_profile_id: str
+    identifiers: tuple[str, ...]
+    cause: Cause
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "from_profile_id": self.from_profile_id,
+            "into_profile_id": self.into_profile_id,
+            "identifiers": list(self.identifiers),
+            "cause_event_id": self.cause.event_id,
+            "occurred_at": self.cause.occurred_at,
+        }

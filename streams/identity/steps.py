@@ -1,0 +1,76 @@
+"""The identity stage's logic for one message, purely: ``identity_step(owner, key, message)``.
+
+The Faust agent reads the owner of ``key`` from the identity table, calls the step,
+stores what it says and sends what it lists; a test can run the same steps in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.identity.messages import (
+    Claim,
+    HandOver,
+    InternalMessage,
+    Out,
+    Release,
+    Repoint,
+    RoutedEvent,
+    Send,
+)
+from streams.identity.resolver import ClaimOutcome, Owner, RefusalReason, decide_claim
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityStep:
+    store: Owner | None = None
+    """The key's new owner, or None to leave the table as it is."""
+    sends: tuple[Send, ...] = ()
+    claim_outcome: ClaimOutcome | None = None
+    refused: RefusalReason | None = None
+
+
+def identity_step(owner: Owner | None, key: str, message: InternalMessage) -> IdentityStep:
+    """What to store and send for ``message`` about identifier ``key``, owned by ``owner``."""
+    if isinstance(message, RoutedEvent):
+        return _route(owner, key, message)
+    if isinstance(message, Claim):
+        return _claim(owner, key, message)
+    if not isinstance(message, Repoint):
+        raise ValueError(f"a {message.command} command does not belong on the identity topic")
+    if owner is not None and owner.profile_id == message.from_profile_id:
+        return IdentityStep(store=message.new_owner)
+    return IdentityStep()
+
+
+def _route(owner: Owner | None, key: str, message: RoutedEvent) -> IdentityStep:
+    """Send an event to the profile owning the key it is routed under; unknown: founds one."""
+    found = owner or Owner.of_key(key)
+    routed = RoutedEvent(message.event, owned=key)
+    return IdentityStep(
+        store=None if owner is not None else found,
+        sends=(Send(Out.PROFILE, found.profile_id, routed),),
+    )
+
+
+def _claim(owner: Owner | None, key: str, claim: Claim) -> IdentityStep:
+    outcome = decide_claim(key, owner, claim.claimant)
+    if outcome is ClaimOutcome.LINKED:
+        return IdentityStep(store=claim.claimant, claim_outcome=outcome)
+    if outcome is ClaimOutcome.ALREADY_LINKED:
+        return IdentityStep(claim_outcome=outcome)
+    assert owner is not None
+    if outcome is ClaimOutcome.MERGE:
+        # The weaker owner decides (it knows its identifiers, for the caps) and, when it
+        # hands over, re-points this identifier together with all its others.
+        hand_over = HandOver(key, claim)
+        return IdentityStep(
+            sends=(Send(Out.PROFILE, owner.profile_id, hand_over),), claim_outcome=outcome
+        )
+    reason = RefusalReason.OWNED_BY_OTHER_PROFILE
+    release = Release(key, owner.profile_id, reason, claim.cause)
+    return IdentityStep(
+        sends=(Send(Out.PROFILE, claim.profile_id, release),),
+        claim_outcome=outcome,
+        refused=reason,
+    )

@@ -1,0 +1,180 @@
+"""The profile stage's logic for one message, purely: ``profile_step(stored, key, message)``.
+
+A profile's partition receives events and the merge commands of
+:mod:`streams.identity.messages`. A profile merged into another leaves a
+:class:`~streams.profiles.model.Forward` behind, and everything that still arrives for it
+is passed on, so events and merges that race each other end up in the same place.
+
+The Faust agent reads the stored value, calls the step, sends what it lists and then
+stores what it says; a test can run the same steps in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams import core
+from streams.identity.membership import exceeds_caps, owner_of
+from streams.identity.messages import (
+    Absorb,
+    Cause,
+    Claim,
+    HandOver,
+    IdentityMerge,
+    InternalMessage,
+    Out,
+    Release,
+    Repoint,
+    RoutedEvent,
+    Send,
+)
+from streams.identity.resolver import RefusalReason
+from streams.profiles.model import Forward, Profile
+
+Stored = Profile | Forward | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileStep:
+    store: Profile | Forward | None = None
+    """The key's new value, or None to leave the table as it is."""
+    sends: tuple[Send, ...] = ()
+    outcome: core.Outcome | None = None
+    """What the core decided, when it ran (for metrics); ``outcome.duplicate``: a replay."""
+    refused: tuple[RefusalReason, ...] = ()
+    forwarded: bool = False
+
+
+def profile_step(
+    stored: Stored, key: str, message: InternalMessage, rules: core.Rules, now_ms: int
+) -> ProfileStep:
+    """What to store and send for ``message`` to profile ``key``, stored as ``stored``."""
+    if isinstance(message, Claim | Repoint):
+        raise ValueError(f"a {message.command} command does not belong on the profile topic")
+    if isinstance(message, HandOver):
+        return _hand_over(stored, key, message, rules)
+    if isinstance(stored, Forward):
+        return _forward(stored, key, message)
+    if isinstance(message, RoutedEvent):
+        return _fold(stored, key, message, rules, now_ms)
+    if isinstance(message, Absorb):
+        return _absorb(stored, key, message, rules, now_ms)
+    return _release(stored, message, rules, now_ms)
+
+
+def _forward(forward: Forward, key: str, message: RoutedEvent | Absorb | Release) -> ProfileStep:
+    """Pass a message for a merged-away profile on, and re-point what still points here.
+
+    An identifier can still point here when re-points raced (a profile merged into this one
+    while this one was merged on); the first event routed through it, or the late merge
+    itself, corrects the table.
+    """
+    stale: list[str] = []
+    if isinstance(message, RoutedEvent):
+        stale = [message.owned] if message.owned else []
+        # The routing key belongs to this profile, not to the receiver.
+        message = RoutedEvent(message.event)
+    elif isinstance(message, Absorb):
+        stale = Profile.from_dict(message.profile).identifier_keys()
+    repoint = Repoint(key, forward.into, forward.rank)
+    return ProfileStep(
+        sends=(
+            Send(Out.PROFILE, forward.into, message),
+            *(Send(Out.IDENTITY, identifier, repoint) for identifier in stale),
+        ),
+        forwarded=True,
+    )
+
+
+def _fold(
+    profile: Profile | None, key: str, message: RoutedEvent, rules: core.Rules, now_ms: int
+) -> ProfileStep:
+    event = message.event
+    outcome = core.process(profile, key, event, rules, now_ms, owned=message.owned)
+    return _outputs(outcome, Cause(event.event_id, event.occurred_at))
+
+
+def _hand_over(stored: Stored, key: str, message: HandOver, rules: core.Rules) -> ProfileStep:
+    """This weaker profile is the same person as the claimant: merge into it, or refuse."""
+    claim = message.claim
+    if isinstance(stored, Forward):
+        if stored.into == claim.profile_id:
+            return ProfileStep()
+        # Merged elsewhere first; the claim is asked again, and by then the identity table
+        # knows where the identifier went (the re-point was sent before this answer).
+        return ProfileStep(sends=(Send(Out.IDENTITY, message.key, claim),))
+    profile = stored or Profile.new(key)
+    if exceeds_caps(profile, claim.identifiers, rules.caps):
+        reason = RefusalReason.CAP_EXCEEDED
+        release = Release(message.key, key, reason, claim.cause)
+        return ProfileStep(sends=(Send(Out.PROFILE, claim.profile_id, release),), refused=(reason,))
+    cause = claim.cause
+    exits = core.hand_over(profile, cause.event_id, cause.occurred_at)
+    repoint = Repoint(key, claim.profile_id, claim.rank)
+    identifiers = dict.fromkeys([message.key, *profile.identifier_keys()])
+    return ProfileStep(
+        store=Forward(claim.profile_id, claim.rank),
+        sends=(
+            *(Send(Out.SEGMENT_CHANGES, key, change) for change in exits),
+            Send(Out.PROFILE, claim.profile_id, Absorb(key, profile.to_dict(), cause)),
+            *(Send(Out.IDENTITY, identifier, repoint) for identifier in identifiers),
+        ),
+    )
+
+
+def _absorb(
+    profile: Profile | None, key: str, message: Absorb, rules: core.Rules, now_ms: int
+) -> ProfileStep:
+    other = Profile.from_dict(message.profile)
+    cause = message.cause
+    outcome = core.absorb(profile, key, other, cause.event_id, cause.occurred_at, rules, now_ms)
+    step = _outputs(outcome, cause)
+    if outcome.duplicate:
+        return step
+    merge = IdentityMerge(other.profile_id, key, tuple(other.identifier_keys()), cause)
+    return ProfileStep(
+        store=step.store,
+        sends=(*step.sends, Send(Out.IDENTITY_MERGES, key, merge)),
+        outcome=outcome,
+        refused=step.refused,
+    )
+
+
+def _release(
+    profile: Profile | None, message: Release, rules: core.Rules, now_ms: int
+) -> ProfileStep:
+    if profile is None:
+        return ProfileStep()
+    cause = message.cause
+    outcome = core.release_identifier(
+        profile,
+        message.key,
+        message.owner,
+        message.reason,
+        cause.event_id,
+        cause.occurred_at,
+        rules,
+        now_ms,
+    )
+    return _outputs(outcome, cause)
+
+
+def _outputs(outcome: core.Outcome, cause: Cause) -> ProfileStep:
+    if outcome.duplicate:
+        return ProfileStep(outcome=outcome)
+    profile = outcome.profile
+    key = profile.profile_id
+    sends = [
+        *(Send(Out.SEGMENT_CHANGES, key, change) for change in outcome.segment_changes),
+        *(Send(Out.JOURNEYS, key, trigger) for trigger in outcome.triggers),
+    ]
+    if outcome.claims:
+        owner = owner_of(profile)
+        claim = Claim(owner.profile_id, owner.rank, tuple(profile.identifier_keys()), cause)
+        sends.extend(Send(Out.IDENTITY, claimed, claim) for claimed in outcome.claims)
+    return ProfileStep(
+        store=profile,
+        sends=tuple(sends),
+        outcome=outcome,
+        refused=(RefusalReason.CAP_EXCEEDED,) * len(outcome.refused),
+    )
