@@ -109,6 +109,24 @@ def make_worker(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[...
 
 
 @pytest.fixture
+def two_workers(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> tuple[Worker, Worker]:
+    """Two workers in one group, each with its own state and API, both ready."""
+    first_env = worker_env(broker, tmp_path / "one")
+    second_env = {
+        **first_env,
+        "CDP_DATA_DIR": str(tmp_path / "two" / "data"),
+        "CDP_WEB_PORT": str(free_port()),
+    }
+    first, second = make_worker(first_env), make_worker(second_env)
+    # The first worker gives up half its partitions; wait until both own some.
+    wait_until(lambda: first.get("/ready").status_code == 200, timeout=30)
+    wait_until(lambda: second.get("/ready").status_code == 200, timeout=30)
+    return first, second
+
+
+@pytest.fixture
 def worker(make_worker: Callable[..., Worker]) -> Worker:
     made: Worker = make_worker()
     return made

@@ -235,19 +235,9 @@ def test_demo_runs_for_a_duration_and_exits_cleanly(broker: EmbeddedBroker, tmp_
 
 
 def test_every_worker_answers_lookups_for_keys_another_worker_owns(
-    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+    broker: EmbeddedBroker, two_workers: tuple[Worker, Worker]
 ) -> None:
-    first_env = worker_env(broker, tmp_path / "one")
-    second_env = {
-        **first_env,
-        "CDP_DATA_DIR": str(tmp_path / "two" / "data"),
-        "CDP_WEB_PORT": str(free_port()),
-    }
-    first = make_worker(first_env)
-    second = make_worker(second_env)
-    # The first worker gives up half its partitions; wait until both own some.
-    wait_until(lambda: first.get("/ready").status_code == 200, timeout=30)
-    wait_until(lambda: second.get("/ready").status_code == 200, timeout=30)
+    first, second = two_workers
     topics = Topics(broker.bootstrap, first.settings, Codec(first.settings.schemas_dir))
     emails = [f"person{index}-{uuid.uuid4().hex[:6]}@example.com" for index in range(12)]
     for email in emails:
