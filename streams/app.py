@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -174,18 +175,19 @@ def changelog_topics(settings: Settings) -> list[str]:
     return [f"{settings.app_id}-{name}-changelog" for name in (IDENTITIES_TABLE, PROFILES_TABLE)]
 
 
-def discard_orphaned_state(settings: Settings, bootstrap: str) -> bool:
+def discard_orphaned_state(runtime: Runtime, bootstrap: str) -> bool:
     """Delete local table state when the broker no longer has the changelogs it came from.
 
     That happens whenever a memory-only embedded broker restarts: the RocksDB files then
     describe offsets that no longer exist, and Faust would refuse to start. The changelog is
     the source of truth, so local state without it is only a cache of something gone.
+    Call it before the worker starts (the tables open their files on start).
     """
-    state_dir = settings.data_dir / f"{settings.app_id}-data"
+    state_dir = Path(runtime.app.conf.tabledir)
     if not state_dir.exists():
         return False
     topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
-    if all(name in topics for name in changelog_topics(settings)):
+    if all(name in topics for name in changelog_topics(runtime.settings)):
         return False
     log.warning(
         "changelog topics are missing on %s; discarding local state in %s", bootstrap, state_dir

@@ -79,12 +79,12 @@ def worker() -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with kafka(settings, log_file=settings.data_dir / "broker.log") as bootstrap:
         ensure_topics(bootstrap, settings)
-        discard_orphaned_state(settings, bootstrap)
         try:
             runtime = create_runtime(settings, bootstrap)
         except DefinitionError as exc:
             err.print(f"[red]invalid definitions: {exc}[/]")
             raise typer.Exit(2) from exc
+        discard_orphaned_state(runtime, bootstrap)
         err.print(f"[dim]API on {settings.api_url}[/]")
         Worker(
             runtime.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False

@@ -137,5 +137,6 @@ def _run(
     finally:
         producer.flush()
         consumer.close()
+    console.line()  # off a terminal, the last live frame ends without a newline
     console.print(summary(stats, elapsed_s=time.monotonic() - started))
     return code

@@ -96,7 +96,7 @@ def make_worker(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[...
     def make(env: dict[str, str] | None = None, *, start: bool = True) -> Worker:
         env = env or worker_env(broker, tmp_path)
         settings = settings_from(env)
-        ensure_topics(broker.bootstrap, settings)
+        ensure_topics(settings.kafka_bootstrap or broker.bootstrap, settings)
         worker = Worker(settings, env, tmp_path / f"worker-{len(started)}.log")
         started.append(worker)
         if start:

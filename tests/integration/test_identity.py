@@ -255,6 +255,7 @@ def test_a_merge_storm_respects_the_caps(
     linked, refused = user["identities"]["anonymous_ids"], user["identities"]["refused"]
     assert len(linked) == 10
     assert set(refused.values()) == {"cap_exceeded"}
+
     # Nothing lost, nothing doubled: each refused device keeps its own profile and view.
     def linked_views_merged() -> bool:
         profile = lookup(worker, user_id=user_id)

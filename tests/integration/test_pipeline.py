@@ -16,7 +16,7 @@ import httpx
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.broker import EmbeddedBroker, free_port, is_listening
+from streams.broker import EmbeddedBroker, free_port, is_listening, start_broker
 from streams.codec import Codec
 from streams.events import Event, EventKind, Identity
 from streams.producer import EventProducer
@@ -58,8 +58,7 @@ def test_events_become_profiles_segment_changes_and_triggers(
     email = f"{anonymous_id}@example.com"
     topics.produce(settings.input_topic(EventKind.IDENTIFY), sign_up(anonymous_id, email))
     topics.flush()
-    # Linking history from before the sign-up into the profile is identity resolution
-    # proper (merges); here the device's later browsing must land on the subscriber.
+    # The device's browsing after the sign-up lands on the subscriber directly.
     topics.wait_for(settings.segment_changes_topic, lambda seen: len(seen) >= 1)
     wait_until(lambda: worker.get("/profiles", anonymous_id=anonymous_id).status_code == 200)
     views = [page_view(anonymous_id, "toys", product_id=f"p-toys-00{i}") for i in range(3)]
@@ -363,3 +362,34 @@ def test_block_listed_identifiers_never_link(worker: Worker, topics: Topics) -> 
     assert worker.get("/profiles", anonymous_id="undefined").status_code == 404
     metrics = worker.get("/metrics").text
     assert 'cdp_identifiers_blocked_total{kind="anonymous_id"} 2.0' in metrics
+
+
+def test_a_worker_whose_broker_lost_everything_starts_afresh(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    """Local state outlives a memory-only broker (``make demo`` twice): it is discarded."""
+    env = worker_env(broker, tmp_path)
+    first = make_worker(env)
+    topics = Topics(broker.bootstrap, first.settings, Codec(first.settings.schemas_dir))
+    topics.produce(first.settings.input_topic(EventKind.IDENTIFY), sign_up("a-old", "old@x.io"))
+    topics.flush()
+    topics.close()
+    wait_until(lambda: first.get("/profiles", email="old@x.io").status_code == 200)
+    first.stop()
+
+    fresh = start_broker(free_port(), log_file=tmp_path / "fresh-broker.log")
+    second = make_worker({**env, "CDP_KAFKA_BOOTSTRAP": fresh.bootstrap}, start=False)
+    try:
+        second.start()
+        assert "discarding local state" in second.log_file.read_text()
+        topics = Topics(fresh.bootstrap, second.settings, Codec(second.settings.schemas_dir))
+        topics.produce(
+            second.settings.input_topic(EventKind.IDENTIFY), sign_up("a-new", "new@x.io")
+        )
+        topics.flush()
+        topics.close()
+        wait_until(lambda: second.get("/profiles", email="new@x.io").status_code == 200)
+        assert second.get("/profiles", email="old@x.io").status_code == 404
+    finally:
+        second.stop()
+        fresh.stop()
