@@ -89,6 +89,11 @@ IDENTITY_MERGES = Counter(
     "Profiles merged into another profile of the same person.",
     registry=REGISTRY,
 )
+PROFILE_FORWARDS = Counter(
+    "cdp_profile_forwards_total",
+    "Messages that reached a merged-away profile and were passed on to the one it was merged into.",
+    registry=REGISTRY,
+)
 IDENTIFIERS_PER_PROFILE = Histogram(
     "cdp_identifiers_per_profile",
     "Identifiers a profile holds, observed whenever a profile gains identifiers.",

@@ -17,6 +17,7 @@ from streams.observability import (
     IDENTITY_LINKS_REFUSED,
     IDENTITY_MERGES,
     JOURNEY_TRIGGERS,
+    PROFILE_FORWARDS,
     SEGMENT_CHANGES,
     SEGMENT_EVALUATION_ERRORS,
 )
@@ -36,6 +37,8 @@ def install(runtime: Runtime) -> None:
     def count(message: Any, step: ProfileStep, headers: dict[str, bytes]) -> None:
         for reason in step.refused:
             IDENTITY_LINKS_REFUSED.labels(reason.value).inc()
+        if step.forwarded:
+            PROFILE_FORWARDS.inc()
         outcome = step.outcome
         if outcome is None:
             return
