@@ -136,8 +136,11 @@ def profile(
     ],
     api: Annotated[str | None, typer.Option(help="Worker API base URL.")] = None,
 ) -> None:
-    """Print a profile, looked up through a worker's API."""
-    base = (api or get_settings().api_url).rstrip("/")
+    """Print a profile, looked up through a worker's API (with CDP_API_TOKEN when set)."""
+    settings = get_settings()
+    base = (api or settings.api_url).rstrip("/")
+    token = settings.api_token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
     if identifier.startswith("p_"):
         url, params = f"{base}/profiles/{identifier}", {}
     else:
@@ -148,7 +151,7 @@ def profile(
         )
         url, params = f"{base}/profiles", {kind: value}
     try:
-        response = httpx.get(url, params=params, timeout=5)
+        response = httpx.get(url, params=params, headers=headers, timeout=5)
     except httpx.HTTPError as exc:
         err.print(f"[red]cannot reach the worker API at {base}: {exc}[/]")
         raise typer.Exit(2) from exc

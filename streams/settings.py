@@ -7,7 +7,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.events import EventKind
@@ -58,6 +58,10 @@ class Settings(BaseSettings):
         default=512, ge=16, description="Event ids kept per profile for idempotent replays."
     )
     popup_cooldown_days: float = 7.0
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the lookup and decision API requires; unset: open (development).",
+    )
     blocked_identifiers: list[str] = Field(
         default=list(DEFAULT_BLOCKED_IDENTIFIERS),
         description="Identifier values that never identify anyone (JSON list; case-insensitive).",

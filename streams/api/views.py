@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,10 @@ class BadRequestError(Exception):
     """A request the caller must fix; answered with 400 and the message."""
 
 
+class UnauthorizedError(Exception):
+    """No valid bearer token on a request for personal data; answered with 401."""
+
+
 class NotReadyError(Exception):
     """The worker does not (yet) know who owns the key; answered with 503."""
 
@@ -50,9 +55,23 @@ def identifier_from_query(request: Request, allowed: tuple[IdentifierKind, ...])
     return identifier_key(kind, value)
 
 
+def bearer_token_matches(authorization: str | None, token: str) -> bool:
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
+
+
 def install(runtime: Runtime) -> None:
     app = runtime.app
     cooldown_ms = int(runtime.settings.popup_cooldown_days * DAY_MS)
+    secret = runtime.settings.api_token
+    token = secret.get_secret_value() if secret is not None else None
+    # Hops to the worker owning a key carry the token like any other caller.
+    hop_headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def authorized(authorization: str | None) -> bool:
+        return token is None or bearer_token_matches(authorization, token)
 
     def owner_url(table: Any, key: bytes) -> str | None:
         """Base URL of the worker owning ``key`` in ``table``, or None when it is this one."""
@@ -66,7 +85,7 @@ def install(runtime: Runtime) -> None:
         return str(url).rstrip("/")
 
     async def fetch_remote(url: str) -> tuple[int, Any]:
-        async with app.http_client.get(url) as response:
+        async with app.http_client.get(url, headers=hop_headers) as response:
             return response.status, await response.json()
 
     async def profile_by_id(profile_id: str) -> tuple[int, dict[str, Any] | None]:
@@ -108,11 +127,24 @@ def install(runtime: Runtime) -> None:
         """Turns domain errors into JSON 4xx/5xx answers and times every request."""
 
         endpoint = "other"
+        # Endpoints answering with personal data require the token when one is configured.
+        personal = True
 
         async def dispatch(self, request: Any) -> Any:
             started = time.perf_counter()
             try:
+                if self.personal and not authorized(request.headers.get("Authorization")):
+                    raise UnauthorizedError
                 return await super().dispatch(request)
+            except UnauthorizedError:
+                return self.json(
+                    {
+                        "error": "unauthorized",
+                        "message": "send Authorization: Bearer <CDP_API_TOKEN>",
+                    },
+                    status=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="cdp-streams"'},
+                )
             except BadRequestError as exc:
                 return self.json({"error": "bad_request", "message": str(exc)}, status=400)
             except NotReadyError as exc:
@@ -186,6 +218,7 @@ def install(runtime: Runtime) -> None:
     @app.page("/health")
     class Health(CdpView):
         endpoint = "health"
+        personal = False
 
         async def get(self, request: Request) -> Response:
             return self.json({"status": "ok"})
@@ -193,6 +226,7 @@ def install(runtime: Runtime) -> None:
     @app.page("/ready")
     class Ready(CdpView):
         endpoint = "ready"
+        personal = False
 
         async def get(self, request: Request) -> Response:
             if is_ready():
@@ -202,6 +236,7 @@ def install(runtime: Runtime) -> None:
     @app.page("/metrics")
     class Metrics(CdpView):
         endpoint = "metrics"
+        personal = False
 
         async def get(self, request: Request) -> Response:
             is_ready()

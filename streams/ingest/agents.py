@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -53,8 +54,15 @@ async def dead_letter_on_error(
     try:
         await handle(item)
     except Exception as exc:
-        log.exception(
-            "processing failed for a message on %s; dead-lettering it", item.message.topic
+        # The frames only: an exception's message may quote personal data from the event.
+        message = item.message
+        log.error(
+            "processing failed for the message at %s[%s]@%s (%s); dead-lettered\n%s",
+            message.topic,
+            message.partition,
+            message.offset,
+            type(exc).__name__,
+            "".join(traceback.format_tb(exc.__traceback__)),
         )
         await send_dead_letter(
             runtime,

@@ -64,7 +64,10 @@ class Worker:
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
 
     def get(self, path: str, **params: str) -> httpx.Response:
-        return httpx.get(f"{self.api}{path}", params=params, timeout=5)
+        """A GET with the worker's API token, if it has one."""
+        token = self.env.get("CDP_API_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.get(f"{self.api}{path}", params=params, headers=headers, timeout=5)
 
 
 def worker_env(broker: EmbeddedBroker, tmp_path: Path, **overrides: str) -> dict[str, str]:
@@ -113,7 +116,8 @@ def two_workers(
     broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
 ) -> tuple[Worker, Worker]:
     """Two workers in one group, each with its own state and API, both ready."""
-    first_env = worker_env(broker, tmp_path / "one")
+    # With an API token, so lookups routed between the workers must carry it.
+    first_env = worker_env(broker, tmp_path / "one", CDP_API_TOKEN=uuid.uuid4().hex)
     second_env = {
         **first_env,
         "CDP_DATA_DIR": str(tmp_path / "two" / "data"),

@@ -192,6 +192,35 @@ def test_bad_requests_get_4xx_with_a_message(worker: Worker) -> None:
     assert "cdp_lookup_seconds_bucket" in worker.get("/metrics").text
 
 
+def test_personal_data_needs_the_api_token_and_stays_out_of_the_logs(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    token = uuid.uuid4().hex
+    worker = make_worker(worker_env(broker, tmp_path, CDP_API_TOKEN=token))
+    email = f"private-{uuid.uuid4().hex[:8]}@example.com"
+    topics = Topics(broker.bootstrap, worker.settings, Codec(worker.settings.schemas_dir))
+    topics.produce(worker.settings.input_topic(EventKind.IDENTIFY), sign_up("a-priv", email))
+    topics.flush()
+    topics.close()
+    wait_until(lambda: worker.get("/profiles", email=email).status_code == 200)
+
+    url = f"{worker.api}/profiles"
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+        response = httpx.get(url, params={"email": email}, headers=headers, timeout=5)
+        assert response.status_code == 401, headers
+        assert response.json()["error"] == "unauthorized"
+        assert email not in response.text
+    for path in ("/decisions/newsletter-popup?anonymous_id=a-priv", "/profiles/p_0"):
+        assert httpx.get(f"{worker.api}{path}", timeout=5).status_code == 401
+    # Probes and metrics stay open.
+    for path in ("/health", "/ready", "/metrics"):
+        assert httpx.get(f"{worker.api}{path}", timeout=5).status_code == 200, path
+    # Oversized and malformed requests get a 4xx, not a traceback.
+    assert worker.get("/profiles", email="x" * 20_000).status_code in (400, 414, 431)
+    assert httpx.post(url, headers={"Authorization": f"Bearer {token}"}, timeout=5).is_client_error
+    assert email not in worker.log_file.read_text()
+
+
 def test_invalid_segment_file_fails_at_start_naming_the_segment(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
