@@ -1,4 +1,4 @@
-"""The ``cdp`` command: demo, worker, broker, produce, profile."""
+"""The ``cdp`` command: demo, worker, broker, produce, profile, dead-letters."""
 
 from __future__ import annotations
 
@@ -8,17 +8,23 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
 from streams.broker import LOOPBACK, EmbeddedBroker, is_listening, start_broker
 from streams.events import EventKind
 from streams.settings import Settings, get_settings
 from streams.topics import ensure_topics
+
+if TYPE_CHECKING:
+    from streams.ingest.dead_letters import DeadLetter
 
 cli = typer.Typer(
     help="cdp-streams: Kafka-native customer data platform core.",
@@ -182,6 +188,112 @@ def demo(
         ensure_topics(bootstrap, settings)
         code = run_demo(settings, bootstrap, DemoOptions(duration, rate, shoppers), console)
     raise typer.Exit(code)
+
+
+dead_letters = typer.Typer(
+    help="Inspect the dead-letter topic and replay letters after a fix.", no_args_is_help=True
+)
+cli.add_typer(dead_letters, name="dead-letters")
+
+ReasonOption = Annotated[
+    list[str] | None, typer.Option("--reason", help="Only this reason (repeatable).")
+]
+TopicOption = Annotated[
+    list[str] | None, typer.Option("--topic", help="Only letters from this topic (repeatable).")
+]
+AtOption = Annotated[
+    list[str] | None,
+    typer.Option("--at", help="Only the letter at PARTITION:OFFSET of the dead-letter topic."),
+]
+
+
+def running_kafka(settings: Settings) -> str:
+    """The configured Kafka or the embedded broker already running: never a new, empty one."""
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    if is_listening(LOOPBACK, settings.embedded_broker_port):
+        return f"{LOOPBACK}:{settings.embedded_broker_port}"
+    err.print("[red]no broker: set CDP_KAFKA_BOOTSTRAP, or run cdp worker / cdp broker first[/]")
+    raise typer.Exit(2)
+
+
+def chosen_letters(
+    settings: Settings, reason: list[str] | None, topic: list[str] | None, at: list[str] | None
+) -> tuple[str, list[DeadLetter]]:
+    from streams.codec import Codec
+    from streams.ingest.dead_letters import read, select
+
+    bootstrap = running_kafka(settings)
+    letters = read(bootstrap, settings.dead_letter_topic, Codec(settings.schemas_dir))
+    return bootstrap, select(letters, reasons=reason or (), topics=topic or (), at=at or ())
+
+
+@dead_letters.command("list")
+def list_dead_letters(
+    reason: ReasonOption = None,
+    topic: TopicOption = None,
+    at: AtOption = None,
+    limit: Annotated[int, typer.Option(help="Show the latest N letters.")] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="All matching letters as JSON lines (bytes base64).")
+    ] = False,
+) -> None:
+    """Dead letters by reason and topic, and the latest ones with their details."""
+    from streams.ingest.dead_letters import count_by
+
+    settings = get_settings()
+    _, letters = chosen_letters(settings, reason, topic, at)
+    if as_json:
+        for letter in letters:
+            sys.stdout.write(json.dumps(letter.to_json()) + "\n")
+        return
+    console.print(f"[bold]{len(letters)}[/] dead letters on {settings.dead_letter_topic}")
+    for field, title in (("reason", "reason"), ("topic", "from topic")):
+        table = Table(title.capitalize(), "letters", box=box.SIMPLE_HEAD)
+        for name, count in count_by(letters, field).most_common():
+            table.add_row(name, str(count))
+        console.print(table)
+    latest = sorted(letters, key=lambda letter: letter.dead_lettered_at)[-limit:]
+    table = Table("at", "dead-lettered", "from", "reason", "detail", "bytes", box=box.SIMPLE_HEAD)
+    for letter in latest:
+        when = datetime.fromtimestamp(letter.dead_lettered_at / 1000, UTC)
+        table.add_row(
+            letter.at,
+            when.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{letter.topic}[{letter.source_partition}]@{letter.source_offset}",
+            letter.reason,
+            letter.detail,
+            str(len(letter.value)),
+        )
+    if latest:
+        console.print(table)
+
+
+@dead_letters.command("replay")
+def replay_dead_letters(
+    reason: ReasonOption = None,
+    topic: TopicOption = None,
+    at: AtOption = None,
+    replay_all: Annotated[
+        bool, typer.Option("--all", help="Every letter (otherwise a filter is required).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Say what would be replayed, send nothing.")
+    ] = False,
+) -> None:
+    """Publish chosen letters again to their original topic, with their key and headers."""
+    from streams.ingest.dead_letters import count_by, replay
+
+    if not (reason or topic or at or replay_all):
+        err.print("[red]choose letters with --reason, --topic or --at, or pass --all[/]")
+        raise typer.Exit(2)
+    bootstrap, letters = chosen_letters(get_settings(), reason, topic, at)
+    by_topic = ", ".join(f"{n} to {t}" for t, n in count_by(letters, "topic").most_common())
+    if dry_run:
+        console.print(f"would replay {len(letters)} letters ({by_topic or 'none'})")
+        return
+    sent = replay(bootstrap, letters)
+    console.print(f"replayed {sent} letters ({by_topic or 'none'})")
 
 
 def main() -> None:

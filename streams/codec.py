@@ -80,6 +80,7 @@ def dead_letter_record(
     reason: DeadLetterReason,
     detail: str,
     now_ms: int,
+    headers: Mapping[str, bytes] | None = None,
 ) -> dict[str, Any]:
     """A ``DeadLetter`` record for :meth:`Codec.encode_record`."""
     return {
@@ -88,6 +89,7 @@ def dead_letter_record(
         "offset": offset,
         "key": key,
         "value": value if value is not None else b"",
+        "headers": {k: v.decode(errors="replace") for k, v in (headers or {}).items()},
         "reason": reason.value,
         "detail": detail[:MAX_DETAIL_CHARS],
         "occurred_at": now_ms,

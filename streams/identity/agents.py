@@ -8,20 +8,13 @@ from typing import TYPE_CHECKING, Any
 from streams.identity.messages import Claim, decode
 from streams.identity.resolver import Owner, redacted
 from streams.identity.steps import identity_step
-from streams.ingest.agents import RECEIVED_AT_HEADER, dead_letter_on_error
+from streams.ingest.agents import RECEIVED_AT_HEADER, dead_letter_on_error, headers_of
 from streams.observability import IDENTITY_LINKS, IDENTITY_LINKS_REFUSED
 
 if TYPE_CHECKING:
     from streams.app import Runtime
 
 log = logging.getLogger(__name__)
-
-
-def headers_of(item: Any) -> dict[str, bytes]:
-    """The headers of a Faust event; aiokafka hands them over as pairs, Faust as a dict."""
-    headers = item.headers or ()
-    pairs = headers.items() if isinstance(headers, dict) else headers
-    return {key: bytes(value) for key, value in pairs}
 
 
 def passed_on(headers: dict[str, bytes]) -> dict[str, bytes]:

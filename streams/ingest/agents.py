@@ -22,6 +22,14 @@ log = logging.getLogger(__name__)
 RECEIVED_AT_HEADER = "cdp-received-at"
 
 
+def headers_of(carrier: Any) -> dict[str, bytes]:
+    """The headers of a Faust event or message; aiokafka hands them over as pairs, Faust as
+    a dict."""
+    headers = carrier.headers or ()
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return {key: bytes(value) for key, value in pairs}
+
+
 async def send_dead_letter(
     runtime: Runtime, message: Any, reason: DeadLetterReason, detail: str
 ) -> None:
@@ -35,6 +43,7 @@ async def send_dead_letter(
         reason=reason,
         detail=detail,
         now_ms=now_ms(),
+        headers=headers_of(message),
     )
     await runtime.dead_letter_topic.send(
         key=message.key, value=runtime.encode_output("DeadLetter", record)

@@ -7,9 +7,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from streams.codec import now_ms
-from streams.identity.agents import headers_of, passed_on
+from streams.identity.agents import passed_on
 from streams.identity.messages import Absorb, HandOver, RoutedEvent, decode
-from streams.ingest.agents import RECEIVED_AT_HEADER, dead_letter_on_error
+from streams.ingest.agents import RECEIVED_AT_HEADER, dead_letter_on_error, headers_of
 from streams.observability import (
     EVENT_TO_OUTPUT_SECONDS,
     EVENTS,

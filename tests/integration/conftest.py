@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -194,6 +195,21 @@ def topics(broker: EmbeddedBroker, worker: Worker) -> Iterator[Topics]:
     made = Topics(broker.bootstrap, worker.settings, Codec(worker.settings.schemas_dir))
     yield made
     made.close()
+
+
+def run_cdp(
+    env: dict[str, str], *args: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The ``cdp`` command as a subprocess, with its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        input=stdin.decode() if stdin is not None else None,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 10, interval: float = 0.1) -> None:

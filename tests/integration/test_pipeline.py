@@ -21,7 +21,7 @@ from streams.codec import Codec
 from streams.events import Event, EventKind, Identity
 from streams.producer import EventProducer
 
-from .conftest import Topics, Worker, settings_from, wait_until, worker_env
+from .conftest import Topics, Worker, run_cdp, settings_from, wait_until, worker_env
 
 
 def now_ms() -> int:
@@ -292,39 +292,20 @@ def test_cdp_produce_and_cdp_profile_commands(worker: Worker) -> None:
             "not json at all",
         ]
     )
-    produced = subprocess.run(
-        [sys.executable, "-m", "streams", "produce", "identify"],
-        input=lines.encode(),
-        env=worker.env,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert produced.returncode == 0, produced.stderr.decode()
-    assert "produced 2 events" in produced.stderr.decode()
+    produced = run_cdp(worker.env, "produce", "identify", stdin=lines.encode())
+    assert produced.returncode == 0, produced.stderr
+    assert "produced 2 events" in produced.stderr
 
-    def shown() -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [sys.executable, "-m", "streams", "profile", email, "--api", worker.api],
-            env=worker.env,
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
+    def shown() -> subprocess.CompletedProcess[str]:
+        return run_cdp(worker.env, "profile", email, "--api", worker.api)
 
     wait_until(lambda: shown().returncode == 0)
     profile = json.loads(shown().stdout)
     assert profile["identities"]["emails"] == [email]
     assert profile["newsletter"]["status"] == "subscribed"
-    missing = subprocess.run(
-        [sys.executable, "-m", "streams", "profile", "nobody@example.com", "--api", worker.api],
-        env=worker.env,
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
+    missing = run_cdp(worker.env, "profile", "nobody@example.com", "--api", worker.api)
     assert missing.returncode == 1
-    assert "no profile" in missing.stderr.decode()
+    assert "no profile" in missing.stderr
 
 
 def test_cdp_broker_serves_kafka_with_the_topics_created(tmp_path: Path) -> None:
