@@ -37,6 +37,10 @@ from streams.settings import OutputFormat
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 MAX_JSON_DEPTH = 64
+# Longer values are abuse or a bug, and would bloat profiles: an identifier is also a lookup
+# key (the API takes no longer ones), any other text goes into profiles and mails at most.
+MAX_IDENTIFIER_CHARS = 512
+MAX_TEXT_CHARS = 8192
 MAX_DETAIL_CHARS = 2000
 NAMESPACE = "cdp"
 
@@ -616,6 +620,8 @@ class Codec:
         identity = _normalise_identity(record.pop("identity"))
         if not event_id.strip():
             raise DecodeError(DeadLetterReason.SCHEMA_VIOLATION, "event_id: must not be empty")
+        _check_text_lengths(event_id, "event_id")
+        _check_text_lengths(record, "")
         if occurred_at < 0:
             raise DecodeError(
                 DeadLetterReason.INVALID_TIMESTAMP, f"occurred_at: {occurred_at} is before 1970"
@@ -850,4 +856,27 @@ def _normalise_identity(raw: dict[str, Any]) -> Identity:
             DeadLetterReason.MISSING_IDENTITY,
             "identity: needs at least one non-empty anonymous_id, user_id or email",
         )
+    for kind, value in identity.identifiers():
+        if len(value) > MAX_IDENTIFIER_CHARS:
+            raise DecodeError(
+                DeadLetterReason.SCHEMA_VIOLATION,
+                f"identity.{kind.value}: longer than {MAX_IDENTIFIER_CHARS} characters",
+            )
     return identity
+
+
+def _check_text_lengths(value: Any, path: str) -> None:
+    """Every string in an event body is at most :data:`MAX_TEXT_CHARS` long."""
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT_CHARS:
+            raise DecodeError(
+                DeadLetterReason.SCHEMA_VIOLATION,
+                f"{path}: longer than {MAX_TEXT_CHARS} characters",
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text_lengths(key, f"{path} key")
+            _check_text_lengths(item, f"{path}[{key!r}]" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_text_lengths(item, f"{path}[{index}]")

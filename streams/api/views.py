@@ -11,7 +11,7 @@ from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from streams.api.decisions import newsletter_popup
-from streams.codec import now_ms
+from streams.codec import MAX_IDENTIFIER_CHARS, now_ms
 from streams.events import IdentifierKind, identifier_key
 from streams.identity.resolver import Owner
 from streams.observability import LOOKUP_SECONDS, READY, REGISTRY
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_IDENTIFIER_CHARS = 512
 # Merges chain (anonymous -> email -> user id profile); longer chains mean a merge in flight.
 MAX_FORWARDS = 8
 DAY_MS = 86_400_000

@@ -136,44 +136,6 @@ def test_producer_api_events_show_up_within_a_second(worker: Worker, topics: Top
     assert "customer" in profile["segments"]
 
 
-def test_bad_input_is_dead_lettered_and_good_input_around_it_is_applied(
-    worker: Worker, topics: Topics
-) -> None:
-    settings = worker.settings
-    pages = settings.input_topic(EventKind.PAGE_VIEW)
-    anonymous_id = f"anon-{uuid.uuid4().hex[:8]}"
-    bad: list[tuple[bytes, str]] = [
-        (b"\x00\xff\xfe garbage", "schema_registry_unavailable"),
-        (b"\xc3\x01\x00\x00\x00\x00\x00\x00\x00\x00", "unknown_fingerprint"),
-        (b"{not json", "invalid_json"),
-        (b'{"event_id": "x", "occurred_at": 1, "identity": {}, "url": "u"}', "missing_identity"),
-        (
-            b'{"event_id": "x", "occurred_at": 1, "identity": {"anonymous_id": "a"}, "url": 5}',
-            "schema_violation",
-        ),
-        (b"\xff\xfe\xfd", "invalid_utf8"),
-    ]
-    for index, (value, _) in enumerate(bad):
-        topics.produce(pages, page_view(anonymous_id, "baking", title=f"good {index}"))
-        topics.produce(pages, value, key=b"bad")
-    topics.flush()
-
-    letters = topics.wait_for(settings.dead_letter_topic, lambda seen: len(seen) >= len(bad))
-    assert sorted(letter["reason"] for letter in letters) == sorted(r for _, r in bad)
-    assert {letter["value"] for letter in letters} == {value for value, _ in bad}
-    assert all(letter["topic"] == pages and letter["detail"] for letter in letters)
-
-    def applied() -> bool:
-        response = worker.get("/profiles", anonymous_id=anonymous_id)
-        return response.status_code == 200 and response.json()["views"]["count"] == len(bad)
-
-    wait_until(applied)
-    assert worker.process is not None
-    assert worker.process.poll() is None
-    metrics = worker.get("/metrics").text
-    assert 'cdp_dead_letters_total{reason="invalid_json"} 1.0' in metrics
-
-
 def test_bad_requests_get_4xx_with_a_message(worker: Worker) -> None:
     for path, params, status in [
         ("/profiles", {}, 400),

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from streams.codec import (
     MAX_JSON_DEPTH,
+    MAX_TEXT_CHARS,
     Codec,
     DeadLetterReason,
     DecodeError,
@@ -27,6 +28,7 @@ from streams.codec import (
 )
 from streams.events import Event, EventKind, Identity
 from streams.settings import PROJECT_ROOT, OutputFormat
+from tests import bad_inputs
 
 SCHEMAS = PROJECT_ROOT / "schemas"
 NOW = 1_732_350_000_000  # 2024-11-23T08:20:00Z
@@ -237,11 +239,19 @@ def test_avro_identity_is_normalised_too() -> None:
     assert CODEC.decode(EventKind.EMAIL, data, now_ms=NOW).identity == Identity(email="a@b.c")
 
 
-def test_huge_strings_within_the_limit_are_fine() -> None:
-    url = "https://x.example/" + "a" * 1_000_000
-    data = as_json({"event_id": "e", "occurred_at": NOW, "identity": {"user_id": "u"}, "url": url})
-    assert len(data) < 1_048_576
-    assert CODEC.decode(EventKind.PAGE_VIEW, data, now_ms=NOW).body["url"] == url
+def test_text_up_to_the_limit_is_fine_and_longer_text_is_refused() -> None:
+    url = "https://x.example/" + "a" * (MAX_TEXT_CHARS - 18)
+
+    def page(url: str) -> bytes:
+        return as_json(
+            {"event_id": "e", "occurred_at": NOW, "identity": {"user_id": "u"}, "url": url}
+        )
+
+    assert CODEC.decode(EventKind.PAGE_VIEW, page(url), now_ms=NOW).body["url"] == url
+    with pytest.raises(DecodeError) as caught:
+        CODEC.decode(EventKind.PAGE_VIEW, page(url + "a"), now_ms=NOW)
+    assert caught.value.reason == R.SCHEMA_VIOLATION
+    assert caught.value.detail == f"url: longer than {MAX_TEXT_CHARS} characters"
 
 
 def test_many_brackets_without_deep_nesting_are_fine() -> None:
@@ -777,3 +787,25 @@ def test_decode_of_mutated_json_only_raises_decode_error(
 @given(kind=st.sampled_from(list(EventKind)), value=json_values)
 def test_decode_of_arbitrary_json_only_raises_decode_error(kind: EventKind, value: Any) -> None:
     assert_decodes_cleanly(kind, as_json(value))
+
+
+# --- the bad-input corpus (also sent through a real worker by the integration tests) ----
+
+CORPUS_CODEC = Codec(SCHEMAS, max_event_bytes=bad_inputs.MAX_EVENT_BYTES)
+
+
+@pytest.mark.parametrize("case", bad_inputs.corpus(CORPUS_CODEC), ids=lambda case: case.name)
+def test_every_bad_input_gets_its_specific_reason(case: bad_inputs.BadInput) -> None:
+    with pytest.raises(DecodeError) as caught:
+        CORPUS_CODEC.decode(case.kind, case.value, now_ms=bad_inputs.NOW_MS)
+    assert caught.value.reason.value == case.reason
+    assert caught.value.detail
+
+
+def test_the_corpus_is_distinct_and_large_enough() -> None:
+    cases = bad_inputs.corpus(CORPUS_CODEC)
+    assert len(cases) >= 40
+    assert len({case.value for case in cases}) == len(cases)
+    for kind in EventKind:
+        event = CORPUS_CODEC.decode(kind, as_json(bad_inputs.valid(kind)), now_ms=bad_inputs.NOW_MS)
+        assert event.kind is kind
