@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 from confluent_kafka.admin import AdminClient
+from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from streams.codec import Codec
@@ -32,6 +33,7 @@ class Runtime:
     """What the Faust shell of every domain works with."""
 
     settings: Settings
+    bootstrap: str
     app: faust.App
     codec: Codec
     rules: Rules
@@ -86,8 +88,36 @@ def cap_fetch_wait(max_wait_ms: int) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create_capped  # type: ignore[method-assign]
 
 
+def trust_persisted_changelog_offsets() -> None:
+    """Never take a changelog's end for lower than what this worker saw the broker accept.
+
+    The embedded broker (Tansu 0.6.0) answers ListOffsets with the base offset of the last
+    record batch plus one, not the offset after its last record, so after a batch of
+    several changelog records the reported end lies below offsets the broker acknowledged.
+    Faust would then refuse to recover ("persisted offset is higher than the highwater")
+    whenever a worker takes back a partition it wrote. On Kafka the reported end is never
+    lower, so this changes nothing there.
+    """
+    build = Recovery._build_highwaters
+    if getattr(build, "trusts_persisted_offsets", False):
+        return
+
+    async def build_highwaters(
+        self: Recovery, consumer: Any, tps: Any, destination: Any, title: str
+    ) -> None:
+        await build(self, consumer, tps, destination, title)
+        for tp in tps:
+            persisted = self.tp_to_table[tp].persisted_offset(tp)
+            if persisted is not None and persisted > destination[tp]:
+                destination[tp] = persisted
+
+    build_highwaters.trusts_persisted_offsets = True  # type: ignore[attr-defined]
+    Recovery._build_highwaters = build_highwaters  # type: ignore[method-assign]
+
+
 def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
     cap_fetch_wait(settings.fetch_max_wait_ms)
+    trust_persisted_changelog_offsets()
     timeout = settings.session_timeout_seconds
     return faust.App(
         settings.app_id,
@@ -107,7 +137,7 @@ def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
         broker_rebalance_timeout=timeout,
         broker_heartbeat_interval=settings.heartbeat_interval_seconds,
         consumer_auto_offset_reset="earliest",
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
         web_enabled=True,
         autodiscover=False,
     )
@@ -139,6 +169,7 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
     partitions = settings.partitions
     runtime = Runtime(
         settings=settings,
+        bootstrap=bootstrap,
         app=app,
         codec=Codec(
             settings.schemas_dir,

@@ -72,6 +72,11 @@ READY = Gauge(
     "1 when the worker has joined its group, recovered its tables and processes events.",
     registry=REGISTRY,
 )
+BROKER_REACHABLE = Gauge(
+    "cdp_broker_reachable",
+    "1 while the broker answers the worker's periodic metadata request.",
+    registry=REGISTRY,
+)
 IDENTITY_LINKS = Counter(
     "cdp_identity_links_total",
     "Claims of an identifier by a profile, by outcome (linked, already_linked, merge, refused).",

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     topic_prefix: str = "cdp."
     partitions: int = Field(default=8, ge=1)
     replication_factor: int = Field(default=1, ge=1)
+    standby_replicas: int = Field(
+        default=1,
+        ge=0,
+        description="Standby copies of each table partition on other workers, for fast takeover.",
+    )
     app_id: str = "cdp-streams"
     data_dir: Path = Path(".cdp-data")
     web_host: str = "127.0.0.1"
@@ -50,6 +55,12 @@ class Settings(BaseSettings):
     journeys_file: Path | None = None
     session_timeout_seconds: float = 10.0
     heartbeat_interval_seconds: float = 1.0
+    broker_probe_interval_seconds: float = Field(
+        default=2.0, gt=0, description="How often readiness checks that the broker answers."
+    )
+    broker_probe_timeout_seconds: float = Field(
+        default=3.0, gt=0, description="How long the broker may take to answer that check."
+    )
     fetch_max_wait_ms: int = Field(
         default=50, ge=1, description="Longest a fetch waits for data; bounds idle latency."
     )

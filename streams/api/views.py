@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
+from streams import health
 from streams.api.decisions import newsletter_popup
 from streams.codec import MAX_IDENTIFIER_CHARS, now_ms
 from streams.events import IdentifierKind, identifier_key
@@ -205,14 +206,18 @@ def install(runtime: Runtime) -> None:
             decision = newsletter_popup(profile, now_ms(), cooldown_ms)
             return self.json({"show": decision.show, "reason": decision.reason})
 
-    def is_ready() -> bool:
-        ready = (
-            not app.rebalancing
-            and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
-            and bool(app.consumer.assignment())
+    broker = health.install(runtime)
+
+    def readiness() -> list[str]:
+        """Why the worker cannot make progress now; empty when it is ready."""
+        reasons = health.not_ready_reasons(
+            rebalancing=app.rebalancing,
+            recovered=app.tables.recovery.completed.is_set(),  # type: ignore[attr-defined]
+            assigned=bool(app.consumer.assignment()),
+            broker_reachable=broker.reachable,
         )
-        READY.set(1 if ready else 0)
-        return ready
+        READY.set(0 if reasons else 1)
+        return reasons
 
     @app.page("/health")
     class Health(CdpView):
@@ -228,9 +233,10 @@ def install(runtime: Runtime) -> None:
         personal = False
 
         async def get(self, request: Request) -> Response:
-            if is_ready():
+            reasons = readiness()
+            if not reasons:
                 return self.json({"ready": True})
-            return self.json({"ready": False}, status=503)
+            return self.json({"ready": False, "reasons": reasons}, status=503)
 
     @app.page("/metrics")
     class Metrics(CdpView):
@@ -238,6 +244,6 @@ def install(runtime: Runtime) -> None:
         personal = False
 
         async def get(self, request: Request) -> Response:
-            is_ready()
+            readiness()
             # aiohttp takes the charset separately, so the exposition format's bare type goes here.
             return self.bytes(generate_latest(REGISTRY), content_type="text/plain")

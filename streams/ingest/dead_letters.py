@@ -92,38 +92,32 @@ def count_by(letters: Iterable[DeadLetter], field: str) -> Counter[str]:
     return Counter(str(getattr(letter, field)) for letter in letters)
 
 
-def read(bootstrap: str, topic: str, codec: Codec, timeout_s: float = 10.0) -> list[DeadLetter]:
-    """Every letter on ``topic``, oldest first per partition; unreadable records are skipped."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "cdp-dead-letters",
-            "enable.auto.commit": False,
-        }
-    )
+def read(bootstrap: str, topic: str, codec: Codec, idle_s: float = 1.0) -> list[DeadLetter]:
+    """Every letter on ``topic``, oldest first per partition; unreadable records are skipped.
+
+    Reads until the topic has been quiet for ``idle_s``: the end offsets some brokers
+    report (the embedded one among them) can lie before the last records.
+    """
+    settings = {"bootstrap.servers": bootstrap, "group.id": "cdp-dead-letters"}
+    consumer = Consumer({**settings, "enable.auto.commit": False})
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if metadata is None or metadata.error is not None:
             return []
-        ends: dict[int, int] = {}
+        filled = []
         for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout_s
-            )
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition))
             if high > low:
-                ends[partition] = high
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+                filled.append(partition)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in filled])
         letters: list[DeadLetter] = []
-        positions = dict.fromkeys(ends, -1)
-        while any(positions[p] < ends[p] - 1 for p in ends):
-            batch = consumer.consume(1000, timeout=timeout_s)
-            if not batch:
-                break
+        timeout = 10.0 if filled else 0.0  # the first fetch also connects
+        while batch := consumer.consume(1000, timeout=timeout):
+            timeout = idle_s
             for message in batch:
                 partition, offset = message.partition(), message.offset()
                 if message.error() is not None or partition is None or offset is None:
                     continue
-                positions[partition] = offset
                 try:
                     record = codec.decode_record("DeadLetter", message.value() or b"")
                 except DecodeError:

@@ -1,0 +1,68 @@
+"""Readiness: whether a worker can make progress right now, and if not, why.
+
+``/ready`` answers 200 only when the worker is in its group with partitions assigned, has
+recovered its tables, and the broker answers. A broker that stops answering (a stalled or
+partitioned broker) makes the worker not ready until the broker answers again; the worker
+itself keeps running and resumes on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from streams.observability import BROKER_REACHABLE
+
+if TYPE_CHECKING:
+    from streams.app import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def not_ready_reasons(
+    *, rebalancing: bool, recovered: bool, assigned: bool, broker_reachable: bool
+) -> list[str]:
+    reasons = []
+    if not broker_reachable:
+        reasons.append("broker_unreachable")
+    if rebalancing:
+        reasons.append("rebalancing")
+    if not recovered:
+        reasons.append("recovering_tables")
+    if not assigned:
+        reasons.append("no_partitions_assigned")
+    return reasons
+
+
+class BrokerProbe:
+    """Asks the broker for metadata every few seconds; remembers whether it answered."""
+
+    def __init__(self, bootstrap: str, timeout_s: float) -> None:
+        self._admin = AdminClient({"bootstrap.servers": bootstrap})
+        self._timeout_s = timeout_s
+        self.reachable = True
+
+    def _answers(self) -> bool:
+        try:
+            self._admin.list_topics(timeout=self._timeout_s)
+        except KafkaException:
+            return False
+        return True
+
+    async def probe(self) -> None:
+        reachable = await asyncio.to_thread(self._answers)
+        if reachable != self.reachable:
+            log.warning("the broker %s", "answers again" if reachable else "stopped answering")
+        self.reachable = reachable
+        BROKER_REACHABLE.set(1 if reachable else 0)
+
+
+def install(runtime: Runtime) -> BrokerProbe:
+    settings = runtime.settings
+    probe = BrokerProbe(runtime.bootstrap, timeout_s=settings.broker_probe_timeout_seconds)
+    runtime.app.timer(interval=settings.broker_probe_interval_seconds)(probe.probe)
+    return probe
