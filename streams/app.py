@@ -6,6 +6,7 @@ import-time autodiscovery, so an app can be built for any settings without modul
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import faust
 from confluent_kafka.admin import AdminClient
 from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.producer import ProducerBuffer
 
 from streams.codec import Codec
 from streams.core import Rules
@@ -115,9 +117,42 @@ def trust_persisted_changelog_offsets() -> None:
     Recovery._build_highwaters = build_highwaters  # type: ignore[method-assign]
 
 
+def deliver_table_writes_before_commit(timeout_s: float = 60.0) -> None:
+    """Make Faust's pre-commit flush wait until every buffered table write is delivered.
+
+    Table writes go to the changelog through Faust's producer buffer, and Faust flushes the
+    producer before it commits input offsets. But the buffer's ``flush`` gives up after
+    0.1 s without a send, so offsets could be committed while changelog writes were still
+    buffered; a worker killed then lost those updates for good (found by the SIGKILL test).
+    Here ``flush`` waits for the delivery of every write buffered so far.
+    """
+    if getattr(ProducerBuffer.flush, "waits_for_delivery", False):
+        return
+    put = ProducerBuffer.put
+
+    def put_tracked(self: ProducerBuffer, fut: Any) -> None:
+        undelivered: set[Any] = self.__dict__.setdefault("undelivered", set())
+        undelivered.add(fut)
+        fut.add_done_callback(undelivered.discard)
+        put(self, fut)
+
+    async def flush_delivered(self: ProducerBuffer) -> None:
+        undelivered = list(self.__dict__.get("undelivered", ()))
+        if not undelivered:
+            return
+        _, late = await asyncio.wait(undelivered, timeout=timeout_s)
+        if late:
+            log.error("%d table writes not delivered after %.0f s", len(late), timeout_s)
+
+    flush_delivered.waits_for_delivery = True  # type: ignore[attr-defined]
+    ProducerBuffer.put = put_tracked  # type: ignore[method-assign]
+    ProducerBuffer.flush = flush_delivered  # type: ignore[method-assign]
+
+
 def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
     cap_fetch_wait(settings.fetch_max_wait_ms)
     trust_persisted_changelog_offsets()
+    deliver_table_writes_before_commit()
     timeout = settings.session_timeout_seconds
     return faust.App(
         settings.app_id,

@@ -48,9 +48,24 @@ class Worker:
         return self.settings.api_url
 
     def start(self) -> None:
-        self.process = spawn_worker(self.env, self.log_file)
+        self.spawn()
+        assert self.process is not None
         ready = wait_ready(self.api, self.process, WORKER_READY_TIMEOUT_S)
         assert ready, f"worker not ready (exit code {self.process.poll()}):\n{self.log_tail()}"
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it to be ready."""
+        self.process = spawn_worker(self.env, self.log_file)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no commit, no flush."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

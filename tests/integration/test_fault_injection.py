@@ -1,0 +1,270 @@
+"""Exactly-once effects under SIGKILL: kill workers at random moments while events flow.
+
+A known event set (with deliberate duplicates) is produced while workers are killed with
+SIGKILL and restarted, and a third worker joins and leaves. Afterwards every profile,
+every segment membership and the set of journey-trigger ids must equal a reference
+computed from the same events by the pure core, as if nothing had happened.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streams.broker import EmbeddedBroker, free_port
+from streams.codec import Codec
+from streams.core import Rules, process
+from streams.events import Event, EventKind, IdentifierKind, Identity, identifier_key
+from streams.identity.resolver import profile_id_for
+from streams.producer import EventProducer
+from streams.profiles.model import Profile
+
+from .conftest import Topics, Worker, wait_until, worker_env
+
+PEOPLE = 40
+KILLS = 12
+KILL_EVERY_S = 2.5
+CATEGORIES = ("toys", "baking", "gifts")
+
+
+@dataclass(frozen=True)
+class Person:
+    email: str
+    device: str
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(anonymous_id=self.device, email=self.email)
+
+
+def sign_up(person: Person, at: int) -> Event:
+    body = {
+        "traits": {"first_name": "Kim"},
+        "newsletter": "subscribed",
+        "consent": {"email_marketing": True},
+    }
+    return Event(EventKind.IDENTIFY, uuid.uuid4().hex, at, person.identity, body)
+
+
+def activity(person: Person, rnd: random.Random, at: int) -> Event:
+    roll = rnd.random()
+    body: dict[str, Any]
+    if roll < 0.7:
+        category = rnd.choice(CATEGORIES)
+        body = {"url": f"https://shop.example/{category}", "category": category}
+        return Event(EventKind.PAGE_VIEW, uuid.uuid4().hex, at, person.identity, body)
+    if roll < 0.85:
+        body = {
+            "order_id": uuid.uuid4().hex,
+            "status": "placed",
+            "total": float(rnd.randint(5, 90)),
+            "currency": "EUR",
+            "items": [],
+        }
+        return Event(EventKind.ORDER, uuid.uuid4().hex, at, person.identity, body)
+    body = {"campaign_id": "c", "message_id": uuid.uuid4().hex, "action": "opened"}
+    return Event(EventKind.EMAIL, uuid.uuid4().hex, at, person.identity, body)
+
+
+def canonical(codec: Codec, event: Event) -> Event:
+    """The event as a worker decodes it (defaults filled in), for the reference."""
+    return codec.decode(event.kind, codec.encode_event(event), now_ms=event.occurred_at)
+
+
+Change = tuple[str, int, str, str]
+
+
+def reference(
+    rules: Rules, events: list[Event]
+) -> tuple[dict[str, Profile], set[str], set[Change]]:
+    """Profiles (by email), trigger ids and segment changes of a run without failures."""
+    profiles: dict[str, Profile] = {}
+    trigger_ids: set[str] = set()
+    changes: set[Change] = set()
+    for event in events:
+        email = event.identity.email
+        assert email is not None
+        before = profiles.get(email)
+        profile_id = profile_id_for(identifier_key(IdentifierKind.EMAIL, email))
+        outcome = process(before, profile_id, event, rules, event.occurred_at)
+        profiles[email] = outcome.profile
+        trigger_ids |= {t.trigger_id for t in outcome.triggers}
+        changes |= {change_of(c.to_record()) for c in outcome.segment_changes}
+    return profiles, trigger_ids, changes
+
+
+def change_of(record: dict[str, Any]) -> Change:
+    return (record["profile_id"], record["sequence"], record["segment"], record["change"])
+
+
+def comparable(profile: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "page_views": profile["views"]["count"],
+        "by_category": profile["views"]["by_category"],
+        "orders": profile["orders"]["placed"],
+        "revenue": round(profile["orders"]["revenue"], 2),
+        "opened": profile["email"]["opened"],
+        "newsletter": profile["newsletter"]["status"],
+        "segments": sorted(profile["segments"]),
+        "segment_sequence": profile["segment_sequence"],
+        "journeys": sorted(profile["journeys"]),
+    }
+
+
+def test_sigkill_at_random_moments_changes_no_effect(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    rnd = random.Random(20261123)
+    base = worker_env(broker, tmp_path, CDP_SESSION_TIMEOUT_SECONDS="6")
+
+    def env_for(name: str) -> dict[str, str]:
+        return {
+            **base,
+            "CDP_DATA_DIR": str(tmp_path / name / "data"),
+            "CDP_WEB_PORT": str(free_port()),
+        }
+
+    workers = [make_worker(env_for("w0")), make_worker(env_for("w1"))]
+    settings = workers[0].settings
+    codec = Codec(settings.schemas_dir)
+    rules = Rules.load()
+    run = uuid.uuid4().hex[:6]
+    people = [Person(f"kill{i}-{run}@example.com", f"dev{i}-{run}") for i in range(PEOPLE)]
+    now = int(time.time() * 1000)
+
+    # Sign-ups first and applied, so journeys depend only on the order within each topic
+    # partition, which Kafka keeps; the reference can then be computed event by event.
+    signups = [sign_up(person, now) for person in people]
+    traffic = [activity(rnd.choice(people), rnd, now + 1 + n) for n in range(1600)]
+    duplicates = rnd.sample(traffic, 160)
+    producer = EventProducer(broker.bootstrap, settings=settings, codec=codec)
+    for event in signups:
+        producer.send(event)
+    producer.flush()
+
+    def signed_up() -> bool:
+        return all(workers[0].get("/profiles", email=p.email).status_code == 200 for p in people)
+
+    wait_until(signed_up, timeout=60)
+
+    # Duplicates go after their originals: replays, as after a producer's retries.
+    stream = [*traffic, *duplicates]
+
+    def produce() -> None:
+        for event in stream:
+            producer.send(event)
+            time.sleep(KILLS * KILL_EVERY_S / len(stream))
+        producer.flush()
+
+    feeder = threading.Thread(target=produce)
+    feeder.start()
+    joined: Worker | None = None
+    kills = 0
+    for round_ in range(KILLS):
+        time.sleep(KILL_EVERY_S)
+        victim = rnd.choice([w for w in workers if w.running])
+        victim.kill()
+        kills += 1
+        victim.spawn()
+        if round_ == KILLS // 3:
+            joined = make_worker(env_for("w2"), start=False)
+            joined.spawn()
+        if round_ == 2 * KILLS // 3 and joined is not None:
+            joined.stop()  # leaves the group politely
+    feeder.join()
+    assert kills >= KILLS
+
+    expected, expected_triggers, expected_changes = reference(
+        rules, [canonical(codec, e) for e in signups + traffic]
+    )
+
+    def observed() -> dict[str, dict[str, Any] | None]:
+        found: dict[str, dict[str, Any] | None] = {}
+        for person in people:
+            response = workers[0].get("/profiles", email=person.email)
+            found[person.email] = (
+                comparable(response.json()) if response.status_code == 200 else None
+            )
+        return found
+
+    def settled() -> bool:
+        try:
+            current = observed()
+        except Exception:  # a worker still starting: ask again
+            return False
+        return all(current[e] == comparable(p.to_dict()) for e, p in expected.items())
+
+    for worker in workers:
+        wait_until(ready(worker), timeout=120)
+    try:
+        wait_until(settled, timeout=120, interval=1.0)
+    finally:
+        final = observed()
+        report = summarize(final, expected)
+        topics = Topics(broker.bootstrap, settings, codec)
+        for _ in range(20):
+            topics.poll()
+        sent = Counter(t["trigger_id"] for t in topics.seen.get(settings.journeys_topic, []))
+        changed = Counter(change_of(c) for c in topics.seen.get(settings.segment_changes_topic, []))
+        topics.close()
+        report.update(
+            {
+                "events_produced": len(signups) + len(stream),
+                "duplicates_produced": len(duplicates),
+                "kills": kills,
+                "trigger_ids_expected": len(expected_triggers),
+                "trigger_ids_missing": len(expected_triggers - sent.keys()),
+                "trigger_ids_unexpected": len(sent.keys() - expected_triggers),
+                "trigger_copies_resent": sum(sent.values()) - len(sent),
+                "segment_changes_expected": len(expected_changes),
+                "segment_changes_missing": len(expected_changes - changed.keys()),
+                "segment_changes_unexpected": len(changed.keys() - expected_changes),
+                "segment_change_copies_resent": sum(changed.values()) - len(changed),
+            }
+        )
+        differing = [
+            (email, comparable(profile.to_dict()), final[email])
+            for email, profile in expected.items()
+            if final[email] != comparable(profile.to_dict())
+        ]
+        report["first_difference"] = differing[:1]
+        (tmp_path / "fault-injection.json").write_text(json.dumps(report, indent=2))
+        print("fault injection:", json.dumps(report))
+    assert report["lost"] == report["double_applied"] == 0, report
+    assert report["profiles_differing"] == 0, report
+    assert report["trigger_ids_missing"] == report["trigger_ids_unexpected"] == 0, report
+    assert report["segment_changes_missing"] == report["segment_changes_unexpected"] == 0, report
+
+
+def ready(worker: Worker) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return worker.get("/ready").status_code == 200
+        except Exception:  # still starting
+            return False
+
+    return check
+
+
+def summarize(
+    observed: dict[str, dict[str, Any] | None], expected: dict[str, Profile]
+) -> dict[str, Any]:
+    """Events lost and applied twice, counted from the counters of every profile."""
+    lost = double_applied = mismatched = 0
+    for email, profile in expected.items():
+        want = comparable(profile.to_dict())
+        got = observed.get(email) or {key: 0 for key in ("page_views", "orders", "opened")}
+        for counter in ("page_views", "orders", "opened"):
+            difference = int(got[counter]) - int(want[counter])
+            lost += max(0, -difference)
+            double_applied += max(0, difference)
+        mismatched += got != want
+    return {"lost": lost, "double_applied": double_applied, "profiles_differing": mismatched}
