@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration lint check-deploy bench clean
+.PHONY: install demo test test-unit test-integration test-faults lint check-deploy bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ test-unit: install
 
 test-integration: install
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration
+
+# SIGKILL fault injection (about 90 s a run); prints a JSON report of what was lost or doubled.
+test-faults: install
+	$(BIN)/pytest -q -s -p no:cacheprovider -m faults tests/integration/test_fault_injection.py
 
 lint: install
 	$(BIN)/ruff check .
