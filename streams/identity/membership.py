@@ -27,6 +27,14 @@ def merge_marker(profile_id: str) -> str:
     return f"merge:{profile_id}"
 
 
+def merged_into(profile: Profile) -> list[str]:
+    """Ids of the profiles merged into ``profile`` (as far as its remembered ids reach)."""
+    prefix = merge_marker("")
+    return [
+        marker[len(prefix) :] for marker in profile.recent_event_ids if marker.startswith(prefix)
+    ]
+
+
 def owner_of(profile: Profile) -> Owner:
     return Owner(profile.profile_id, profile.rank)
 

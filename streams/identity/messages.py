@@ -8,8 +8,8 @@ command     topic, key        meaning
 =========== ================= ======================================================
 claim       identity, key K   profile P took identifier K and asks the table for it
 repoint     identity, key K   profile C was merged into P: K, if still C's, is P's now
-hand-over   profile, C        K, which C is defined by, belongs to stronger P: merge
-absorb      profile, P        C's whole state, to merge into P
+hand-over   profile, C        K, owned by C, was claimed by stronger P: merge into P
+absorb      profile, P        C's whole state, to merge into P (then P re-points C's keys)
 release     profile, P        the table refused K to P: give it up
 =========== ================= ======================================================
 """
@@ -83,7 +83,9 @@ class Claim(_Message):
 
 @dataclass(frozen=True)
 class Repoint(_Message):
-    from_profile_id: str
+    # The merged-away profile and every profile merged into it earlier: re-points can
+    # arrive in any order along a chain of merges, and each may find any of them as owner.
+    from_profile_ids: tuple[str, ...]
     into: str
     rank: IdentifierKind
     command = Command.REPOINT
@@ -94,7 +96,7 @@ class Repoint(_Message):
 
     @classmethod
     def _from_dict(cls, raw: dict[str, Any]) -> Self:
-        return cls(raw["from_profile_id"], raw["into"], IdentifierKind(raw["rank"]))
+        return cls(tuple(raw["from_profile_ids"]), raw["into"], IdentifierKind(raw["rank"]))
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,16 @@ class HandOver(_Message):
 class Absorb(_Message):
     from_profile_id: str
     profile: dict[str, Any]  # the merged-away profile, as Profile.to_dict()
+    # Identifiers the absorber re-points once it holds the state, so that no event reaches
+    # it directly before the state it belongs to (it would be counted twice).
+    identifiers: tuple[str, ...]
     cause: Cause
     command = Command.ABSORB
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> Self:
+        raw["identifiers"] = tuple(raw["identifiers"])
+        return super()._from_dict(raw)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ def identity_step(owner: Owner | None, key: str, message: InternalMessage) -> Id
         return _claim(owner, key, message)
     if not isinstance(message, Repoint):
         raise ValueError(f"a {message.command} command does not belong on the identity topic")
-    if owner is not None and owner.profile_id == message.from_profile_id:
+    if owner is not None and owner.profile_id in message.from_profile_ids:
         return IdentityStep(store=message.new_owner)
     return IdentityStep()
 

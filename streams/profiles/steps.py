@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streams import core
-from streams.identity.membership import exceeds_caps, owner_of
+from streams.identity.membership import exceeds_caps, merged_into, owner_of
 from streams.identity.messages import (
     Absorb,
     Cause,
@@ -76,7 +76,7 @@ def _forward(forward: Forward, key: str, message: RoutedEvent | Absorb | Release
         message = RoutedEvent(message.event)
     elif isinstance(message, Absorb):
         stale = Profile.from_dict(message.profile).identifier_keys()
-    repoint = Repoint(key, forward.into, forward.rank)
+    repoint = Repoint((key,), forward.into, forward.rank)
     return ProfileStep(
         sends=(
             Send(Out.PROFILE, forward.into, message),
@@ -110,14 +110,13 @@ def _hand_over(stored: Stored, key: str, message: HandOver, rules: core.Rules) -
         return ProfileStep(sends=(Send(Out.PROFILE, claim.profile_id, release),), refused=(reason,))
     cause = claim.cause
     exits = core.hand_over(profile, cause.event_id, cause.occurred_at)
-    repoint = Repoint(key, claim.profile_id, claim.rank)
-    identifiers = dict.fromkeys([message.key, *profile.identifier_keys()])
+    identifiers = tuple(dict.fromkeys([message.key, *profile.identifier_keys()]))
+    absorb = Absorb(key, profile.to_dict(), identifiers, cause)
     return ProfileStep(
         store=Forward(claim.profile_id, claim.rank),
         sends=(
             *(Send(Out.SEGMENT_CHANGES, key, change) for change in exits),
-            Send(Out.PROFILE, claim.profile_id, Absorb(key, profile.to_dict(), cause)),
-            *(Send(Out.IDENTITY, identifier, repoint) for identifier in identifiers),
+            Send(Out.PROFILE, claim.profile_id, absorb),
         ),
     )
 
@@ -129,12 +128,19 @@ def _absorb(
     cause = message.cause
     outcome = core.absorb(profile, key, other, cause.event_id, cause.occurred_at, rules, now_ms)
     step = _outputs(outcome, cause)
+    # Re-pointed only now, so events of these identifiers reach this profile after the
+    # state they add to (a replay too: it must be recognised). Repeated on a replayed merge.
+    # Whichever profile merged into this one (directly or along a chain) still owns an
+    # identifier, it is this profile's now.
+    merged_away = tuple(dict.fromkeys([message.from_profile_id, *merged_into(outcome.profile)]))
+    repoint = Repoint(merged_away, key, owner_of(outcome.profile).rank)
+    repoints = tuple(Send(Out.IDENTITY, identifier, repoint) for identifier in message.identifiers)
     if outcome.duplicate:
-        return step
+        return ProfileStep(sends=repoints, outcome=outcome)
     merge = IdentityMerge(other.profile_id, key, tuple(other.identifier_keys()), cause)
     return ProfileStep(
         store=step.store,
-        sends=(*step.sends, Send(Out.IDENTITY_MERGES, key, merge)),
+        sends=(*step.sends, Send(Out.IDENTITY_MERGES, key, merge), *repoints),
         outcome=outcome,
         refused=step.refused,
     )

@@ -73,9 +73,11 @@ CLAIM = messages.Claim("p_1", IdentifierKind.USER_ID, ("user_id:u",), CAUSE)
         messages.RoutedEvent(identify(email="x@y.io"), owned="email:x@y.io"),
         messages.RoutedEvent(identify()),
         CLAIM,
-        messages.Repoint("p_2", "p_1", IdentifierKind.EMAIL),
+        messages.Repoint(("p_2", "p_0"), "p_1", IdentifierKind.EMAIL),
         messages.HandOver("email:x@y.io", CLAIM),
-        messages.Absorb("p_2", Profile("p_2", emails=("x@y.io",)).to_dict(), CAUSE),
+        messages.Absorb(
+            "p_2", Profile("p_2", emails=("x@y.io",)).to_dict(), ("email:x@y.io",), CAUSE
+        ),
         messages.Release("email:x@y.io", "p_3", RefusalReason.CAP_EXCEEDED, CAUSE),
     ],
 )
