@@ -27,9 +27,10 @@ test-unit: install
 test-integration: install
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration
 
-# SIGKILL fault injection (about 90 s a run); prints a JSON report of what was lost or doubled.
+# Workers killed, joining and leaving (SIGKILL fault injection prints a JSON report of what was
+# lost or doubled); not yet reliably green, so not part of `make test`.
 test-faults: install
-	$(BIN)/pytest -q -s -p no:cacheprovider -m faults tests/integration/test_fault_injection.py
+	$(BIN)/pytest -q -s -p no:cacheprovider -m faults tests/integration
 
 lint: install
 	$(BIN)/ruff check .
