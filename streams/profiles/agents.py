@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from streams.codec import now_ms
 from streams.identity.agents import passed_on
-from streams.identity.messages import Absorb, HandOver, RoutedEvent, decode
+from streams.identity.messages import Absorb, HandOver, Out, RoutedEvent, decode
 from streams.ingest.agents import RECEIVED_AT_HEADER, dead_letter_on_error, headers_of
 from streams.observability import (
     EVENT_TO_OUTPUT_SECONDS,
@@ -35,6 +35,15 @@ def install(runtime: Runtime) -> None:
     profiles = runtime.profiles
 
     def count(message: Any, step: ProfileStep, headers: dict[str, bytes]) -> None:
+        # Outputs are counted from what the step sends, so every path (events, merges,
+        # hand-overs, releases) is counted the same way.
+        for send in step.sends:
+            if send.topic is Out.SEGMENT_CHANGES:
+                SEGMENT_CHANGES.labels(send.message.segment, send.message.change).inc()
+            elif send.topic is Out.JOURNEYS:
+                JOURNEY_TRIGGERS.labels(send.message.journey).inc()
+            elif send.topic is Out.IDENTITY_MERGES:
+                IDENTITY_MERGES.inc()
         for reason in step.refused:
             IDENTITY_LINKS_REFUSED.labels(reason.value).inc()
         if step.forwarded:
@@ -42,16 +51,10 @@ def install(runtime: Runtime) -> None:
         outcome = step.outcome
         if outcome is None:
             return
-        for change in outcome.segment_changes:
-            SEGMENT_CHANGES.labels(change.segment, change.change).inc()
-        for trigger in outcome.triggers:
-            JOURNEY_TRIGGERS.labels(trigger.journey).inc()
         for segment in outcome.evaluation_errors:
             SEGMENT_EVALUATION_ERRORS.labels(segment).inc()
         if outcome.claims or (isinstance(message, Absorb) and not outcome.duplicate):
             IDENTIFIERS_PER_PROFILE.observe(len(outcome.profile.identifier_keys()))
-        if isinstance(message, Absorb) and not outcome.duplicate:
-            IDENTITY_MERGES.inc()
         if isinstance(message, RoutedEvent):
             topic = settings.input_topic(message.event.kind)
             EVENTS.labels(topic, "duplicate" if outcome.duplicate else "applied").inc()
