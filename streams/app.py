@@ -6,7 +6,6 @@ import-time autodiscovery, so an app can be built for any settings without modul
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 from dataclasses import dataclass
@@ -15,10 +14,8 @@ from typing import Any
 
 import faust
 from confluent_kafka.admin import AdminClient
-from faust.tables.recovery import Recovery
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-from faust.transport.producer import ProducerBuffer
 
+from streams import faust_fixes
 from streams.codec import Codec
 from streams.core import Rules
 from streams.identity.messages import Out, Send, encode
@@ -69,90 +66,8 @@ class Runtime:
         await topic.send(key=send.key.encode(), value=value)
 
 
-def cap_fetch_wait(max_wait_ms: int) -> None:
-    """Cap how long a fetch may wait for data; Faust hard-codes 1,500 ms.
-
-    Brokers that hold a fetch for its whole max wait instead of answering when data arrives
-    (the embedded broker does) would otherwise add up to 1.5 s per pipeline stage.
-    """
-    create = AIOKafkaConsumerThread._create_worker_consumer
-    if getattr(create, "capped_fetch_wait", None) == max_wait_ms:
-        return
-    original = getattr(create, "original", create)
-
-    def create_capped(self: AIOKafkaConsumerThread, transport: Any) -> Any:
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = max_wait_ms
-        return consumer
-
-    create_capped.original = original  # type: ignore[attr-defined]
-    create_capped.capped_fetch_wait = max_wait_ms  # type: ignore[attr-defined]
-    AIOKafkaConsumerThread._create_worker_consumer = create_capped  # type: ignore[method-assign]
-
-
-def trust_persisted_changelog_offsets() -> None:
-    """Never take a changelog's end for lower than what this worker saw the broker accept.
-
-    The embedded broker (Tansu 0.6.0) answers ListOffsets with the base offset of the last
-    record batch plus one, not the offset after its last record, so after a batch of
-    several changelog records the reported end lies below offsets the broker acknowledged.
-    Faust would then refuse to recover ("persisted offset is higher than the highwater")
-    whenever a worker takes back a partition it wrote. On Kafka the reported end is never
-    lower, so this changes nothing there.
-    """
-    build = Recovery._build_highwaters
-    if getattr(build, "trusts_persisted_offsets", False):
-        return
-
-    async def build_highwaters(
-        self: Recovery, consumer: Any, tps: Any, destination: Any, title: str
-    ) -> None:
-        await build(self, consumer, tps, destination, title)
-        for tp in tps:
-            persisted = self.tp_to_table[tp].persisted_offset(tp)
-            if persisted is not None and persisted > destination[tp]:
-                destination[tp] = persisted
-
-    build_highwaters.trusts_persisted_offsets = True  # type: ignore[attr-defined]
-    Recovery._build_highwaters = build_highwaters  # type: ignore[method-assign]
-
-
-def deliver_table_writes_before_commit(timeout_s: float = 60.0) -> None:
-    """Make Faust's pre-commit flush wait until every buffered table write is delivered.
-
-    Table writes go to the changelog through Faust's producer buffer, and Faust flushes the
-    producer before it commits input offsets. But the buffer's ``flush`` gives up after
-    0.1 s without a send, so offsets could be committed while changelog writes were still
-    buffered; a worker killed then lost those updates for good (found by the SIGKILL test).
-    Here ``flush`` waits for the delivery of every write buffered so far.
-    """
-    if getattr(ProducerBuffer.flush, "waits_for_delivery", False):
-        return
-    put = ProducerBuffer.put
-
-    def put_tracked(self: ProducerBuffer, fut: Any) -> None:
-        undelivered: set[Any] = self.__dict__.setdefault("undelivered", set())
-        undelivered.add(fut)
-        fut.add_done_callback(undelivered.discard)
-        put(self, fut)
-
-    async def flush_delivered(self: ProducerBuffer) -> None:
-        undelivered = list(self.__dict__.get("undelivered", ()))
-        if not undelivered:
-            return
-        _, late = await asyncio.wait(undelivered, timeout=timeout_s)
-        if late:
-            log.error("%d table writes not delivered after %.0f s", len(late), timeout_s)
-
-    flush_delivered.waits_for_delivery = True  # type: ignore[attr-defined]
-    ProducerBuffer.put = put_tracked  # type: ignore[method-assign]
-    ProducerBuffer.flush = flush_delivered  # type: ignore[method-assign]
-
-
 def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
-    cap_fetch_wait(settings.fetch_max_wait_ms)
-    trust_persisted_changelog_offsets()
-    deliver_table_writes_before_commit()
+    faust_fixes.apply(settings.fetch_max_wait_ms)
     timeout = settings.session_timeout_seconds
     return faust.App(
         settings.app_id,

@@ -111,3 +111,13 @@ IDENTIFIERS_BLOCKED = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+REBALANCE_SKIPPED_MESSAGES = Counter(
+    "cdp_rebalance_skipped_messages_total",
+    "Messages a stream skipped during a consumer-group rebalance; they are read again after it.",
+    registry=REGISTRY,
+)
+REREAD_PARTITIONS = Counter(
+    "cdp_partitions_reread_total",
+    "Times a partition was read again because a fetch overlapped a seek or jumped past an offset.",
+    registry=REGISTRY,
+)
