@@ -27,8 +27,8 @@ test-unit: install
 test-integration: install
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration
 
-# Workers killed, joining and leaving (SIGKILL fault injection prints a JSON report of what was
-# lost or doubled); not yet reliably green, so not part of `make test`.
+# Only the tests of workers killed, joining and leaving (part of `make test` too), with the
+# fault-injection report printed.
 test-faults: install
 	$(BIN)/pytest -q -s -p no:cacheprovider -m faults tests/integration
 
@@ -37,7 +37,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install
-	$(BIN)/python -m benchmarks.drain --events $(or $(EVENTS),20000)
+	$(BIN)/python -m benchmarks.suite $(if $(EVENTS),--events $(EVENTS),) $(if $(PROFILES),--profiles $(PROFILES),)
 
 # Prometheus config, alert rules and their unit tests (promtool: Debian package `prometheus`).
 check-deploy:

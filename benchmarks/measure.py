@@ -1,0 +1,216 @@
+"""The measurements: load at a rate, raw consume ceiling, event-to-segment latency, lookups,
+and a synthetic profile changelog for restore and footprint."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
+
+from streams.codec import Codec
+from streams.demo.traffic import ShopperSimulation
+from streams.events import Event
+from streams.producer import EventProducer
+from streams.settings import Settings
+
+Tick = Callable[[int], None]
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The nearest-rank percentile; ``nan`` for no samples."""
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, int(fraction * len(ordered) + 0.5) - 1))]
+
+
+def summary_ms(samples_s: list[float]) -> dict[str, float]:
+    return {
+        "count": len(samples_s),
+        "p50_ms": percentile(samples_s, 0.50) * 1000,
+        "p99_ms": percentile(samples_s, 0.99) * 1000,
+        "p999_ms": percentile(samples_s, 0.999) * 1000,
+    }
+
+
+def shopper_events(count: int, shoppers: int, seed: int) -> Iterator[Event]:
+    """The demo's shopper model: anonymous sessions, sign-ups, logins, orders, email."""
+    return ShopperSimulation(seed=seed, shoppers=shoppers).stream(count, now_ms=_wall_ms)
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def produce(
+    bootstrap: str,
+    settings: Settings,
+    events: Iterator[Event],
+    rate: float | None = None,
+    tick: Tick | None = None,
+) -> dict[str, float]:
+    """Produce ``events`` as fast as the broker takes them, or at ``rate`` per second.
+
+    Returns when each event was handed to the client (wall clock, seconds) by event id.
+    """
+    sent: dict[str, float] = {}
+    started = time.monotonic()
+    with EventProducer(bootstrap, settings=settings, linger_ms=2) as producer:
+        for n, event in enumerate(events):
+            if rate is not None:
+                delay = started + n / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            sent[event.event_id] = time.time()
+            producer.send(event)
+            if tick is not None and n % 500 == 0:
+                tick(n)
+    return sent
+
+
+def all_partitions(
+    consumer: Consumer, topics: list[str], offset: int = OFFSET_BEGINNING
+) -> list[TopicPartition]:
+    """Every partition of ``topics``, to assign directly (no group join to wait for)."""
+    found = []
+    for topic in topics:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        found += [TopicPartition(topic, partition, offset) for partition in metadata.partitions]
+    return found
+
+
+def raw_consume_rate(bootstrap: str, topics: list[str], expected: int) -> float:
+    """Messages/s that a bare confluent-kafka consumer reads from ``topics`` (the ceiling)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-raw-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign(all_partitions(consumer, topics))
+    count = 0
+    started: float | None = None
+    deadline = time.monotonic() + 120
+    try:
+        while count < expected and time.monotonic() < deadline:
+            batch = consumer.consume(10_000, timeout=1.0)
+            if batch and started is None:
+                started = time.monotonic()
+            count += sum(1 for message in batch if message.error() is None)
+    finally:
+        consumer.close()
+    if started is None or count < expected:
+        raise RuntimeError(f"raw consumer read {count} of {expected}")
+    return count / max(time.monotonic() - started, 1e-9)
+
+
+class SegmentChangeClock:
+    """Reads ``cdp.segment-changes`` from its end and notes when each cause's change appeared.
+
+    The worker stamps each output with its send time (the record's timestamp), so the
+    latency of a change is that stamp minus the moment its cause was produced.
+    """
+
+    def __init__(self, bootstrap: str, settings: Settings) -> None:
+        self.codec = Codec(settings.schemas_dir)
+        self.topic = settings.segment_changes_topic
+        self.first_seen: dict[str, float] = {}
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-latency-{time.monotonic_ns()}",
+                "enable.auto.commit": False,
+            }
+        )
+        self._consumer.assign(all_partitions(self._consumer, [self.topic], OFFSET_END))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for message in self._consumer.consume(1000, timeout=0.2):
+                value = message.value()
+                if message.error() is not None or value is None:
+                    continue
+                change = self.codec.decode_record("SegmentChange", value)
+                _, stamp_ms = message.timestamp()
+                self.first_seen.setdefault(change["cause_event_id"], stamp_ms / 1000)
+
+    def latencies(self, sent: dict[str, float]) -> list[float]:
+        return [seen - sent[cause] for cause, seen in self.first_seen.items() if cause in sent]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._consumer.close()
+
+
+@dataclass
+class LookupLoad:
+    """Profile lookups at a fixed rate from a thread, timed from the caller's side."""
+
+    api: str
+    emails: list[str]
+    rate: float
+    token: str | None = None
+
+    def run(self, duration: float) -> tuple[list[float], int]:
+        """Latencies (s) of successful lookups, and how many failed."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        latencies: list[float] = []
+        failures = 0
+        started = time.monotonic()
+        with httpx.Client(base_url=self.api, headers=headers, timeout=5) as client:
+            n = 0
+            while time.monotonic() - started < duration:
+                delay = started + n / self.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                email = self.emails[n % len(self.emails)]
+                before = time.perf_counter()
+                response = client.get("/decisions/newsletter-popup", params={"email": email})
+                elapsed = time.perf_counter() - before
+                if response.status_code == 200:
+                    latencies.append(elapsed)
+                else:
+                    failures += 1
+                n += 1
+        return latencies, failures
+
+
+def write_profile_changelog(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    profiles: int,
+    templates: list[tuple[bytes, bytes]],
+) -> None:
+    """``profiles`` distinct profiles in a profile table's changelog, as a worker writes them.
+
+    Building a million profiles through the pipeline would take longer than the benchmark
+    may; restore reads only the changelog, so writing it directly measures the same thing.
+    Each is a real stored profile (``templates``: key and value from a worker's changelog)
+    under a new profile id.
+    """
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for n in range(profiles):
+        template_id, template = templates[n % len(templates)]
+        profile_id = b"p_%024d" % n
+        value = template.replace(template_id, profile_id)
+        while True:
+            try:
+                producer.produce(topic, key=profile_id, value=value, partition=n % partitions)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        if n % 10_000 == 0:
+            producer.poll(0)
+    if producer.flush(120):
+        raise RuntimeError("profile changelog not delivered")

@@ -1,0 +1,429 @@
+"""The benchmark suite: throughput, event-to-segment latency, lookups, recovery, footprint.
+
+    make bench                          # the full run (about ten minutes on 2 cores)
+    python -m benchmarks.suite --smoke  # seconds; CI runs it so the suite cannot rot
+
+Everything runs against the embedded broker on this machine with real ``cdp worker``
+processes. It prints a table and writes ``benchmarks/results/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from benchmarks.fleet import Deployment
+from benchmarks.measure import (
+    LookupLoad,
+    SegmentChangeClock,
+    all_partitions,
+    produce,
+    raw_consume_rate,
+    shopper_events,
+    summary_ms,
+    write_profile_changelog,
+)
+from streams.app import changelog_topics
+from streams.broker import free_port, start_broker
+from streams.events import Event
+from streams.topics import ensure_topics
+
+RESULTS = Path(__file__).parent / "results" / "latest.json"
+PER_MILLION = 1_000_000
+TARGETS = {
+    "throughput_events_per_s": 15_000,
+    "two_worker_speedup": 1.7,
+    "latency_p99_ms_at_2000": 100,
+    "lookup_p99_ms": 5,
+    "ready_with_local_state_s": 5,
+    "restore_profiles_per_s": 100_000,
+    "disk_bytes_per_million_profiles": 300 * 2**20,
+    "rss_bytes_per_million_profiles": 2**30,
+}
+
+
+@dataclass
+class Plan:
+    events: int
+    shoppers: int
+    duration_s: float
+    fixed_rate: float
+    lookup_rate: float
+    profiles: int
+    partitions: int
+
+
+FULL = Plan(
+    events=20_000,
+    shoppers=20_000,
+    duration_s=15,
+    fixed_rate=2_000,
+    lookup_rate=500,
+    profiles=1_000_000,
+    partitions=8,
+)
+SMOKE = Plan(
+    events=300,
+    shoppers=300,
+    duration_s=2,
+    fixed_rate=100,
+    lookup_rate=50,
+    profiles=2_000,
+    partitions=4,
+)
+
+
+class Bench:
+    def __init__(self, plan: Plan, root: Path, progress: Progress) -> None:
+        self.plan = plan
+        self.root = root
+        self.progress = progress
+        self.broker = start_broker(free_port(), log_file=root / "broker.log")
+        self.deployments: list[Deployment] = []
+
+    def deployment(self, workers: int) -> Deployment:
+        deployment = Deployment(
+            self.broker.bootstrap, self.root / f"d{len(self.deployments)}", self.plan.partitions
+        )
+        self.deployments.append(deployment)
+        ensure_topics(self.broker.bootstrap, deployment.settings)
+        deployment.start(workers)
+        return deployment
+
+    def close(self) -> None:
+        for deployment in self.deployments:
+            deployment.stop()
+        self.broker.stop()
+
+    def produce(
+        self,
+        deployment: Deployment,
+        events: Iterator[Event],
+        total: int,
+        label: str,
+        rate: float | None = None,
+    ) -> dict[str, float]:
+        task = self.progress.add_task(label, total=total)
+        sent = produce(
+            self.broker.bootstrap,
+            deployment.settings,
+            events,
+            rate,
+            tick=lambda n: self.progress.update(task, completed=n),
+        )
+        self.progress.update(task, completed=total)
+        return sent
+
+    def wait(self, deployment: Deployment, count: int, label: str) -> float:
+        task = self.progress.add_task(label, total=count)
+        deadline = time.monotonic() + max(600.0, count / 20)
+        while (done := deployment.processed()) < count:
+            self.progress.update(task, completed=done)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{label}: only {done:.0f} of {count} processed")
+            time.sleep(0.1)
+        self.progress.update(task, completed=count)
+        return time.monotonic()
+
+    def throughput(self, workers: int) -> dict[str, Any]:
+        """Full-pipeline events/s draining a backlog produced as fast as the broker takes it."""
+        plan = self.plan
+        deployment = self.deployment(workers)
+        started = time.monotonic()
+        self.produce(
+            deployment,
+            shopper_events(plan.events, plan.shoppers, seed=workers),
+            plan.events,
+            f"throughput, {workers} worker(s): produce",
+        )
+        finished = self.wait(deployment, plan.events, f"throughput, {workers} worker(s): process")
+        rate = plan.events / (finished - started)
+        ceiling = raw_consume_rate(
+            self.broker.bootstrap, deployment.settings.input_topics, plan.events
+        )
+        deployment.stop()
+        return {
+            "workers": workers,
+            "events": plan.events,
+            "events_per_s": rate,
+            "raw_consume_events_per_s": ceiling,
+            "share_of_raw": rate / ceiling,
+        }
+
+    def latency(self, rate: float, lookups: bool) -> dict[str, Any]:
+        """Produce-to-segment-change latency at a fixed rate; lookups alongside if asked."""
+        plan = self.plan
+        deployment = self.deployment(1)
+        clock = SegmentChangeClock(self.broker.bootstrap, deployment.settings)
+        count = int(rate * plan.duration_s)
+        events = list(shopper_events(count, plan.shoppers, seed=int(rate)))
+        emails = sorted({e.identity.email for e in events if e.identity.email}) or ["x@example.com"]
+        load = LookupLoad(deployment.workers[0].api, emails, plan.lookup_rate, token(deployment))
+        lookup_result: dict[str, Any] = {}
+
+        def run_lookups() -> None:
+            latencies, failures = load.run(plan.duration_s)
+            lookup_result.update(summary_ms(latencies), failures=failures, rate=plan.lookup_rate)
+
+        looker = threading.Thread(target=run_lookups)
+        if lookups:
+            looker.start()
+        sent = self.produce(deployment, iter(events), count, f"latency at {rate:,.0f}/s", rate)
+        if lookups:
+            looker.join()
+        self.wait(deployment, count, f"latency at {rate:,.0f}/s: process")
+        time.sleep(1.0)  # the last outputs reach the clock's consumer
+        clock.close()
+        result: dict[str, Any] = {"rate": rate, **summary_ms(clock.latencies(sent))}
+        if lookups:
+            result["lookups"] = lookup_result
+        result["ready_with_local_state_s"] = self.restart(deployment)
+        deployment.stop()
+        return result
+
+    def restart(self, deployment: Deployment) -> float:
+        worker = deployment.workers[0]
+        worker.stop()
+        return worker.start()
+
+    def restore(self) -> dict[str, Any]:
+        """Restore speed and footprint for ``plan.profiles`` profiles in the changelog."""
+        plan = self.plan
+        source = self.deployments[0]
+        deployment = Deployment(
+            self.broker.bootstrap, self.root / f"d{len(self.deployments)}", plan.partitions
+        )
+        self.deployments.append(deployment)
+        ensure_topics(self.broker.bootstrap, deployment.settings)
+        changelog = changelog_topics(deployment.settings)[1]
+        create_compacted(self.broker.bootstrap, changelog, plan.partitions)
+        task = self.progress.add_task("restore: write the profile changelog", total=None)
+        write_profile_changelog(
+            self.broker.bootstrap,
+            changelog,
+            plan.partitions,
+            plan.profiles,
+            stored_profiles(self.broker.bootstrap, changelog_topics(source.settings)[1]),
+        )
+        self.progress.update(task, total=1, completed=1)
+        worker = deployment.add_worker()
+        task = self.progress.add_task("restore: worker recovers", total=None)
+        restore_s = worker.start(timeout=1800)
+        self.progress.update(task, total=1, completed=1)
+        disk, rss = worker.state_bytes(), worker.rss()
+        restart_s = self.restart(deployment)
+        deployment.stop()
+        scale = PER_MILLION / plan.profiles
+        return {
+            "profiles": plan.profiles,
+            "restore_s": restore_s,
+            "restore_profiles_per_s": plan.profiles / restore_s,
+            "ready_with_local_state_s": restart_s,
+            "disk_bytes": disk,
+            "rss_bytes": rss,
+            "disk_bytes_per_million_profiles": disk * scale,
+            "rss_bytes_per_million_profiles": rss * scale,
+        }
+
+
+def token(deployment: Deployment) -> str | None:
+    secret = deployment.settings.api_token
+    return secret.get_secret_value() if secret is not None else None
+
+
+def create_compacted(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = NewTopic(
+        topic, num_partitions=partitions, replication_factor=1, config={"cleanup.policy": "compact"}
+    )
+    for future in admin.create_topics([new]).values():
+        future.result(30)
+
+
+def stored_profiles(bootstrap: str, changelog: str, limit: int = 500) -> list[tuple[bytes, bytes]]:
+    """Real stored profiles (key, value) from a worker's changelog, as templates."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-templates-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign(all_partitions(consumer, [changelog]))
+    found: dict[bytes, bytes] = {}
+    deadline = time.monotonic() + 20
+    while len(found) < limit and time.monotonic() < deadline:
+        for message in consumer.consume(1000, timeout=1.0):
+            key, value = message.key(), message.value()
+            if message.error() is None and key and value:
+                found[key] = value
+    consumer.close()
+    if not found:
+        raise RuntimeError(f"no stored profiles in {changelog}")
+    return list(found.items())[:limit]
+
+
+def run(plan: Plan, console: Console) -> dict[str, Any]:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with tempfile.TemporaryDirectory() as root, Progress(*columns, console=console) as progress:
+        bench = Bench(plan, Path(root), progress)
+        try:
+            one = bench.throughput(1)
+            two = bench.throughput(2)
+            half = max(1.0, one["events_per_s"] / 2)
+            at_fixed = bench.latency(plan.fixed_rate, lookups=False)
+            at_half = bench.latency(half, lookups=True)
+            restore = bench.restore()
+        finally:
+            bench.close()
+    return {
+        "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "plan": plan.__dict__,
+        "throughput": {
+            "one_worker": one,
+            "two_workers": two,
+            "two_worker_speedup": two["events_per_s"] / one["events_per_s"],
+        },
+        "latency": {"fixed_rate": at_fixed, "half_of_max": at_half},
+        "recovery": restore,
+        "targets": TARGETS,
+    }
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "system": platform.platform(),
+    }
+
+
+def report(results: dict[str, Any], console: Console) -> None:
+    t, lat, rec = results["throughput"], results["latency"], results["recovery"]
+    lookups = lat["half_of_max"].get("lookups", {})
+    rows = [
+        (
+            "throughput, 1 worker",
+            f"{t['one_worker']['events_per_s']:,.0f} events/s",
+            f"≥ {TARGETS['throughput_events_per_s']:,}",
+            t["one_worker"]["events_per_s"] >= TARGETS["throughput_events_per_s"],
+        ),
+        (
+            "  raw confluent-kafka consume, same topics",
+            f"{t['one_worker']['raw_consume_events_per_s']:,.0f} events/s",
+            "ceiling",
+            None,
+        ),
+        (
+            "throughput, 2 workers",
+            f"{t['two_workers']['events_per_s']:,.0f} events/s ({t['two_worker_speedup']:.2f}x)",
+            f"≥ {TARGETS['two_worker_speedup']}x",
+            t["two_worker_speedup"] >= TARGETS["two_worker_speedup"],
+        ),
+        *(
+            (
+                f"event → segment change at {r['rate']:,.0f}/s",
+                f"p50 {r['p50_ms']:,.0f} / p99 {r['p99_ms']:,.0f} / p99.9 {r['p999_ms']:,.0f} ms "
+                f"({r['count']} changes)",
+                f"p99 ≤ {TARGETS['latency_p99_ms_at_2000']} ms" if key == "fixed_rate" else "",
+                r["p99_ms"] <= TARGETS["latency_p99_ms_at_2000"] if key == "fixed_rate" else None,
+            )
+            for key, r in lat.items()
+        ),
+        (
+            f"lookup at {lookups.get('rate', 0):,.0f}/s during ingest",
+            f"p50 {lookups.get('p50_ms', float('nan')):.1f} / p99 "
+            f"{lookups.get('p99_ms', float('nan')):.1f} ms ({lookups.get('failures', 0)} failed)",
+            f"p99 ≤ {TARGETS['lookup_p99_ms']} ms",
+            lookups.get("p99_ms", float("inf")) <= TARGETS["lookup_p99_ms"],
+        ),
+        (
+            "ready after restart, local state kept",
+            f"{rec['ready_with_local_state_s']:.1f} s ({rec['profiles']:,} profiles)",
+            f"≤ {TARGETS['ready_with_local_state_s']} s",
+            rec["ready_with_local_state_s"] <= TARGETS["ready_with_local_state_s"],
+        ),
+        (
+            "restore from the changelog",
+            f"{rec['restore_profiles_per_s']:,.0f} profiles/s "
+            f"({rec['profiles']:,} in {rec['restore_s']:.1f} s)",
+            f"≥ {TARGETS['restore_profiles_per_s']:,}",
+            rec["restore_profiles_per_s"] >= TARGETS["restore_profiles_per_s"],
+        ),
+        (
+            "disk per 1M profiles",
+            f"{rec['disk_bytes_per_million_profiles'] / 2**20:,.0f} MB",
+            "≤ 300 MB",
+            rec["disk_bytes_per_million_profiles"] <= TARGETS["disk_bytes_per_million_profiles"],
+        ),
+        (
+            "worker RSS per 1M profiles",
+            f"{rec['rss_bytes_per_million_profiles'] / 2**20:,.0f} MB",
+            "≤ 1,024 MB",
+            rec["rss_bytes_per_million_profiles"] <= TARGETS["rss_bytes_per_million_profiles"],
+        ),
+    ]
+    table = Table(
+        title=f"cdp-streams benchmark ({results['machine']['cores']} cores, "
+        f"{results['machine']['cpu']})"
+    )
+    for column in ("measure", "result", "target", "met"):
+        table.add_column(column)
+    for measure, result, target, met in rows:
+        table.add_row(measure, result, target, "" if met is None else ("yes" if met else "no"))
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: seconds, not minutes")
+    parser.add_argument("--events", type=int, help="backlog size for throughput")
+    parser.add_argument("--profiles", type=int, help="profiles in the changelog for restore")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    plan = SMOKE if args.smoke else FULL
+    if args.events:
+        plan.events = args.events
+    if args.profiles:
+        plan.profiles = args.profiles
+    console = Console()
+    results = run(plan, console)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    report(results, console)
+    console.print(f"written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()

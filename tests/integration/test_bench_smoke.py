@@ -1,0 +1,28 @@
+"""A few seconds of the benchmark suite, so that `make bench` cannot rot (no figures asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_benchmark_suite_runs_end_to_end_and_writes_its_results(tmp_path: Path) -> None:
+    output = tmp_path / "latest.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.suite", "--smoke", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    results = json.loads(output.read_text())
+    throughput = results["throughput"]
+    assert throughput["one_worker"]["events_per_s"] > 0
+    assert throughput["two_workers"]["raw_consume_events_per_s"] > 0
+    assert results["latency"]["fixed_rate"]["count"] > 0
+    assert results["latency"]["half_of_max"]["lookups"]["count"] > 0
+    assert results["recovery"]["restore_profiles_per_s"] > 0
+    assert results["recovery"]["disk_bytes"] > 0
+    assert "restore from the changelog" in run.stdout
