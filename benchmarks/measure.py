@@ -154,35 +154,56 @@ class SegmentChangeClock:
 
 @dataclass
 class LookupLoad:
-    """Profile lookups at a fixed rate from a thread, timed from the caller's side."""
+    """Decision lookups at a fixed rate, timed on the caller's side.
+
+    Spread over several client threads, so one slow answer does not hold back the next
+    request (a single client would quietly lower the rate instead of measuring the wait).
+    """
 
     api: str
     emails: list[str]
     rate: float
     token: str | None = None
+    clients: int = 4
 
-    def run(self, duration: float) -> tuple[list[float], int]:
-        """Latencies (s) of successful lookups, and how many failed."""
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+    def run(self, duration: float) -> dict[str, float]:
+        """Latency percentiles of successful lookups, failures and the rate reached."""
         latencies: list[float] = []
-        failures = 0
-        started = time.monotonic()
+        failures: list[int] = []
+        threads = [
+            threading.Thread(target=self._client, args=(n, duration, latencies, failures))
+            for n in range(self.clients)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return {
+            **summary_ms(latencies),
+            "failures": len(failures),
+            "rate": self.rate,
+            "rate_reached": (len(latencies) + len(failures)) / duration,
+        }
+
+    def _client(self, n: int, duration: float, latencies: list[float], failures: list[int]) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        rate = self.rate / self.clients
+        started = time.monotonic() + n / self.rate  # the clients take turns
         with httpx.Client(base_url=self.api, headers=headers, timeout=5) as client:
-            n = 0
+            sent = 0
             while time.monotonic() - started < duration:
-                delay = started + n / self.rate - time.monotonic()
+                delay = started + sent / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                email = self.emails[n % len(self.emails)]
+                email = self.emails[(sent * self.clients + n) % len(self.emails)]
                 before = time.perf_counter()
                 response = client.get("/decisions/newsletter-popup", params={"email": email})
                 elapsed = time.perf_counter() - before
                 if response.status_code == 200:
                     latencies.append(elapsed)
                 else:
-                    failures += 1
-                n += 1
-        return latencies, failures
+                    failures.append(response.status_code)
+                sent += 1
 
 
 def write_profile_changelog(
