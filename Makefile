@@ -27,8 +27,8 @@ test-unit: install
 test-integration: install
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration
 
-# Only the tests of workers killed, joining and leaving (part of `make test` too), with the
-# fault-injection report printed.
+# Workers killed, joining and leaving (the SIGKILL fault injection prints a JSON report of what
+# was lost or doubled); not yet reliably green, so not part of `make test`.
 test-faults: install
 	$(BIN)/pytest -q -s -p no:cacheprovider -m faults tests/integration
 
