@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka import Consumer as KafkaConsumer
+from confluent_kafka import TopicPartition
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -29,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def apply(fetch_max_wait_ms: int) -> None:
     cap_fetch_wait(fetch_max_wait_ms)
-    trust_persisted_changelog_offsets()
+    read_changelogs_to_their_true_end()
     deliver_table_writes_before_commit()
     commit_only_processed_messages()
     read_again_after_seeks()
@@ -56,30 +59,73 @@ def cap_fetch_wait(max_wait_ms: int) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create_capped  # type: ignore[method-assign]
 
 
-def trust_persisted_changelog_offsets() -> None:
-    """Never take a changelog's end for lower than what this worker saw the broker accept.
+def last_offsets(
+    bootstrap: str, reported: dict[tuple[str, int], int], timeout_s: float = 10.0
+) -> dict[tuple[str, int], int]:
+    """The offset of the last record of each partition, read from the broker's records.
+
+    ``reported`` holds the last offset a partition's end suggests; on brokers that report
+    the start of the last record batch, that batch is read to its end.
+    """
+    consumer = KafkaConsumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "cdp-changelog-ends",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 50,
+        }
+    )
+    last = dict(reported)
+    try:
+        consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in reported.items()])
+        seen: set[tuple[str, int]] = set()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batch = consumer.consume(10_000, timeout=0.3)
+            if not batch and seen >= reported.keys():
+                break
+            for message in batch:
+                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                if message.error() is None and topic and partition is not None and offset is not None:
+                    seen.add((topic, partition))
+                    last[topic, partition] = max(last[topic, partition], offset)
+    finally:
+        consumer.close()
+    return last
+
+
+def read_changelogs_to_their_true_end() -> None:
+    """Recover a table up to the last record its changelog holds, not where the broker says.
 
     The embedded broker (Tansu 0.6.0) answers ListOffsets with the base offset of the last
-    record batch plus one, not the offset after its last record, so after a batch of
-    several changelog records the reported end lies below offsets the broker acknowledged.
-    Faust would then refuse to recover ("persisted offset is higher than the highwater")
-    whenever a worker takes back a partition it wrote. On Kafka the reported end is never
-    lower, so this changes nothing there.
+    record batch plus one, not the offset after its last record. Faust recovers up to that
+    reported end, so a worker taking over a partition missed the tail of the last batch
+    of table writes, and the next event applied to such a profile built on stale state (the
+    join/kill test lost a page view this way). Faust also refused to recover at all
+    ("persisted offset is higher than the highwater") when a worker took back a partition
+    it had written. Here the last batch is read to its end first. On Kafka the reported
+    end is exact, and the check only confirms it.
     """
     build = Recovery._build_highwaters
-    if getattr(build, "trusts_persisted_offsets", False):
+    if getattr(build, "reads_to_true_end", False):
         return
 
     async def build_highwaters(
         self: Recovery, consumer: Any, tps: Any, destination: Any, title: str
     ) -> None:
         await build(self, consumer, tps, destination, title)
+        reported = {(tp.topic, tp.partition): destination[tp] for tp in tps if destination[tp] >= 0}
+        if reported:
+            bootstrap = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
+            last = await asyncio.to_thread(last_offsets, bootstrap, reported)
+            for tp in tps:
+                destination[tp] = max(destination[tp], last.get((tp.topic, tp.partition), -1))
         for tp in tps:
             persisted = self.tp_to_table[tp].persisted_offset(tp)
             if persisted is not None and persisted > destination[tp]:
                 destination[tp] = persisted
 
-    build_highwaters.trusts_persisted_offsets = True  # type: ignore[attr-defined]
+    build_highwaters.reads_to_true_end = True  # type: ignore[attr-defined]
     Recovery._build_highwaters = build_highwaters  # type: ignore[method-assign]
 
 
