@@ -86,9 +86,10 @@ def last_offsets(
                 break
             for message in batch:
                 topic, partition, offset = message.topic(), message.partition(), message.offset()
-                if message.error() is None and topic and partition is not None and offset is not None:
-                    seen.add((topic, partition))
-                    last[topic, partition] = max(last[topic, partition], offset)
+                if message.error() or topic is None or partition is None or offset is None:
+                    continue
+                seen.add((topic, partition))
+                last[topic, partition] = max(last[topic, partition], offset)
     finally:
         consumer.close()
     return last
