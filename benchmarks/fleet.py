@@ -121,15 +121,6 @@ class Deployment:
     def processed(self) -> float:
         return sum(worker.processed() for worker in self.workers if worker.process is not None)
 
-    def wait_processed(self, count: int, timeout: float) -> float:
-        """Wait until ``count`` input events are processed; return when (monotonic)."""
-        deadline = time.monotonic() + timeout
-        while self.processed() < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {self.processed():.0f} of {count} events processed")
-            time.sleep(0.05)
-        return time.monotonic()
-
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
