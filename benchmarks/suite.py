@@ -204,11 +204,7 @@ class Bench:
         """Restore speed and footprint for ``plan.profiles`` profiles in the changelog."""
         plan = self.plan
         source = self.deployments[0]
-        deployment = Deployment(
-            self.broker.bootstrap, self.root / f"d{len(self.deployments)}", plan.partitions
-        )
-        self.deployments.append(deployment)
-        ensure_topics(self.broker.bootstrap, deployment.settings)
+        deployment = self.deployment(0)  # its worker starts once the changelog is written
         changelog = changelog_topics(deployment.settings)[1]
         create_compacted(self.broker.bootstrap, changelog, plan.partitions)
         task = self.progress.add_task("restore: write the profile changelog", total=None)
