@@ -20,6 +20,7 @@ from streams.codec import Codec
 from streams.core import Rules
 from streams.identity.messages import Out, Send, encode
 from streams.settings import Settings
+from streams.state import StateSizing, store_url, table_options
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,17 @@ def raw_topic(app: faust.App, *names: str, **options: Any) -> Any:
     )
 
 
-def raw_table(app: faust.App, name: str, partitions: int) -> Any:
-    return app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes)
+def raw_table(app: faust.App, name: str, settings: Settings) -> Any:
+    """A table of plain bytes in RocksDB, opened as :mod:`streams.state` sizes it."""
+    sizing = StateSizing(settings.state_block_cache_bytes, settings.state_write_buffer_bytes)
+    return app.Table(
+        name,
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        store=store_url(name),
+        options=table_options(sizing),
+    )
 
 
 def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
@@ -142,8 +152,8 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
         journeys_topic=raw_topic(app, settings.journeys_topic),
         dead_letter_topic=raw_topic(app, settings.dead_letter_topic),
         identity_merges_topic=raw_topic(app, settings.identity_merges_topic),
-        identities=raw_table(app, IDENTITIES_TABLE, partitions),
-        profiles=raw_table(app, PROFILES_TABLE, partitions),
+        identities=raw_table(app, IDENTITIES_TABLE, settings),
+        profiles=raw_table(app, PROFILES_TABLE, settings),
     )
     ingest_agents.install(runtime)
     identity_agents.install(runtime)

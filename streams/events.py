@@ -7,10 +7,11 @@ between stages as compact JSON (:meth:`Event.to_wire` / :meth:`Event.from_wire`)
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 
 class EventKind(StrEnum):
@@ -133,8 +134,8 @@ class Event:
         )
 
     def to_wire(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        return orjson.dumps(self.to_dict())
 
     @classmethod
     def from_wire(cls, data: bytes) -> Event:
-        return cls.from_dict(json.loads(data))
+        return cls.from_dict(orjson.loads(data))

@@ -64,6 +64,16 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         default=50, ge=1, description="Longest a fetch waits for data; bounds idle latency."
     )
+    state_block_cache_bytes: int = Field(
+        default=64 * 2**20,
+        ge=2**20,
+        description="RocksDB block cache shared by every table partition of a worker.",
+    )
+    state_write_buffer_bytes: int = Field(
+        default=8 * 2**20,
+        ge=2**20,
+        description="RocksDB write buffer per table partition (up to two at a time).",
+    )
     max_event_bytes: int = Field(default=1_048_576, ge=1024)
     recent_event_ids: int = Field(
         default=512, ge=16, description="Event ids kept per profile for idempotent replays."

@@ -16,10 +16,11 @@ release     profile, P        the table refused K to P: give it up
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Self
+
+import orjson
 
 from streams.events import Event, IdentifierKind
 from streams.identity.resolver import Owner, RefusalReason
@@ -49,11 +50,12 @@ class _Message:
     command: Command
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()  # type: ignore[call-overload]
+        # orjson serializes dataclasses (nested ones and enums too) without copying them.
+        return orjson.dumps(self)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
-        return cls._from_dict(json.loads(data))
+        return cls._from_dict(orjson.loads(data))
 
     @classmethod
     def _from_dict(cls, raw: dict[str, Any]) -> Self:

@@ -11,12 +11,13 @@ Timestamps are epoch milliseconds (``int``); ``None`` means "never happened".
 
 from __future__ import annotations
 
-import json
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
+
+import orjson
 
 from streams.events import IdentifierKind, identifier_key
 
@@ -239,11 +240,11 @@ class Profile:
         )
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        return orjson.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, data: bytes) -> Profile:
-        return cls.from_dict(json.loads(data))
+        return cls.from_dict(orjson.loads(data))
 
     # -- CEL ----------------------------------------------------------------------------
 
@@ -275,7 +276,7 @@ class Forward:
     rank: IdentifierKind  # the rank of ``into``, for re-pointing identifiers to it
 
     def to_json(self) -> bytes:
-        return json.dumps({FORWARD_FIELD: self.into, "rank": self.rank.value}).encode()
+        return orjson.dumps({FORWARD_FIELD: self.into, "rank": self.rank.value})
 
 
 FORWARD_FIELD = "forward_to"
@@ -283,7 +284,7 @@ FORWARD_FIELD = "forward_to"
 
 def load_stored(data: bytes) -> Profile | Forward:
     """A profile table value: a profile, or the forward a merged profile left behind."""
-    raw = json.loads(data)
+    raw = orjson.loads(data)
     if FORWARD_FIELD in raw:
         return Forward(raw[FORWARD_FIELD], IdentifierKind(raw["rank"]))
     return Profile.from_dict(raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +52,7 @@ def evaluate(definitions: Sequence[SegmentDefinition], profile: Profile, now_ms:
     """
     if not definitions:
         return Evaluation(frozenset(), {})
-    paths = minimal_paths(p for d in definitions for p in d.paths)
+    paths = _view_paths(tuple(definitions))
     # One context for all expressions: converting the view into CEL values is the
     # expensive part, executing a compiled program against it is cheap.
     context = cel.Context({"profile": profile.cel_view(paths), "now": ms_to_datetime(now_ms)})
@@ -68,6 +69,12 @@ def evaluate(definitions: Sequence[SegmentDefinition], profile: Profile, now_ms:
         elif result is not False:
             errors[definition.name] = f"expression gave {type(result).__name__}, not bool"
     return Evaluation(frozenset(members), errors)
+
+
+@functools.lru_cache(maxsize=16)
+def _view_paths(definitions: tuple[SegmentDefinition, ...]) -> frozenset[str]:
+    """The profile paths any of ``definitions`` reads; computed once per rule set."""
+    return minimal_paths(p for d in definitions for p in d.paths)
 
 
 def diff(

@@ -98,6 +98,11 @@ def test_events_become_profiles_segment_changes_and_triggers(
     stranger = worker.get("/decisions/newsletter-popup", anonymous_id="never-seen").json()
     assert stranger["show"] is True
 
+    # The tables' databases are opened as streams.state sizes them, not with Faust's options.
+    database_options = list(worker.settings.data_dir.rglob("OPTIONS-*"))
+    assert database_options
+    assert all("\n  compression=kZSTD" in f.read_text() for f in database_options)
+
 
 def test_producer_api_events_show_up_within_a_second(worker: Worker, topics: Topics) -> None:
     user_id = f"u-{uuid.uuid4().hex[:8]}"
