@@ -11,6 +11,7 @@ import asyncio
 import collections
 import functools
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -187,10 +188,13 @@ class PartitionRestore:
 
 
 def restore_partitions(
-    bootstrap: str, restores: dict[tuple[str, int], PartitionRestore], idle_s: float = 10.0
+    bootstrap: str,
+    restores: dict[tuple[str, int], PartitionRestore],
+    stop: threading.Event | None = None,
+    idle_s: float = 10.0,
 ) -> None:
     """Read each partition's records with one confluent-kafka consumer into its database,
-    until all are done or the broker gives nothing for ``idle_s``."""
+    until all are done, ``stop`` is set, or the broker gives nothing for ``idle_s``."""
     consumer = KafkaConsumer(
         {
             "bootstrap.servers": bootstrap,
@@ -203,7 +207,7 @@ def restore_partitions(
         consumer.assign([TopicPartition(t, p, r.first) for (t, p), r in restores.items()])
         idle_since = time.monotonic()
         while not all(r.done for r in restores.values()):
-            if time.monotonic() - idle_since > idle_s:
+            if time.monotonic() - idle_since > idle_s or (stop is not None and stop.is_set()):
                 break
             messages = consumer.consume(10_000, timeout=0.5)
             if messages:
@@ -259,11 +263,15 @@ def restore_in_bulk() -> None:
             return
         bootstrap = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
         started = time.monotonic()
-        await asyncio.to_thread(
-            restore_partitions,
-            bootstrap,
-            {(tp.topic, tp.partition): restore for tp, restore in restores.items()},
-        )
+        by_partition = {(tp.topic, tp.partition): restore for tp, restore in restores.items()}
+        stop = threading.Event()
+        try:
+            await asyncio.to_thread(restore_partitions, bootstrap, by_partition, stop)
+        except asyncio.CancelledError:
+            # A rebalance restarts recovery: the thread must not go on writing into
+            # databases of partitions this worker may no longer hold.
+            stop.set()
+            raise
         for tp, restore in restores.items():
             if restore.written >= restore.first:
                 # Only after the data is durable (make_durable), so a crash redoes it.
