@@ -19,6 +19,7 @@ from typing import Any
 
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import TopicPartition
+from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -37,6 +38,7 @@ def apply(fetch_max_wait_ms: int) -> None:
     cap_fetch_wait(fetch_max_wait_ms)
     read_changelogs_to_their_true_end()
     restore_in_bulk()
+    start_tables_at_once()
     deliver_table_writes_before_commit()
     commit_only_processed_messages()
     read_again_after_seeks()
@@ -287,6 +289,25 @@ def restore_in_bulk() -> None:
 
     build_highwaters_and_restore.restores_in_bulk = True  # type: ignore[attr-defined]
     Recovery._build_highwaters = build_highwaters_and_restore  # type: ignore[method-assign]
+
+
+def start_tables_at_once() -> None:
+    """Start the tables (and so join the consumer group) without Faust's fixed 1 s wait.
+
+    Faust's table manager sleeps a second before it starts, giving late tables time to be
+    declared; every table here exists before the app starts, so the second only delays
+    every start and restart (about a fifth of a restart with local state).
+    """
+    if getattr(TableManager.on_start, "starts_at_once", False):
+        return
+
+    async def on_start(self: TableManager) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+    on_start.starts_at_once = True  # type: ignore[attr-defined]
+    TableManager.on_start = on_start  # type: ignore[method-assign]
 
 
 def deliver_table_writes_before_commit(timeout_s: float = 60.0) -> None:
