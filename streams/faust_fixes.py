@@ -138,7 +138,7 @@ def read_changelogs_to_their_true_end() -> None:
 
 
 BULK_RESTORE_MIN_RECORDS = 1_000
-BULK_RESTORE_WRITE_RECORDS = 20_000
+BULK_RESTORE_WRITE_RECORDS = 1_000  # larger write batches grow by copying
 
 
 def _without_wal() -> WriteOptions:

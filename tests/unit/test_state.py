@@ -1,4 +1,4 @@
-"""Table databases are compressed with a trained zstd dictionary and share one cache."""
+"""Table databases are compressed with a zstd dictionary and share one cache."""
 
 from __future__ import annotations
 
