@@ -22,6 +22,7 @@ from streams.profiles.model import (
     RECENT_EVENT_IDS_DEFAULT,
     IdentifierCaps,
     Profile,
+    event_fingerprint,
 )
 from streams.profiles.reducer import apply, remember
 from streams.segments.definitions import SegmentDefinition, load_segments
@@ -90,7 +91,7 @@ def process(
     gives it to this profile; every other new identifier of the event is claimed.
     """
     before = _existing(profile, profile_id)
-    if event.event_id in before.recent_event_ids:
+    if event_fingerprint(event.event_id) in before.recent_event_ids:
         return Outcome(profile=before, duplicate=True)
     admission = admit(before, event.identity, rules.caps, owned)
     if admission.identity is not event.identity:

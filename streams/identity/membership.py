@@ -16,6 +16,7 @@ from streams.events import Identity, identifier_key, split_identifier_key
 from streams.identity.resolver import Owner, RefusalReason
 from streams.profiles.model import (
     IDENTIFIER_FIELDS,
+    MERGE_MARKER_PREFIX,
     REFUSED_IDENTIFIERS_LIMIT,
     IdentifierCaps,
     Profile,
@@ -24,14 +25,15 @@ from streams.profiles.model import (
 
 def merge_marker(profile_id: str) -> str:
     """The id a merge is remembered under, next to event ids, so a replayed merge is a no-op."""
-    return f"merge:{profile_id}"
+    return f"{MERGE_MARKER_PREFIX}{profile_id}"
 
 
 def merged_into(profile: Profile) -> list[str]:
     """Ids of the profiles merged into ``profile`` (as far as its remembered ids reach)."""
-    prefix = merge_marker("")
     return [
-        marker[len(prefix) :] for marker in profile.recent_event_ids if marker.startswith(prefix)
+        marker.removeprefix(MERGE_MARKER_PREFIX)
+        for marker in profile.recent_event_ids
+        if marker.startswith(MERGE_MARKER_PREFIX)
     ]
 
 

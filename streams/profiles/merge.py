@@ -106,7 +106,8 @@ MERGED_FIELDS: frozenset[str] = frozenset(
 
 
 def shared_event_ids(a: Profile, b: Profile) -> frozenset[str]:
-    """Event ids both profiles remember having applied."""
+    """Fingerprints (:func:`~streams.profiles.model.event_fingerprint`) of the events both
+    profiles remember having applied."""
     return frozenset(a.recent_event_ids.keys() & b.recent_event_ids.keys())
 
 

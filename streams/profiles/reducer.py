@@ -26,6 +26,7 @@ from streams.profiles.model import (
     ProductSeen,
     Profile,
     Stamped,
+    event_fingerprint,
 )
 
 
@@ -43,10 +44,11 @@ def apply(
     recently seen kept; :mod:`streams.identity.membership` decides which identifiers may
     join at all, so callers that use it never reach the bound.
     """
-    if event.event_id in profile.recent_event_ids:
+    fingerprint = event_fingerprint(event.event_id)
+    if fingerprint in profile.recent_event_ids:
         return profile
     p = profile.clone()
-    p.recent_event_ids = remember(profile.recent_event_ids, event.event_id, recent_ids)
+    p.recent_event_ids = remember(profile.recent_event_ids, fingerprint, recent_ids)
     _add_identity(p, event.identity, caps)
     at = event.occurred_at
     p.first_seen = _earliest(p.first_seen, at)
@@ -179,9 +181,11 @@ def _latest(current: int | None, at: int) -> int:
     return at if current is None or at > current else current
 
 
-def remember(seen: dict[str, None], event_id: str, limit: int) -> dict[str, None]:
+def remember(seen: dict[str, None], key: str, limit: int) -> dict[str, None]:
+    """``seen`` with ``key`` (an event fingerprint or a merge marker) added, the oldest
+    dropped beyond ``limit``."""
     updated = dict(seen)
-    updated[event_id] = None
+    updated[key] = None
     while len(updated) > limit:
         del updated[next(iter(updated))]
     return updated

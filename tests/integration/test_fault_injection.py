@@ -28,7 +28,7 @@ from streams.core import Rules, process
 from streams.events import Event, EventKind, IdentifierKind, Identity, identifier_key
 from streams.identity.resolver import profile_id_for
 from streams.producer import EventProducer
-from streams.profiles.model import Profile
+from streams.profiles.model import Profile, event_fingerprint
 
 from .conftest import Topics, Worker, wait_until, worker_env
 
@@ -303,7 +303,11 @@ def trace_lost(
         response = worker.get("/profiles", email=person.email)
         if response.status_code == 200:
             applied |= set(response.json()["recent_event_ids"])
-    lost = {event.event_id: event for event in events if event.event_id not in applied}
+    lost = {
+        event.event_id: event
+        for event in events
+        if event_fingerprint(event.event_id) not in applied
+    }
     if not lost:
         return {"lost": 0}
     stages = [

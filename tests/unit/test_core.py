@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from streams.core import Outcome, Rules, process
 from streams.events import Event
-from streams.profiles.model import Profile
+from streams.identity.membership import merge_marker, merged_into
+from streams.profiles.model import Profile, event_fingerprint
 from tests.unit.test_reducer import T0, email_event, identify, order, page_view, unique_events
 
 RULES = Rules.load()
@@ -150,3 +151,26 @@ def test_segment_sequences_increase_by_one(events: list[Event]) -> None:
     assert sequences == list(range(1, len(sequences) + 1))
     if profile is not None:
         assert profile.segment_sequence == len(sequences)
+
+
+def test_events_are_remembered_by_an_eleven_character_fingerprint() -> None:
+    event_id = "6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b"
+    fingerprint = event_fingerprint(event_id)
+    assert len(fingerprint) == 11
+    assert fingerprint == event_fingerprint(event_id)
+    assert fingerprint != event_fingerprint(event_id[:-1] + "c")
+    profile = process(None, "p_1", page_view(event_id=event_id), RULES, NOW).profile
+    assert list(profile.recent_event_ids) == [fingerprint]
+
+
+def test_a_profile_stored_with_full_event_ids_still_recognises_their_replays() -> None:
+    """Profiles stored before schema 2 remembered full event ids."""
+    seen = page_view(event_id="e-before-upgrade")
+    stored = process(None, "p_1", seen, RULES, NOW).profile.to_dict()
+    stored["schema"] = 1
+    stored["recent_event_ids"] = ["e-before-upgrade", merge_marker("p_other")]
+
+    upgraded = Profile.from_dict(stored)
+
+    assert process(upgraded, "p_1", seen, RULES, NOW).duplicate
+    assert merged_into(upgraded) == ["p_other"]

@@ -329,7 +329,7 @@ def test_category_counts_keep_top_n_and_let_new_keys_in() -> None:
 def test_recent_event_ids_are_bounded_fifo() -> None:
     events = [page_view(event_id=f"id{i}") for i in range(20)]
     p = fold(events, recent_ids=16)
-    assert list(p.recent_event_ids) == [f"id{i}" for i in range(4, 20)]
+    assert list(p.recent_event_ids) == [model.event_fingerprint(f"id{i}") for i in range(4, 20)]
     assert apply(p, events[-1], recent_ids=16) is p
 
 
