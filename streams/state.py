@@ -2,11 +2,12 @@
 
 Faust opens one database per table partition with its own 2 GiB block cache and three
 64 MiB write buffers, and compresses blocks with Snappy. A worker holding 2 tables of 8
-partitions could so grow to gigabytes, and a profile took about 640 bytes on disk.
+partitions could so grow to gigabytes, and a profile took about 640 bytes on disk (before profiles remembered event fingerprints).
 Here every database of a worker shares one block cache, write buffers are small, and
 blocks are compressed with zstd primed by a dictionary sampled from the data: stored
 profiles repeat the same field names, which per-block compression cannot exploit.
-Measured on 200,000 stored profiles: 643 bytes each with Faust's options, 286 with these.
+Measured on 200,000 stored profiles of demo traffic: 436 bytes each with Faust's options,
+207 with these.
 Training the dictionary (zstd's trainer) saved 1% more and halved the write rate, which
 restores are bound by.
 """

@@ -210,7 +210,13 @@ def test_sigkill_at_random_moments_changes_no_effect(
         return all(current[e] == comparable(p.to_dict()) for e, p in expected.items())
 
     for worker in workers:
-        wait_until(ready(worker), timeout=120)
+        try:
+            wait_until(ready(worker), timeout=120)
+        except AssertionError:
+            reasons = worker.get("/ready").text if worker.running else "exited"
+            raise AssertionError(
+                f"{worker.log_file.name} not ready: {reasons}\n{worker.log_tail(80)}"
+            ) from None
     try:
         wait_until(settled, timeout=120, interval=1.0)
     finally:
