@@ -2,7 +2,7 @@
 
 Faust opens one database per table partition with its own 2 GiB block cache and three
 64 MiB write buffers, and compresses blocks with Snappy. A worker holding 2 tables of 8
-partitions could so grow to gigabytes, and a profile took about 640 bytes on disk (before profiles remembered event fingerprints).
+partitions could so grow to gigabytes.
 Here every database of a worker shares one block cache, write buffers are small, and
 blocks are compressed with zstd primed by a dictionary sampled from the data: stored
 profiles repeat the same field names, which per-block compression cannot exploit.
