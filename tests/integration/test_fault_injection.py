@@ -35,6 +35,12 @@ from .conftest import Topics, Worker, wait_until, worker_env
 PEOPLE = 40
 KILLS = 12
 KILL_EVERY_S = 2.5
+# The embedded broker (Tansu 0.6.0) can elect a member that was killed as the leader of a
+# new generation; the live members then rejoin every few seconds without an assignment
+# (/ready: rebalancing) until the broker drops the dead member, about two minutes later.
+# Real Kafka elects the leader among the members that joined. Seen in 2 of about 30 runs;
+# the workers recover by themselves, so the test waits it out.
+READY_AFTER_KILLS_S = 300
 CATEGORIES = ("toys", "baking", "gifts")
 
 
@@ -126,6 +132,7 @@ def comparable(profile: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.faults
+@pytest.mark.timeout(600)
 def test_sigkill_at_random_moments_changes_no_effect(
     broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
 ) -> None:
@@ -211,7 +218,7 @@ def test_sigkill_at_random_moments_changes_no_effect(
 
     for worker in workers:
         try:
-            wait_until(ready(worker), timeout=120)
+            wait_until(ready(worker), timeout=READY_AFTER_KILLS_S)
         except AssertionError:
             reasons = worker.get("/ready").text if worker.running else "exited"
             raise AssertionError(
