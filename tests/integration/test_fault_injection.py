@@ -38,7 +38,7 @@ KILL_EVERY_S = 2.5
 # The embedded broker (Tansu 0.6.0) can elect a member that was killed as the leader of a
 # new generation; the live members then rejoin every few seconds without an assignment
 # (/ready: rebalancing) until the broker drops the dead member, about two minutes later.
-# Real Kafka elects the leader among the members that joined. Seen in 2 of about 30 runs;
+# Real Kafka elects the leader among the members that joined. Seen in 2 of 24 runs;
 # the workers recover by themselves, so the test waits it out.
 READY_AFTER_KILLS_S = 300
 CATEGORIES = ("toys", "baking", "gifts")
