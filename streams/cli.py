@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import signal
@@ -98,6 +99,8 @@ def worker() -> None:
         # At WARNING and above Faust's terminal spinner sets the root logger to DEBUG, so every
         # debug call in Faust and aiokafka built a log record (4% of a busy worker's time).
         worker.spinner = None
+        # `kill -USR1 <pid>` writes every thread's stack to the log: for a worker that hangs.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         worker.execute_from_commandline()
 
 

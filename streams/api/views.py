@@ -7,6 +7,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 
 # Merges chain (anonymous -> email -> user id profile); longer chains mean a merge in flight.
 MAX_FORWARDS = 8
+# Marks a lookup one worker passed on to the key's owner. The owner answers it itself: while
+# ownership moves, two workers could otherwise pass a lookup back and forth without end.
+FORWARDED_HEADER = "X-Cdp-Forwarded"
+FORWARD_TIMEOUT_S = 3.0
 DAY_MS = 86_400_000
 
 
@@ -68,12 +73,15 @@ def install(runtime: Runtime) -> None:
     secret = runtime.settings.api_token
     token = secret.get_secret_value() if secret is not None else None
     # Hops to the worker owning a key carry the token like any other caller.
-    hop_headers = {"Authorization": f"Bearer {token}"} if token else {}
+    hop_headers = {FORWARDED_HEADER: "1"}
+    if token:
+        hop_headers["Authorization"] = f"Bearer {token}"
+    hop_timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
 
     def authorized(authorization: str | None) -> bool:
         return token is None or bearer_token_matches(authorization, token)
 
-    def owner_url(table: Any, key: bytes) -> str | None:
+    def owner_url(table: Any, key: bytes, forwarded: bool) -> str | None:
         """Base URL of the worker owning ``key`` in ``table``, or None when it is this one."""
         try:
             url = app.router.key_store(table.name, key)
@@ -82,20 +90,35 @@ def install(runtime: Runtime) -> None:
         own = app.conf.canonical_url
         if (url.host, url.port) == (own.host, own.port):
             return None
+        if forwarded:
+            raise NotReadyError("the key's partition is moving between workers; retry shortly")
         return str(url).rstrip("/")
 
     async def fetch_remote(url: str) -> tuple[int, Any]:
-        async with app.http_client.get(url, headers=hop_headers) as response:
-            return response.status, await response.json()
+        """(status, body) of ``url`` on the worker owning a key; 200 and 404 are answers."""
+        try:
+            async with app.http_client.get(
+                url, headers=hop_headers, timeout=hop_timeout
+            ) as response:
+                status, body = response.status, await response.json()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise NotReadyError("the key's owner did not answer; retry shortly") from exc
+        if status not in (200, 404):
+            raise NotReadyError(f"the worker owning the key answered {status}; retry shortly")
+        return status, body
 
-    async def profile_by_id(profile_id: str) -> tuple[int, dict[str, Any] | None]:
+    async def profile_by_id(
+        profile_id: str, forwarded: bool
+    ) -> tuple[int, dict[str, Any] | None]:
         """(status, profile dict) from the owner of the profile, local or remote.
 
-        A profile merged into another answers with the one it was merged into.
+        A profile merged into another answers with the one it was merged into. A forwarded
+        lookup is answered here for the profile it names, and may be passed on once more
+        for the profile that one was merged into.
         """
-        for _ in range(MAX_FORWARDS):
+        for hop in range(MAX_FORWARDS):
             key = profile_id.encode()
-            remote = owner_url(runtime.profiles, key)
+            remote = owner_url(runtime.profiles, key, forwarded and hop == 0)
             if remote is not None:
                 status, body = await fetch_remote(f"{remote}/profiles/{profile_id}")
                 return status, body if status == 200 else None
@@ -108,20 +131,23 @@ def install(runtime: Runtime) -> None:
             profile_id = found.into
         raise NotReadyError("the profile is being merged; retry shortly")
 
-    async def profile_id_for(key: str) -> str | None:
-        remote = owner_url(runtime.identities, key.encode())
+    async def profile_id_for(key: str, forwarded: bool) -> str | None:
+        remote = owner_url(runtime.identities, key.encode(), forwarded)
         if remote is not None:
             status, body = await fetch_remote(f"{remote}/identities/{key}")
             return str(body["profile_id"]) if status == 200 else None
         owner: bytes | None = runtime.identities.get(key.encode())
         return Owner.decode(owner).profile_id if owner is not None else None
 
-    async def profile_for(key: str) -> dict[str, Any] | None:
-        profile_id = await profile_id_for(key)
+    async def profile_for(key: str, forwarded: bool) -> dict[str, Any] | None:
+        profile_id = await profile_id_for(key, forwarded)
         if profile_id is None:
             return None
-        _, profile = await profile_by_id(profile_id)
+        _, profile = await profile_by_id(profile_id, forwarded)
         return profile
+
+    def forwarded(request: Request) -> bool:
+        return FORWARDED_HEADER in request.headers
 
     class CdpView(View):
         """Turns domain errors into JSON 4xx/5xx answers and times every request."""
@@ -169,7 +195,7 @@ def install(runtime: Runtime) -> None:
         async def get(self, request: Request, profile_id: str) -> Response:
             if not profile_id.startswith("p_") or len(profile_id) > 64:
                 raise BadRequestError("profile ids look like p_<24 hex characters>")
-            status, profile = await profile_by_id(profile_id)
+            status, profile = await profile_by_id(profile_id, forwarded(request))
             if profile is None:
                 return self.not_found(f"no profile {profile_id}")
             return self.json(profile, status=status)
@@ -179,7 +205,8 @@ def install(runtime: Runtime) -> None:
         endpoint = "profile_by_identifier"
 
         async def get(self, request: Request) -> Response:
-            profile = await profile_for(identifier_from_query(request, tuple(IdentifierKind)))
+            key = identifier_from_query(request, tuple(IdentifierKind))
+            profile = await profile_for(key, forwarded(request))
             if profile is None:
                 return self.not_found("no profile for that identifier")
             return self.json(profile)
@@ -191,7 +218,7 @@ def install(runtime: Runtime) -> None:
         endpoint = "identity"
 
         async def get(self, request: Request, key: str) -> Response:
-            profile_id = await profile_id_for(key)
+            profile_id = await profile_id_for(key, forwarded(request))
             if profile_id is None:
                 return self.not_found("unknown identifier")
             return self.json({"profile_id": profile_id})
@@ -201,7 +228,8 @@ def install(runtime: Runtime) -> None:
         endpoint = "newsletter_popup"
 
         async def get(self, request: Request) -> Response:
-            found = await profile_for(identifier_from_query(request, tuple(IdentifierKind)))
+            key = identifier_from_query(request, tuple(IdentifierKind))
+            found = await profile_for(key, forwarded(request))
             profile = Profile.from_dict(found) if found is not None else None
             decision = newsletter_popup(profile, now_ms(), cooldown_ms)
             return self.json({"show": decision.show, "reason": decision.reason})

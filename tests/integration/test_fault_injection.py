@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import threading
 import time
 import uuid
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
@@ -200,20 +202,26 @@ def test_sigkill_at_random_moments_changes_no_effect(
         rules, [canonical(codec, e) for e in signups + traffic]
     )
 
+    lookup_failures: Counter[str] = Counter()
+
     def observed() -> dict[str, dict[str, Any] | None]:
         found: dict[str, dict[str, Any] | None] = {}
         for person in people:
-            response = workers[0].get("/profiles", email=person.email)
+            try:
+                response = workers[0].get("/profiles", email=person.email)
+            except httpx.HTTPError as exc:  # counted; the profile counts as not found
+                lookup_failures[type(exc).__name__] += 1
+                found[person.email] = None
+                continue
+            if response.status_code != 200:
+                lookup_failures[str(response.status_code)] += 1
             found[person.email] = (
                 comparable(response.json()) if response.status_code == 200 else None
             )
         return found
 
     def settled() -> bool:
-        try:
-            current = observed()
-        except Exception:  # a worker still starting: ask again
-            return False
+        current = observed()
         return all(current[e] == comparable(p.to_dict()) for e, p in expected.items())
 
     for worker in workers:
@@ -226,9 +234,15 @@ def test_sigkill_at_random_moments_changes_no_effect(
             ) from None
     try:
         wait_until(settled, timeout=120, interval=1.0)
+    except AssertionError:
+        for worker in workers:  # their stacks go to their logs (cdp worker: SIGUSR1)
+            if worker.running and worker.process is not None:
+                worker.process.send_signal(signal.SIGUSR1)
+        raise
     finally:
         final = observed()
         report = summarize(final, expected)
+        report["lookup_failures"] = dict(lookup_failures)
         topics = Topics(broker.bootstrap, settings, codec)
         for _ in range(20):
             topics.poll()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import httpx
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from streams.api.views import FORWARDED_HEADER
 from streams.broker import EmbeddedBroker, free_port, is_listening, start_broker
 from streams.codec import Codec
 from streams.events import Event, EventKind, Identity
@@ -249,6 +251,15 @@ def test_every_worker_answers_lookups_for_keys_another_worker_owns(
         assert answers[0].json() == answers[1].json()
         by_anonymous_id = second.get("/profiles", anonymous_id=f"anon-{email}")
         assert by_anonymous_id.json()["profile_id"] == answers[0].json()["profile_id"]
+    # A lookup one worker passed on is answered by the owner or refused, never passed on
+    # again (two workers that disagree on ownership would pass it back and forth).
+    forwarded = {FORWARDED_HEADER: "1", "Authorization": f"Bearer {first.env['CDP_API_TOKEN']}"}
+    statuses = Counter(
+        httpx.get(f"{worker.api}/identities/email:{email}", headers=forwarded).status_code
+        for worker in (first, second)
+        for email in emails
+    )
+    assert statuses == {200: len(emails), 503: len(emails)}, statuses
 
 
 def test_cdp_produce_and_cdp_profile_commands(worker: Worker) -> None:
