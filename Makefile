@@ -27,8 +27,8 @@ test-unit: install
 test-integration: install
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration
 
-# Workers killed, joining and leaving (the SIGKILL fault injection prints a JSON report of what
-# was lost or doubled); not yet reliably green, so not part of `make test`.
+# Only the tests that kill workers and let them join and leave (they are part of `make test`
+# too); the SIGKILL fault injection prints a JSON report of what was lost or doubled.
 test-faults: install
 	$(BIN)/pytest -q -s -p no:cacheprovider -m faults tests/integration
 
