@@ -158,10 +158,13 @@ class PartitionRestore:
     first: int
     last: int
     db: Any  # a rocksdict database
-    written: int = -1
-    """The offset of the last record written."""
+    written: int = field(init=False)
+    """The offset of the last record written (``first - 1``: none yet)."""
     batch: WriteBatch = field(default_factory=lambda: WriteBatch(raw_mode=True))
     pending: int = 0
+
+    def __post_init__(self) -> None:
+        self.written = self.first - 1
 
     def add(self, key: bytes, value: bytes | None, offset: int) -> None:
         if value is None:
@@ -233,7 +236,7 @@ def restore_in_bulk() -> None:
 
     Faust applies a changelog one record at a time through the event loop (a queue, a
     timeout task and a check of every partition per record): about 5,000 profiles/s here,
-    over three minutes for a million. A partition more than
+    over three minutes for a million. A partition at least
     :data:`BULK_RESTORE_MIN_RECORDS` behind is instead read with confluent-kafka and
     written to its database in write batches, and its persisted offset set to the last
     record written, after Faust knows the end of each changelog and before it reads the
