@@ -65,6 +65,24 @@ def cap_fetch_wait(max_wait_ms: int) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create_capped  # type: ignore[method-assign]
 
 
+def changelog_reader(bootstrap: str, group_id: str) -> KafkaConsumer:
+    """A confluent-kafka consumer for reading changelog partitions it is assigned; it
+    commits nothing, so ``group_id`` only names it."""
+    return KafkaConsumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 50,
+        }
+    )
+
+
+def broker_bootstrap(app: Any) -> str:
+    """The bootstrap servers of a Faust app, as confluent-kafka takes them."""
+    return ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
+
+
 def last_offsets(
     bootstrap: str, reported: dict[tuple[str, int], int], timeout_s: float = 10.0
 ) -> dict[tuple[str, int], int]:
@@ -73,14 +91,7 @@ def last_offsets(
     ``reported`` holds the last offset a partition's end suggests; on brokers that report
     the start of the last record batch, that batch is read to its end.
     """
-    consumer = KafkaConsumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "cdp-changelog-ends",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 50,
-        }
-    )
+    consumer = changelog_reader(bootstrap, "cdp-changelog-ends")
     last = dict(reported)
     try:
         consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in reported.items()])
@@ -124,7 +135,7 @@ def read_changelogs_to_their_true_end() -> None:
         await build(self, consumer, tps, destination, title)
         reported = {(tp.topic, tp.partition): destination[tp] for tp in tps if destination[tp] >= 0}
         if reported:
-            bootstrap = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
+            bootstrap = broker_bootstrap(self.app)
             last = await asyncio.to_thread(last_offsets, bootstrap, reported)
             for tp in tps:
                 destination[tp] = max(destination[tp], last.get((tp.topic, tp.partition), -1))
@@ -200,14 +211,7 @@ def restore_partitions(
 ) -> None:
     """Read each partition's records with one confluent-kafka consumer into its database,
     until all are done, ``stop`` is set, or the broker gives nothing for ``idle_s``."""
-    consumer = KafkaConsumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "cdp-bulk-restore",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 50,
-        }
-    )
+    consumer = changelog_reader(bootstrap, "cdp-bulk-restore")
     try:
         consumer.assign([TopicPartition(t, p, r.first) for (t, p), r in restores.items()])
         idle_since = time.monotonic()
@@ -266,7 +270,7 @@ def restore_in_bulk() -> None:
                 restores[tp] = PartitionRestore(first, last, store._db_for_partition(tp.partition))
         if not restores:
             return
-        bootstrap = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
+        bootstrap = broker_bootstrap(self.app)
         started = time.monotonic()
         by_partition = {(tp.topic, tp.partition): restore for tp, restore in restores.items()}
         stop = threading.Event()
