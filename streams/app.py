@@ -166,22 +166,42 @@ def changelog_topics(settings: Settings) -> list[str]:
     return [f"{settings.app_id}-{name}-changelog" for name in (IDENTITIES_TABLE, PROFILES_TABLE)]
 
 
-def discard_orphaned_state(runtime: Runtime, bootstrap: str) -> bool:
-    """Delete local table state when the broker no longer has the changelogs it came from.
+STOPPED_CLEANLY_MARKER = ".stopped-cleanly"
 
-    That happens whenever a memory-only embedded broker restarts: the RocksDB files then
-    describe offsets that no longer exist, and Faust would refuse to start. The changelog is
-    the source of truth, so local state without it is only a cache of something gone.
+
+def discard_untrusted_state(runtime: Runtime, bootstrap: str) -> str | None:
+    """Delete local table state that may disagree with the changelogs; return why, or None.
+
+    Local state is only a cache of the changelogs, and it can be wrong in two ways:
+    - the broker no longer has the changelogs it came from (any restart of a memory-only
+      embedded broker), and Faust would refuse to start on offsets that no longer exist;
+    - the last run did not stop cleanly (SIGKILL, OOM, a crash). Faust writes a table value
+      to RocksDB at once and its changelog record later, so a killed worker can leave local
+      values the changelog never got. The events behind them are read again, recognised as
+      applied, and change nothing, so the changelog (and every worker restoring from it)
+      would miss them for good. Restoring from the changelog replays them properly.
     Call it before the worker starts (the tables open their files on start).
     """
     state_dir = Path(runtime.app.conf.tabledir)
     if not state_dir.exists():
-        return False
+        return None
+    marker = state_dir / STOPPED_CLEANLY_MARKER
     topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
-    if all(name in topics for name in changelog_topics(runtime.settings)):
-        return False
-    log.warning(
-        "changelog topics are missing on %s; discarding local state in %s", bootstrap, state_dir
-    )
+    reason = None
+    if not all(name in topics for name in changelog_topics(runtime.settings)):
+        reason = f"changelog topics are missing on {bootstrap}"
+    elif not marker.exists():
+        reason = "the last run did not stop cleanly"
+    if reason is None:
+        marker.unlink()  # so that a crash of this run is noticed at the next start
+        return None
+    log.warning("%s; discarding local state in %s", reason, state_dir)
     shutil.rmtree(state_dir)
-    return True
+    return reason
+
+
+def mark_stopped_cleanly(runtime: Runtime) -> None:
+    """Record that the worker stopped cleanly: every table write reached its changelog."""
+    state_dir = Path(runtime.app.conf.tabledir)
+    if state_dir.exists():
+        (state_dir / STOPPED_CLEANLY_MARKER).touch()

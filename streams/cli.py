@@ -79,7 +79,7 @@ def worker() -> None:
     """Run a stream worker (uses CDP_KAFKA_BOOTSTRAP, else starts or reuses an embedded broker)."""
     from faust.worker import Worker
 
-    from streams.app import create_runtime, discard_orphaned_state
+    from streams.app import create_runtime, discard_untrusted_state, mark_stopped_cleanly
     from streams.segments.definitions import DefinitionError
 
     settings = get_settings()
@@ -91,7 +91,7 @@ def worker() -> None:
         except DefinitionError as exc:
             err.print(f"[red]invalid definitions: {exc}[/]")
             raise typer.Exit(2) from exc
-        discard_orphaned_state(runtime, bootstrap)
+        discard_untrusted_state(runtime, bootstrap)
         err.print(f"[dim]API on {settings.api_url}[/]")
         worker = Worker(
             runtime.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
@@ -101,7 +101,13 @@ def worker() -> None:
         worker.spinner = None
         # `kill -USR1 <pid>` writes every thread's stack to the log: for a worker that hangs.
         faulthandler.register(signal.SIGUSR1, all_threads=True)
-        worker.execute_from_commandline()
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exit_:
+            # Faust exits 0 only after a stop that flushed its producer and closed the tables.
+            if exit_.code in (None, 0) and not runtime.app._crashed.is_set():
+                mark_stopped_cleanly(runtime)
+            raise
 
 
 @cli.command()

@@ -381,3 +381,26 @@ def test_a_worker_whose_broker_lost_everything_starts_afresh(
     finally:
         second.stop()
         fresh.stop()
+
+
+def test_a_killed_worker_restores_its_state_and_a_stopped_one_keeps_it(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    """After SIGKILL local values may be ahead of the changelog: they are not trusted."""
+    env = worker_env(broker, tmp_path)
+    first = make_worker(env)
+    topics = Topics(broker.bootstrap, first.settings, Codec(first.settings.schemas_dir))
+    topics.produce(first.settings.input_topic(EventKind.IDENTIFY), sign_up("a-kept", "kept@x.io"))
+    topics.flush()
+    topics.close()
+    wait_until(lambda: first.get("/profiles", email="kept@x.io").status_code == 200)
+    first.stop()
+
+    stopped = make_worker(env)
+    assert "discarding local state" not in stopped.log_file.read_text()
+    assert stopped.get("/profiles", email="kept@x.io").status_code == 200
+    stopped.kill()
+
+    killed = make_worker(env)
+    assert "did not stop cleanly; discarding local state" in killed.log_file.read_text()
+    wait_until(lambda: killed.get("/profiles", email="kept@x.io").status_code == 200)
