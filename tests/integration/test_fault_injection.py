@@ -378,7 +378,8 @@ def profile_writes(
     bootstrap: str, settings: Any, lost: list[Event]
 ) -> dict[str, list[tuple[int, int, int, int, bool]]]:
     """Each table write of the profiles that lost ``lost``: (changelog partition, offset,
-    append time, page views, holds the lost event), to tell a stale overwrite from a skip."""
+    append time, page views or -1, holds the lost event), to tell a stale overwrite from a
+    skip."""
     keys = {
         profile_id_for(identifier_key(IdentifierKind.EMAIL, event.identity.email or "")).encode(): {
             event_fingerprint(event.event_id) for event in lost
@@ -392,9 +393,9 @@ def profile_writes(
     while batch := consumer.consume(5000, timeout=3):
         for message in batch:
             key, value = message.key(), message.value()
-            if key not in keys or not value:
+            if key not in keys:
                 continue
-            stored = json.loads(value)
+            stored = json.loads(value) if value else {}  # a tombstone: no views, nothing held
             views = stored.get("views", {}).get("count", -1)
             holds = bool(keys[key] & set(stored.get("recent_event_ids", [])))
             place = (message.partition() or 0, message.offset() or 0, message.timestamp()[1])
