@@ -352,18 +352,26 @@ def test_block_listed_identifiers_never_link(worker: Worker, topics: Topics) -> 
     assert 'cdp_identifiers_blocked_total{kind="anonymous_id"} 2.0' in metrics
 
 
+def stopped_after_sign_up(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker], email: str
+) -> dict[str, str]:
+    """The environment of a worker that applied ``email``'s sign-up and then stopped cleanly."""
+    env = worker_env(broker, tmp_path)
+    first = make_worker(env)
+    topics = Topics(broker.bootstrap, first.settings, Codec(first.settings.schemas_dir))
+    topics.produce(first.settings.input_topic(EventKind.IDENTIFY), sign_up(f"a-{email}", email))
+    topics.flush()
+    topics.close()
+    wait_until(lambda: first.get("/profiles", email=email).status_code == 200)
+    first.stop()
+    return env
+
+
 def test_a_worker_whose_broker_lost_everything_starts_afresh(
     broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
 ) -> None:
     """Local state outlives a memory-only broker (``make demo`` twice): it is discarded."""
-    env = worker_env(broker, tmp_path)
-    first = make_worker(env)
-    topics = Topics(broker.bootstrap, first.settings, Codec(first.settings.schemas_dir))
-    topics.produce(first.settings.input_topic(EventKind.IDENTIFY), sign_up("a-old", "old@x.io"))
-    topics.flush()
-    topics.close()
-    wait_until(lambda: first.get("/profiles", email="old@x.io").status_code == 200)
-    first.stop()
+    env = stopped_after_sign_up(broker, tmp_path, make_worker, "old@x.io")
 
     fresh = start_broker(free_port(), log_file=tmp_path / "fresh-broker.log")
     second = make_worker({**env, "CDP_KAFKA_BOOTSTRAP": fresh.bootstrap}, start=False)
@@ -387,14 +395,7 @@ def test_a_killed_worker_restores_its_state_and_a_stopped_one_keeps_it(
     broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
 ) -> None:
     """After SIGKILL local values may be ahead of the changelog: they are not trusted."""
-    env = worker_env(broker, tmp_path)
-    first = make_worker(env)
-    topics = Topics(broker.bootstrap, first.settings, Codec(first.settings.schemas_dir))
-    topics.produce(first.settings.input_topic(EventKind.IDENTIFY), sign_up("a-kept", "kept@x.io"))
-    topics.flush()
-    topics.close()
-    wait_until(lambda: first.get("/profiles", email="kept@x.io").status_code == 200)
-    first.stop()
+    env = stopped_after_sign_up(broker, tmp_path, make_worker, "kept@x.io")
 
     stopped = make_worker(env)
     assert "discarding local state" not in stopped.log_file.read_text()
