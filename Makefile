@@ -27,9 +27,8 @@ test-unit: install
 test-integration: install
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration
 
-# The tests that kill workers and let them join and leave; the SIGKILL fault injection prints a
-# JSON report of what was lost or doubled. Not in `make test` while they still find state lost
-# at a takeover in some runs (see README, "Failures").
+# Only the tests that kill workers and let them join and leave (they are in `make test` too);
+# the SIGKILL fault injection prints a JSON report of what was lost or doubled.
 test-faults: install
 	$(BIN)/pytest -q -s -p no:cacheprovider -m faults tests/integration
 
