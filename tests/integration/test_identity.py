@@ -206,11 +206,17 @@ def test_a_cross_device_journey_ends_as_one_profile_in_any_order(
         assert decision.json() == {"show": False, "reason": "known_subscriber"}
     topics.wait_for(worker.settings.identity_merges_topic, lambda seen: len(seen) >= 1, timeout=5)
     check_outputs(topics, worker, people)
-    # A merged-away profile id still answers, with the profile it was merged into.
-    merge = topics.seen[worker.settings.identity_merges_topic][0]
-    old = worker.get(f"/profiles/{merge['from_profile_id']}")
+    # A merged-away profile id still answers, with the profile its merges ended in (merges
+    # chain: a device into a subscriber, the subscriber into the user).
+    merges = topics.seen[worker.settings.identity_merges_topic]
+    into = {m["from_profile_id"]: m["into_profile_id"] for m in merges}
+    merged_away = merges[0]["from_profile_id"]
+    survivor = into[merged_away]
+    while survivor in into:
+        survivor = into[survivor]
+    old = worker.get(f"/profiles/{merged_away}")
     assert old.status_code == 200
-    assert old.json()["profile_id"] == merge["into_profile_id"]
+    assert old.json()["profile_id"] == survivor
     metrics = worker.get("/metrics").text
     assert "cdp_identity_merges_total" in metrics
     assert "cdp_identifiers_per_profile_bucket" in metrics
