@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -356,16 +356,12 @@ def trace_lost(
         settings.topic("internal.profile"),
     ]
     found: dict[str, list[tuple[str, int, int]]] = {}
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "trace"})
-    consumer.assign([TopicPartition(t, p, 0) for t in stages for p in range(settings.partitions)])
-    while batch := consumer.consume(5000, timeout=3):
-        for message in batch:
-            value = message.value() or b""
-            for event_id in lost:
-                if event_id.encode() in value:
-                    place = (str(message.topic()), message.partition() or 0, message.offset() or 0)
-                    found.setdefault(event_id, []).append(place)
-    consumer.close()
+    for message in read_from_start(bootstrap, stages, settings.partitions):
+        value = message.value() or b""
+        for event_id in lost:
+            if event_id.encode() in value:
+                place = (str(message.topic()), message.partition() or 0, message.offset() or 0)
+                found.setdefault(event_id, []).append(place)
     return {
         "lost": len(lost),
         "kinds": Counter(event.kind.value for event in lost.values()),
@@ -381,24 +377,30 @@ def profile_writes(
     append time, page views or -1, holds the lost event), to tell a stale overwrite from a
     skip."""
     keys = {
-        profile_id_for(identifier_key(IdentifierKind.EMAIL, event.identity.email or "")).encode(): {
-            event_fingerprint(event.event_id) for event in lost
-        }
+        profile_id_for(identifier_key(IdentifierKind.EMAIL, event.identity.email or "")).encode()
         for event in lost
     }
+    fingerprints = {event_fingerprint(event.event_id) for event in lost}
     writes: dict[str, list[tuple[int, int, int, int, bool]]] = {}
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "trace"})
     changelog = f"{settings.app_id}-profiles-changelog"
-    consumer.assign([TopicPartition(changelog, p, 0) for p in range(settings.partitions)])
-    while batch := consumer.consume(5000, timeout=3):
-        for message in batch:
-            key, value = message.key(), message.value()
-            if key not in keys:
-                continue
-            stored = json.loads(value) if value else {}  # a tombstone: no views, nothing held
-            views = stored.get("views", {}).get("count", -1)
-            holds = bool(keys[key] & set(stored.get("recent_event_ids", [])))
-            place = (message.partition() or 0, message.offset() or 0, message.timestamp()[1])
-            writes.setdefault(key.decode(), []).append((*place, views, holds))
-    consumer.close()
+    for message in read_from_start(bootstrap, [changelog], settings.partitions):
+        key, value = message.key(), message.value()
+        if key not in keys:
+            continue
+        stored = json.loads(value) if value else {}  # a tombstone: no views, nothing held
+        views = stored.get("views", {}).get("count", -1)
+        holds = bool(fingerprints & set(stored.get("recent_event_ids", [])))
+        place = (message.partition() or 0, message.offset() or 0, message.timestamp()[1])
+        writes.setdefault(key.decode(), []).append((*place, views, holds))
     return writes
+
+
+def read_from_start(bootstrap: str, topics: list[str], partitions: int) -> Iterator[Any]:
+    """Every record of ``topics`` (each with ``partitions`` partitions), from offset 0 on."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "trace"})
+    try:
+        consumer.assign([TopicPartition(t, p, 0) for t in topics for p in range(partitions)])
+        while batch := consumer.consume(5000, timeout=3):
+            yield from batch
+    finally:
+        consumer.close()
