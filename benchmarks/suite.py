@@ -13,6 +13,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -44,6 +46,7 @@ from streams.events import Event
 from streams.topics import ensure_topics
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
+PROFILE = RESULTS.with_name("worker-profile.svg")
 PER_MILLION = 1_000_000
 TARGETS = {
     "throughput_events_per_s": 15_000,
@@ -89,10 +92,13 @@ SMOKE = Plan(
 
 
 class Bench:
-    def __init__(self, plan: Plan, root: Path, progress: Progress) -> None:
+    def __init__(
+        self, plan: Plan, root: Path, progress: Progress, profile: Path | None = None
+    ) -> None:
         self.plan = plan
         self.root = root
         self.progress = progress
+        self.profile = profile
         self.broker = start_broker(free_port(), log_file=root / "broker.log")
         self.deployments: list[Deployment] = []
 
@@ -145,6 +151,7 @@ class Bench:
         plan = self.plan
         deployment = self.deployment(workers)
         started = time.monotonic()
+        spy = self.record_profile(deployment) if workers == 1 and self.profile else None
         self.produce(
             deployment,
             shopper_events(plan.events, plan.shoppers, seed=workers),
@@ -153,6 +160,8 @@ class Bench:
         )
         finished = self.wait(deployment, plan.events, f"throughput, {workers} worker(s): process")
         rate = plan.events / (finished - started)
+        if spy is not None:
+            spy.wait(60)
         ceiling = raw_consume_rate(
             self.broker.bootstrap, deployment.settings.input_topics, plan.events
         )
@@ -164,6 +173,21 @@ class Bench:
             "raw_consume_events_per_s": ceiling,
             "share_of_raw": rate / ceiling,
         }
+
+    def record_profile(self, deployment: Deployment) -> subprocess.Popen[bytes]:
+        """py-spy samples the worker while it drains the backlog (the first few seconds
+        of a run that takes longer), into a flame graph."""
+        assert self.profile is not None
+        process = deployment.workers[0].process
+        assert process is not None
+        seconds = max(1, min(20, int(self.plan.events / 2_000)))
+        command = [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking"]
+        command += ["-d", str(seconds), "-r", "200", "-o", str(self.profile)]
+        return subprocess.Popen(
+            [*command, "-p", str(process.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def latency(self, rate: float, lookups: bool) -> dict[str, Any]:
         """Produce-to-segment-change latency at a fixed rate; lookups alongside if asked."""
@@ -274,7 +298,7 @@ def stored_profiles(bootstrap: str, changelog: str, limit: int = 500) -> list[tu
     return list(found.items())[:limit]
 
 
-def run(plan: Plan, console: Console) -> dict[str, Any]:
+def run(plan: Plan, console: Console, profile: Path | None = None) -> dict[str, Any]:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -282,7 +306,7 @@ def run(plan: Plan, console: Console) -> dict[str, Any]:
         TimeElapsedColumn(),
     )
     with tempfile.TemporaryDirectory() as root, Progress(*columns, console=console) as progress:
-        bench = Bench(plan, Path(root), progress)
+        bench = Bench(plan, Path(root), progress, profile)
         try:
             one = bench.throughput(1)
             two = bench.throughput(2)
@@ -406,6 +430,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, help="backlog size for throughput")
     parser.add_argument("--profiles", type=int, help="profiles in the changelog for restore")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        nargs="?",
+        const=PROFILE,
+        help=f"py-spy flame graph of the one-worker throughput run (default {PROFILE})",
+    )
     args = parser.parse_args()
     plan = SMOKE if args.smoke else FULL
     if args.events:
@@ -413,11 +444,13 @@ def main() -> None:
     if args.profiles:
         plan.profiles = args.profiles
     console = Console()
-    results = run(plan, console)
+    results = run(plan, console, args.profile)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     report(results, console)
     console.print(f"written to {args.output}")
+    if args.profile:
+        console.print(f"worker profile in {args.profile}")
 
 
 if __name__ == "__main__":

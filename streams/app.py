@@ -19,6 +19,7 @@ from streams import faust_fixes
 from streams.codec import Codec
 from streams.core import Rules
 from streams.identity.messages import Out, Send, encode
+from streams.sender import RecordSender
 from streams.settings import Settings
 from streams.state import StateSizing, store_url, table_options
 
@@ -39,32 +40,32 @@ class Runtime:
     rules: Rules
     identity_topic: Any
     profile_topic: Any
-    segment_changes_topic: Any
-    journeys_topic: Any
-    dead_letter_topic: Any
-    identity_merges_topic: Any
     identities: Any
     profiles: Any
+    sender: RecordSender
 
     def encode_output(self, record_name: str, record: dict[str, Any]) -> bytes:
         return self.codec.encode_record(record_name, record, self.settings.output_format)
 
-    async def send(self, send: Send, headers: dict[str, bytes] | None = None) -> None:
-        """Send what a step asked for; ``headers`` travel along on the internal topics."""
+    def queue(self, send: Send, headers: dict[str, bytes] | None = None) -> None:
+        """Queue what a step asked to send; ``headers`` travel along on the internal topics.
+
+        Delivered by the end of the batch (:mod:`streams.stages`)."""
+        settings = self.settings
         if send.topic in (Out.IDENTITY, Out.PROFILE):
             value, own_headers = encode(send.message)
             topic = self.identity_topic if send.topic is Out.IDENTITY else self.profile_topic
-            await topic.send(
-                key=send.key.encode(), value=value, headers={**(headers or {}), **own_headers}
+            self.sender.queue(
+                topic.get_topic_name(), send.key.encode(), value, {**(headers or {}), **own_headers}
             )
             return
-        topic, record_name = {
-            Out.SEGMENT_CHANGES: (self.segment_changes_topic, "SegmentChange"),
-            Out.JOURNEYS: (self.journeys_topic, "JourneyTrigger"),
-            Out.IDENTITY_MERGES: (self.identity_merges_topic, "IdentityMerge"),
+        topic_name, record_name = {
+            Out.SEGMENT_CHANGES: (settings.segment_changes_topic, "SegmentChange"),
+            Out.JOURNEYS: (settings.journeys_topic, "JourneyTrigger"),
+            Out.IDENTITY_MERGES: (settings.identity_merges_topic, "IdentityMerge"),
         }[send.topic]
         value = self.encode_output(record_name, send.message.to_record())
-        await topic.send(key=send.key.encode(), value=value)
+        self.sender.queue(topic_name, send.key.encode(), value)
 
 
 def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -148,12 +149,9 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
         profile_topic=raw_topic(
             app, settings.topic("internal.profile"), partitions=partitions, internal=True
         ),
-        segment_changes_topic=raw_topic(app, settings.segment_changes_topic),
-        journeys_topic=raw_topic(app, settings.journeys_topic),
-        dead_letter_topic=raw_topic(app, settings.dead_letter_topic),
-        identity_merges_topic=raw_topic(app, settings.identity_merges_topic),
         identities=raw_table(app, IDENTITIES_TABLE, settings),
         profiles=raw_table(app, PROFILES_TABLE, settings),
+        sender=RecordSender(bootstrap),
     )
     ingest_agents.install(runtime)
     identity_agents.install(runtime)

@@ -104,8 +104,10 @@ def worker() -> None:
         try:
             worker.execute_from_commandline()
         except SystemExit as exit_:
-            # Faust exits 0 only after a stop that flushed its producer and closed the tables.
-            if exit_.code in (None, 0) and not runtime.app._crashed.is_set():
+            # Faust exits 0 only after a stop that flushed its producer and closed the tables;
+            # every batch waited for its own sends, so the sender has nothing left to deliver.
+            undelivered = runtime.sender.close()
+            if exit_.code in (None, 0) and not undelivered and not runtime.app._crashed.is_set():
                 mark_stopped_cleanly(runtime)
             raise
 

@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         default=50, ge=1, description="Longest a fetch waits for data; bounds idle latency."
     )
+    batch_max_messages: int = Field(
+        default=500,
+        ge=1,
+        description="Most messages a stage handles as one batch (one table write per key).",
+    )
+    batch_wait_ms: int = Field(
+        default=5,
+        ge=1,
+        description="Longest a stage waits to fill a batch; adds at most this to latency.",
+    )
     state_block_cache_bytes: int = Field(
         default=64 * 2**20,
         ge=2**20,

@@ -7,9 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from streams.codec import now_ms
-from streams.identity.agents import passed_on
 from streams.identity.messages import Absorb, HandOver, Out, RoutedEvent, decode
-from streams.ingest.agents import RECEIVED_AT_HEADER, dead_letter_on_error, headers_of
 from streams.observability import (
     EVENT_TO_OUTPUT_SECONDS,
     EVENTS,
@@ -21,8 +19,15 @@ from streams.observability import (
     SEGMENT_CHANGES,
     SEGMENT_EVALUATION_ERRORS,
 )
-from streams.profiles.model import load_stored
+from streams.profiles.model import Forward, Profile, load_stored
 from streams.profiles.steps import ProfileStep, profile_step
+from streams.stages import (
+    RECEIVED_AT_HEADER,
+    PendingWrites,
+    consume_in_batches,
+    headers_of,
+    passed_on,
+)
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -32,7 +37,7 @@ log = logging.getLogger(__name__)
 
 def install(runtime: Runtime) -> None:
     settings = runtime.settings
-    profiles = runtime.profiles
+    profiles = PendingWrites[Profile | Forward](runtime.profiles, load_stored, _encode)
 
     def count(message: Any, step: ProfileStep, headers: dict[str, bytes]) -> None:
         # Outputs are counted from what the step sends, so every path (events, merges,
@@ -62,18 +67,16 @@ def install(runtime: Runtime) -> None:
             if received_at and not outcome.duplicate:
                 EVENT_TO_OUTPUT_SECONDS.observe(max(0.0, time.time() - float(received_at)))
 
-    async def handle(item: Any) -> None:
+    def handle(item: Any) -> None:
         headers = headers_of(item)
         message = decode(item.value, headers)
-        stored_bytes: bytes | None = profiles.get(item.key)
-        stored = load_stored(stored_bytes) if stored_bytes is not None else None
-        step = profile_step(stored, item.key.decode(), message, runtime.rules, now_ms())
-        # Outputs first, state second: a crash in between re-sends the same outputs (with
-        # the same ids) on replay, instead of losing them.
+        step = profile_step(
+            profiles.get(item.key), item.key.decode(), message, runtime.rules, now_ms()
+        )
         for send in step.sends:
-            await runtime.send(send, passed_on(headers))
+            runtime.queue(send, passed_on(headers))
         if step.store is not None:
-            profiles[item.key] = step.store.to_json()
+            profiles.set(item.key, step.store, item)
         count(message, step, headers)
         if step.refused and isinstance(message, HandOver):
             log.info(
@@ -82,5 +85,8 @@ def install(runtime: Runtime) -> None:
 
     @runtime.app.agent(runtime.profile_topic, name="profiles")
     async def fold_profiles(stream: Any) -> None:
-        async for item in stream.events():
-            await dead_letter_on_error(runtime, item, handle)
+        await consume_in_batches(runtime, stream, handle, (profiles,))
+
+
+def _encode(stored: Profile | Forward) -> bytes:
+    return stored.to_json()

@@ -1,0 +1,119 @@
+"""What the stages send besides table changelogs, through one librdkafka producer.
+
+Faust's ``topic.send`` costs about 200 µs of the event loop per record, more than the rest
+of an event's processing; librdkafka's ``produce`` costs a few µs and delivers from its own
+threads. Each record counts against the :class:`Deliveries` of the batch that sent it, so a
+stage knows when everything a batch sent is out (:mod:`streams.stages`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from confluent_kafka import KafkaError, Message, Producer
+
+log = logging.getLogger(__name__)
+
+# Exit status of a worker that stopped at once, without committing (see below).
+EXIT_WITHOUT_COMMIT_STATUS = 75
+
+# How often delivery reports are served while records are under way.
+POLL_INTERVAL_S = 0.001
+IDLE_POLL_INTERVAL_S = 0.02
+
+
+def exit_without_committing(reason: str) -> None:
+    """Stop the worker now, like a crash: no commit, no clean-stop marker.
+
+    For a failure after which a batch must not be acknowledged (Faust acknowledges what a
+    stream took even when its processing fails). The replacement re-reads from the last
+    commit and discards the local state (``discard_untrusted_state``).
+    """
+    log.critical("%s; exiting without committing", reason)
+    logging.shutdown()
+    os._exit(EXIT_WITHOUT_COMMIT_STATUS)
+
+
+class Deliveries:
+    """The records one batch sent: ``done`` once the batch is sealed and all are delivered."""
+
+    def __init__(self) -> None:
+        self.outstanding = 0
+        self.sealed = False
+        self.done = asyncio.Event()
+
+    def sent(self) -> None:
+        self.outstanding += 1
+
+    def delivered(self, error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            exit_without_committing(f"could not deliver a record: {error}")
+        self.outstanding -= 1
+        self._check()
+
+    def seal(self) -> None:
+        self.sealed = True
+        self._check()
+
+    def _check(self) -> None:
+        if self.sealed and self.outstanding == 0:
+            self.done.set()
+
+
+class RecordSender:
+    def __init__(self, bootstrap: str, delivery_timeout_s: float = 120.0) -> None:
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                # Keys land where Faust and the Java client put them (murmur2), so the table
+                # partition of a key is the same as the topic partition it is sent to.
+                "partitioner": "murmur2_random",
+                # Retries keep each partition's order: the stages rely on per-key order.
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 1,
+                "message.timeout.ms": int(delivery_timeout_s * 1000),
+            }
+        )
+        self.deliveries = Deliveries()
+        """Whose the records queued now are: the stage sets it before handling a message."""
+        self._poller: asyncio.Task[None] | None = None
+
+    def queue(
+        self, topic: str, key: bytes, value: bytes, headers: dict[str, bytes] | None = None
+    ) -> None:
+        wire_headers: dict[str, str | bytes | None] | None = {**headers} if headers else None
+        deliveries = self.deliveries
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    key=key,
+                    value=value,
+                    headers=wire_headers,
+                    on_delivery=deliveries.delivered,
+                )
+                break
+            except BufferError:
+                # librdkafka's queue is full: serve delivery reports so that it drains.
+                self._producer.poll(0.05)
+        deliveries.sent()
+
+    def start_polling(self) -> None:
+        """Serve delivery reports on the event loop (no other thread takes the GIL for them)."""
+        if self._poller is None:
+            self._poller = asyncio.ensure_future(self._poll())
+
+    async def _poll(self) -> None:
+        producer = self._producer
+        while True:
+            producer.poll(0)
+            await asyncio.sleep(POLL_INTERVAL_S if len(producer) else IDLE_POLL_INTERVAL_S)
+
+    def close(self, timeout_s: float = 10.0) -> int:
+        """Deliver what is queued; returns how many records are still undelivered."""
+        if self._poller is not None:
+            self._poller.cancel()
+        return int(self._producer.flush(timeout_s))

@@ -1,0 +1,73 @@
+"""PendingWrites: what a stage reads while batches it sealed are not written yet."""
+
+from __future__ import annotations
+
+from streams.stages import PendingWrites
+
+
+class Message:
+    """Stands for the Faust event a value was changed by (the tables need only a reference)."""
+
+
+def pending(table: dict[bytes, bytes]) -> PendingWrites[str]:
+    return PendingWrites(table, bytes.decode, str.encode)
+
+
+def test_a_value_is_read_from_the_table_once_per_batch() -> None:
+    table = {b"k": b"stored"}
+    writes = pending(table)
+    assert writes.get(b"k") == "stored"
+    table[b"k"] = b"changed by nobody we know"
+    assert writes.get(b"k") == "stored"
+    writes.seal()
+    # Read-only values are not kept past their batch.
+    assert writes.get(b"k") == "changed by nobody we know"
+    assert writes.get(b"missing") is None
+
+
+def test_a_sealed_change_is_served_until_written_and_then_stored() -> None:
+    table: dict[bytes, bytes] = {}
+    writes = pending(table)
+    writes.set(b"k", "one", Message())
+    first = writes.seal()
+    assert writes.get(b"k") == "one"
+    assert table == {}
+    writes.write(first)
+    assert table == {b"k": b"one"}
+    assert writes.get(b"k") == "one"
+
+
+def test_writing_an_older_batch_keeps_the_newer_value() -> None:
+    table: dict[bytes, bytes] = {}
+    writes = pending(table)
+    writes.set(b"k", "one", Message())
+    first = writes.seal()
+    writes.set(b"k", "two", Message())
+    second = writes.seal()
+    writes.set(b"k", "three", Message())  # the open batch
+    writes.write(first)
+    assert table[b"k"] == b"one"
+    assert writes.get(b"k") == "three"
+    writes.write(second)
+    assert table[b"k"] == b"two"
+    assert writes.get(b"k") == "three"
+    writes.write(writes.seal())
+    assert table[b"k"] == b"three"
+
+
+def test_each_changed_key_is_written_once_per_batch() -> None:
+    class CountingTable(dict[bytes, bytes]):
+        writes = 0
+
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            CountingTable.writes += 1
+            super().__setitem__(key, value)
+
+    table = CountingTable()
+    writes = pending(table)
+    for value in ("a", "b", "c"):
+        writes.set(b"k", value, Message())
+    writes.set(b"other", "x", Message())
+    writes.write(writes.seal())
+    assert CountingTable.writes == 2
+    assert table == {b"k": b"c", b"other": b"x"}
