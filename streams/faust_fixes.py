@@ -24,7 +24,6 @@ from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
-from faust.transport.producer import ProducerBuffer
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 from rocksdict import WriteBatch, WriteOptions
@@ -39,7 +38,6 @@ def apply(fetch_max_wait_ms: int) -> None:
     read_changelogs_to_their_true_end()
     restore_in_bulk()
     start_tables_at_once()
-    deliver_table_writes_before_commit()
     commit_only_processed_messages()
     read_again_after_seeks()
 
@@ -315,38 +313,6 @@ def start_tables_at_once() -> None:
 
     on_start.starts_at_once = True  # type: ignore[attr-defined]
     TableManager.on_start = on_start  # type: ignore[method-assign]
-
-
-def deliver_table_writes_before_commit(timeout_s: float = 60.0) -> None:
-    """Make Faust's pre-commit flush wait until every buffered table write is delivered.
-
-    Table writes go to the changelog through Faust's producer buffer, and Faust flushes the
-    producer before it commits input offsets. But the buffer's ``flush`` gives up after
-    0.1 s without a send, so offsets could be committed while changelog writes were still
-    buffered; a worker killed then lost those updates for good (found by the SIGKILL test).
-    Here ``flush`` waits for the delivery of every write buffered so far.
-    """
-    if getattr(ProducerBuffer.flush, "waits_for_delivery", False):
-        return
-    put = ProducerBuffer.put
-
-    def put_tracked(self: ProducerBuffer, fut: Any) -> None:
-        undelivered: set[Any] = self.__dict__.setdefault("undelivered", set())
-        undelivered.add(fut)
-        fut.add_done_callback(undelivered.discard)
-        put(self, fut)
-
-    async def flush_delivered(self: ProducerBuffer) -> None:
-        undelivered = list(self.__dict__.get("undelivered", ()))
-        if not undelivered:
-            return
-        _, late = await asyncio.wait(undelivered, timeout=timeout_s)
-        if late:
-            log.error("%d table writes not delivered after %.0f s", len(late), timeout_s)
-
-    flush_delivered.waits_for_delivery = True  # type: ignore[attr-defined]
-    ProducerBuffer.put = put_tracked  # type: ignore[method-assign]
-    ProducerBuffer.flush = flush_delivered  # type: ignore[method-assign]
 
 
 def commit_only_processed_messages() -> None:

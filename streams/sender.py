@@ -37,19 +37,27 @@ def exit_without_committing(reason: str) -> None:
 
 
 class Deliveries:
-    """The records one batch sent: ``done`` once the batch is sealed and all are delivered."""
+    """The records one batch sent: ``done`` once the batch is sealed and all are delivered.
 
-    def __init__(self) -> None:
+    ``last_offsets``: the offset of the last record delivered to each partition, kept when
+    asked for (the changelog writes, whose offsets the tables persist).
+    """
+
+    def __init__(self, *, track_offsets: bool = False) -> None:
         self.outstanding = 0
         self.sealed = False
         self.done = asyncio.Event()
+        self.last_offsets: dict[tuple[str, int], int] | None = {} if track_offsets else None
 
     def sent(self) -> None:
         self.outstanding += 1
 
-    def delivered(self, error: KafkaError | None, _message: Message) -> None:
+    def delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
             exit_without_committing(f"could not deliver a record: {error}")
+        if self.last_offsets is not None:
+            where = (str(message.topic()), int(message.partition() or 0))
+            self.last_offsets[where] = max(self.last_offsets.get(where, -1), message.offset() or 0)
         self.outstanding -= 1
         self._check()
 
@@ -82,10 +90,21 @@ class RecordSender:
         self._poller: asyncio.Task[None] | None = None
 
     def queue(
-        self, topic: str, key: bytes, value: bytes, headers: dict[str, bytes] | None = None
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: dict[str, bytes] | None = None,
+        *,
+        partition: int | None = None,
+        deliveries: Deliveries | None = None,
     ) -> None:
+        """Queue one record, counted against ``deliveries`` (default: :attr:`deliveries`);
+        ``partition`` None: the key's partition."""
         wire_headers: dict[str, str | bytes | None] | None = {**headers} if headers else None
-        deliveries = self.deliveries
+        deliveries = deliveries or self.deliveries
+        # librdkafka's "unassigned" partition: the partitioner picks it from the key.
+        where = -1 if partition is None else partition
         while True:
             try:
                 self._producer.produce(
@@ -93,6 +112,7 @@ class RecordSender:
                     key=key,
                     value=value,
                     headers=wire_headers,
+                    partition=where,
                     on_delivery=deliveries.delivered,
                 )
                 break

@@ -73,9 +73,10 @@ class Settings(BaseSettings):
         description="Most messages a stage handles as one batch (one table write per key).",
     )
     batch_wait_ms: int = Field(
-        default=5,
+        default=50,
         ge=1,
-        description="Longest a stage waits to fill a batch; adds at most this to latency.",
+        description="Longest a stage's batch stays open while messages keep arriving; a "
+        "stage with nothing more buffered seals its batch at once.",
     )
     state_block_cache_bytes: int = Field(
         default=64 * 2**20,

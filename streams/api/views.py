@@ -107,9 +107,7 @@ def install(runtime: Runtime) -> None:
             raise NotReadyError(f"the worker owning the key answered {status}; retry shortly")
         return status, body
 
-    async def profile_by_id(
-        profile_id: str, forwarded: bool
-    ) -> tuple[int, dict[str, Any] | None]:
+    async def profile_by_id(profile_id: str, forwarded: bool) -> tuple[int, dict[str, Any] | None]:
         """(status, profile dict) from the owner of the profile, local or remote.
 
         A profile merged into another answers with the one it was merged into. A forwarded

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from streams.stages import PendingWrites
 
 
 class Message:
-    """Stands for the Faust event a value was changed by (the tables need only a reference)."""
+    """Stands for the Faust event a value was changed by."""
 
 
 def pending(table: dict[bytes, bytes]) -> PendingWrites[str]:
     return PendingWrites(table, bytes.decode, str.encode)
+
+
+def into(table: dict[bytes, bytes]) -> Callable[[bytes, bytes, Any], None]:
+    def put(key: bytes, value: bytes, _item: Any) -> None:
+        table[key] = value
+
+    return put
 
 
 def test_a_value_is_read_from_the_table_once_per_batch() -> None:
@@ -32,7 +42,7 @@ def test_a_sealed_change_is_served_until_written_and_then_stored() -> None:
     first = writes.seal()
     assert writes.get(b"k") == "one"
     assert table == {}
-    writes.write(first)
+    writes.write(first, into(table))
     assert table == {b"k": b"one"}
     assert writes.get(b"k") == "one"
 
@@ -45,13 +55,13 @@ def test_writing_an_older_batch_keeps_the_newer_value() -> None:
     writes.set(b"k", "two", Message())
     second = writes.seal()
     writes.set(b"k", "three", Message())  # the open batch
-    writes.write(first)
+    writes.write(first, into(table))
     assert table[b"k"] == b"one"
     assert writes.get(b"k") == "three"
-    writes.write(second)
+    writes.write(second, into(table))
     assert table[b"k"] == b"two"
     assert writes.get(b"k") == "three"
-    writes.write(writes.seal())
+    writes.write(writes.seal(), into(table))
     assert table[b"k"] == b"three"
 
 
@@ -68,6 +78,6 @@ def test_each_changed_key_is_written_once_per_batch() -> None:
     for value in ("a", "b", "c"):
         writes.set(b"k", value, Message())
     writes.set(b"other", "x", Message())
-    writes.write(writes.seal())
+    writes.write(writes.seal(), into(table))
     assert CountingTable.writes == 2
     assert table == {b"k": b"c", b"other": b"x"}
