@@ -142,7 +142,8 @@ class Bench:
             self.progress.update(task, completed=done)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{label}: only {done:.0f} of {count} processed")
-            time.sleep(0.1)
+            # Not faster: every poll makes the worker render its metrics on its event loop.
+            time.sleep(0.5)
         self.progress.update(task, completed=count)
         return time.monotonic()
 
@@ -183,11 +184,10 @@ class Bench:
         seconds = max(1, min(20, int(self.plan.events / 2_000)))
         command = [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking"]
         command += ["-d", str(seconds), "-r", "200", "-o", str(self.profile)]
-        return subprocess.Popen(
-            [*command, "-p", str(process.pid)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with open(self.profile.with_suffix(".log"), "wb") as log:
+            return subprocess.Popen(
+                [*command, "-p", str(process.pid)], stdout=log, stderr=subprocess.STDOUT
+            )
 
     def latency(self, rate: float, lookups: bool) -> dict[str, Any]:
         """Produce-to-segment-change latency at a fixed rate; lookups alongside if asked."""

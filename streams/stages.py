@@ -47,6 +47,9 @@ Value = TypeVar("Value")
 # event-to-output latency across both hops.
 RECEIVED_AT_HEADER = "cdp-received-at"
 
+# Table writes or acknowledgements between two returns to the event loop.
+ITEMS_PER_SLICE = 32
+
 # Sealed batches a stage may have under way before it waits for the oldest to finish.
 BATCHES_IN_FLIGHT = 32
 
@@ -222,14 +225,21 @@ class BatchedStage:
             batch = await self.sealed.get()
             await batch.deliveries.done.wait()
             changelog = Deliveries(track_offsets=True)
-            for table, writer, changes in zip(self.tables, writers, batch.changes, strict=True):
-                table.write(changes, writer.writing(changelog))
+            for table, writer, (number, changes) in zip(
+                self.tables, writers, batch.changes, strict=True
+            ):
+                put = writer.writing(changelog)
+                for keys in _slices(list(changes)):
+                    table.write((number, {key: changes[key] for key in keys}), put)
+                    await asyncio.sleep(0)
             changelog.seal()
             await changelog.done.wait()
             for writer in writers:
                 writer.persist_offsets(changelog)
-            for item in batch.items:
-                await self.stream.ack(item)
+            for items in _slices(batch.items):
+                for item in items:
+                    await self.stream.ack(item)
+                await asyncio.sleep(0)
             self.finished.set()
 
     async def _guarded(self, helper: Any) -> None:
@@ -251,6 +261,12 @@ async def consume_in_batches(
 ) -> None:
     """Run ``handle`` on every message of ``stream``, batch by batch (see the module)."""
     await BatchedStage(runtime, stream, handle, tables).run()
+
+
+def _slices(items: list[Value]) -> list[list[Value]]:
+    """``items`` in slices small enough that the event loop, and with it the lookups, is
+    never held up for long by one batch."""
+    return [items[i : i + ITEMS_PER_SLICE] for i in range(0, len(items), ITEMS_PER_SLICE)]
 
 
 def handling(item: Any) -> None:
