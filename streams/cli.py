@@ -105,7 +105,8 @@ def worker() -> None:
             worker.execute_from_commandline()
         except SystemExit as exit_:
             # Faust exits 0 only after a stop that flushed its producer and closed the tables;
-            # every batch waited for its own sends, so the sender has nothing left to deliver.
+            # a batch is acknowledged only once its sends are delivered, so whatever the sender
+            # still holds belongs to batches that will be read again.
             undelivered = runtime.sender.close()
             if exit_.code in (None, 0) and not undelivered and not runtime.app._crashed.is_set():
                 mark_stopped_cleanly(runtime)

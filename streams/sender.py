@@ -1,4 +1,5 @@
-"""What the stages send besides table changelogs, through one librdkafka producer.
+"""Everything the stages send, table changelog records included, through one librdkafka
+producer.
 
 Faust's ``topic.send`` costs about 200 µs of the event loop per record, more than the rest
 of an event's processing; librdkafka's ``produce`` costs a few µs and delivers from its own
@@ -27,9 +28,10 @@ IDLE_POLL_INTERVAL_S = 0.02
 def exit_without_committing(reason: str) -> None:
     """Stop the worker now, like a crash: no commit, no clean-stop marker.
 
-    For a failure after which a batch must not be acknowledged (Faust acknowledges what a
-    stream took even when its processing fails). The replacement re-reads from the last
-    commit and discards the local state (``discard_untrusted_state``).
+    For a failure after which a batch can never finish (a record librdkafka gave up on, a
+    helper of the stage that failed): its stage would hold its partitions, unacknowledged,
+    forever. The replacement re-reads from the last commit and discards the local state
+    (``discard_untrusted_state``).
     """
     log.critical("%s; exiting without committing", reason)
     logging.shutdown()
