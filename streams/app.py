@@ -15,7 +15,7 @@ from typing import Any
 import faust
 from confluent_kafka.admin import AdminClient
 
-from streams import faust_fixes
+from streams import faust_fixes, fetches
 from streams.codec import Codec
 from streams.core import Rules
 from streams.identity.messages import Out, Send, encode
@@ -70,6 +70,7 @@ class Runtime:
 
 def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
     faust_fixes.apply(settings.fetch_max_wait_ms)
+    fetches.deliver_fetches_to_stages()
     timeout = settings.session_timeout_seconds
     return faust.App(
         settings.app_id,

@@ -70,13 +70,8 @@ class Settings(BaseSettings):
     batch_max_messages: int = Field(
         default=500,
         ge=1,
-        description="Most messages a stage handles as one batch (one table write per key).",
-    )
-    batch_wait_ms: int = Field(
-        default=50,
-        ge=1,
-        description="Longest a stage's batch stays open while messages keep arriving; a "
-        "stage with nothing more buffered seals its batch at once.",
+        description="Most messages a stage handles as one batch (one table write per key); "
+        "a batch is what one fetch brought, up to this many.",
     )
     state_block_cache_bytes: int = Field(
         default=64 * 2**20,

@@ -1,11 +1,12 @@
 """What the Faust shells of the stages share: batches, table writes, dead letters, headers.
 
-Faust's per-message path (one ``await`` per send, one changelog record per table write)
-costs far more than the stages' own logic. A stage here handles its messages one by one
-but sends, writes and acknowledges them in batches. A batch is sealed as soon as nothing
-more is buffered for the stage (no latency when it keeps up), at
-``CDP_BATCH_MAX_MESSAGES``, or ``CDP_BATCH_WAIT_MS`` after its first message (large batches
-under a backlog):
+Faust's per-message path (its conductor, channel queue and stream; one ``await`` per send;
+one changelog record per table write) costs far more than the stages' own logic. A stage
+here takes the messages of its topics straight from the fetcher, everything one fetch
+brought at a time (:mod:`streams.fetches`), handles them one by one, and sends, writes and
+acknowledges them in batches. A batch is what one fetch brought, at most
+``CDP_BATCH_MAX_MESSAGES``: small while the stage keeps up (no added latency), large under a
+backlog.
 
 1. each message is handled with :class:`PendingWrites` in front of the stage's table, so
    a key sees its own latest value, decoded once, and everything it sends is queued;
@@ -23,17 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from faust.streams import _current_event
-from faust.types import TP
+from faust.types import TP, Message
 
+from streams import fetches
 from streams.codec import DeadLetterReason, dead_letter_record, now_ms
-from streams.observability import DEAD_LETTERS, EVENTS
+from streams.observability import DEAD_LETTERS, EVENTS, REBALANCE_SKIPPED_MESSAGES
 from streams.sender import Deliveries, RecordSender, exit_without_committing
 
 if TYPE_CHECKING:
@@ -50,6 +51,10 @@ RECEIVED_AT_HEADER = "cdp-received-at"
 # Table writes or acknowledgements between two returns to the event loop.
 ITEMS_PER_SLICE = 32
 
+# Longest a stage handles messages without returning to the event loop: how long a lookup
+# may wait behind it.
+HANDLING_SLICE_SECONDS = 0.002
+
 # Sealed batches a stage may have under way before it waits for the oldest to finish.
 BATCHES_IN_FLIGHT = 32
 
@@ -64,9 +69,14 @@ class PendingWrites(Generic[Value]):
     """
 
     def __init__(
-        self, table: Any, decode: Callable[[bytes], Value], encode: Callable[[Value], bytes]
+        self,
+        table: Any,
+        decode: Callable[[bytes], Value],
+        encode: Callable[[Value], bytes],
+        read: Callable[[bytes, int], bytes | None] | None = None,
     ) -> None:
         self._table = table
+        self._read = read or partition_reader(table)
         self._decode = decode
         self._encode = encode
         self._values: dict[bytes, Value | None] = {}
@@ -76,17 +86,17 @@ class PendingWrites(Generic[Value]):
         """Changed by a sealed batch not written yet: key -> that batch's number."""
         self._sealed = 0
 
-    def get(self, key: bytes) -> Value | None:
-        """The key's value; Faust reads the partition of the message being handled."""
+    def get(self, key: bytes, partition: int) -> Value | None:
+        """The key's value; a table keeps a key in the partition of the messages about it."""
         if key not in self._values:
-            stored: bytes | None = self._table.get(key)
+            stored = self._read(key, partition)
             self._values[key] = self._decode(stored) if stored is not None else None
         return self._values[key]
 
-    def set(self, key: bytes, value: Value, item: Any) -> None:
-        """Change the key's value because of ``item`` (the message being handled)."""
+    def set(self, key: bytes, value: Value, message: Any) -> None:
+        """Change the key's value because of ``message`` (the one being handled)."""
         self._values[key] = value
-        self._changed[key] = (value, item)
+        self._changed[key] = (value, message)
 
     def seal(self) -> tuple[int, Changes]:
         """The open batch's changes, to write once its sends are delivered."""
@@ -102,8 +112,8 @@ class PendingWrites(Generic[Value]):
     def write(self, sealed: tuple[int, Changes], put: Callable[[bytes, bytes, Any], None]) -> None:
         """Write a sealed batch's changes: ``put(key, encoded value, message behind it)``."""
         number, changes = sealed
-        for key, (value, item) in changes.items():
-            put(key, self._encode(value), item)
+        for key, (value, message) in changes.items():
+            put(key, self._encode(value), message)
             if self._unwritten.get(key) == number:
                 del self._unwritten[key]
                 if key not in self._changed:
@@ -124,9 +134,9 @@ class ChangelogWriter:
         self._changelog = table.changelog_topic.get_topic_name()
         self._sender = sender
 
-    def writing(self, deliveries: Deliveries) -> Callable[[bytes, bytes, Any], None]:
-        def put(key: bytes, value: bytes, item: Any) -> None:
-            partition = item.message.partition
+    def writing(self, deliveries: Deliveries) -> Callable[[bytes, bytes, Message], None]:
+        def put(key: bytes, value: bytes, message: Message) -> None:
+            partition = message.partition
             self._store._db_for_partition(partition).put(key, value)
             self._sender.queue(
                 self._changelog, key, value, partition=partition, deliveries=deliveries
@@ -143,84 +153,84 @@ class ChangelogWriter:
 
 @dataclass
 class Batch:
-    items: list[Any] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
     deliveries: Deliveries = field(default_factory=Deliveries)
-    opened_at: float = 0.0
     changes: list[tuple[int, Changes]] = field(default_factory=list)
 
 
 class BatchedStage:
-    """Runs ``handle`` on every message of a Faust stream, batch by batch (see the module)."""
+    """Runs ``handle`` on every message fetched from ``topics``, batch by batch (see the
+    module). Create it before the worker starts; :meth:`run` is the body of its agent."""
 
     def __init__(
         self,
         runtime: Runtime,
-        stream: Any,
-        handle: Callable[[Any], None],
-        tables: tuple[PendingWrites[Any], ...],
+        topics: list[str],
+        handle: Callable[[Message], None],
+        tables: tuple[PendingWrites[Any], ...] = (),
     ) -> None:
         self.runtime = runtime
-        self.stream = stream
         self.handle = handle
         self.tables = tables
         self.max_messages = runtime.settings.batch_max_messages
-        self.wait_s = runtime.settings.batch_wait_ms / 1000
         self.open = Batch()
         self.sealed: asyncio.Queue[Batch] = asyncio.Queue()
         self.finished = asyncio.Event()
+        self._finisher: asyncio.Future[None] | None = None
+        fetches.claim(runtime.app, topics, self.receive)
 
     async def run(self) -> None:
-        # The stage acknowledges each message itself, once its batch is finished.
-        self.stream.enable_acks = False
-        self.runtime.sender.start_polling()
-        helpers = [
-            asyncio.ensure_future(self._guarded(self._seal_when_due())),
-            asyncio.ensure_future(self._guarded(self._finish_in_order())),
-        ]
-        loop = asyncio.get_running_loop()
-        try:
-            async for item in self.stream.events():
-                batch = self.open
-                if not batch.items:
-                    batch.opened_at = loop.time()
-                handling(item)
-                self.runtime.sender.deliveries = batch.deliveries
-                dead_letter_on_error(self.runtime, item, self.handle)
-                batch.items.append(item)
-                if (
-                    len(batch.items) >= self.max_messages
-                    or self._nothing_waiting()
-                    or loop.time() - batch.opened_at >= self.wait_s
-                ):
-                    self._seal()
-                while self.sealed.qsize() >= BATCHES_IN_FLIGHT:
-                    self.finished.clear()
-                    await self.finished.wait()
-        finally:
-            for helper in helpers:
-                helper.cancel()
+        """Finish sealed batches for as long as the worker runs."""
+        await self._started()
 
-    def _nothing_waiting(self) -> bool:
-        """No message is buffered for this stream: sealing now costs no batch size."""
-        queue = getattr(self.stream.channel, "queue", None)
-        return queue is not None and bool(queue.empty())
+    def _started(self) -> asyncio.Future[None]:
+        if self._finisher is None:
+            self.runtime.sender.start_polling()
+            self._finisher = asyncio.ensure_future(self._guarded(self._finish_in_order()))
+        return self._finisher
 
-    def _seal(self) -> None:
+    async def receive(self, messages: list[Message]) -> None:
+        """Handle what one fetch brought for this stage; seal it as one batch or more."""
+        self._started()
+        app = self.runtime.app
+        consumer = app.consumer
+        sender = self.runtime.sender
+        slice_ends = time.perf_counter() + HANDLING_SLICE_SECONDS
+        for message in messages:
+            if (
+                not app.flow_control.is_active()
+                or message.generation_id != app.consumer_generation_id
+            ):
+                # Fetched before a rebalance: the partition is read again from its
+                # committed offset once it is over.
+                REBALANCE_SKIPPED_MESSAGES.inc()
+                continue
+            consumer.track_message(message)
+            batch = self.open
+            sender.deliveries = batch.deliveries
+            dead_letter_on_error(self.runtime, message, self.handle)
+            batch.messages.append(message)
+            if len(batch.messages) >= self.max_messages:
+                await self._seal()
+            if time.perf_counter() >= slice_ends:
+                await asyncio.sleep(0)
+                slice_ends = time.perf_counter() + HANDLING_SLICE_SECONDS
+        if self.open.messages:
+            await self._seal()
+
+    async def _seal(self) -> None:
         batch = self.open
         batch.changes = [table.seal() for table in self.tables]
         batch.deliveries.seal()
         self.sealed.put_nowait(batch)
         self.open = Batch()
-
-    async def _seal_when_due(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.wait_s / 2)
-            if self.open.items and loop.time() - self.open.opened_at >= self.wait_s:
-                self._seal()
+        while self.sealed.qsize() >= BATCHES_IN_FLIGHT:
+            self.finished.clear()
+            await self.finished.wait()
 
     async def _finish_in_order(self) -> None:
         writers = [ChangelogWriter(table.table, self.runtime.sender) for table in self.tables]
+        consumer = self.runtime.app.consumer
         while True:
             batch = await self.sealed.get()
             await batch.deliveries.done.wait()
@@ -236,9 +246,9 @@ class BatchedStage:
             await changelog.done.wait()
             for writer in writers:
                 writer.persist_offsets(changelog)
-            for items in _slices(batch.items):
-                for item in items:
-                    await self.stream.ack(item)
+            for messages in _slices(batch.messages):
+                for message in messages:
+                    consumer.ack(message)
                 await asyncio.sleep(0)
             self.finished.set()
 
@@ -253,14 +263,15 @@ class BatchedStage:
             exit_without_committing(f"a stage's batch helper failed: {type(exc).__name__}")
 
 
-async def consume_in_batches(
-    runtime: Runtime,
-    stream: Any,
-    handle: Callable[[Any], None],
-    tables: tuple[PendingWrites[Any], ...] = (),
-) -> None:
-    """Run ``handle`` on every message of ``stream``, batch by batch (see the module)."""
-    await BatchedStage(runtime, stream, handle, tables).run()
+def partition_reader(table: Any) -> Callable[[bytes, int], bytes | None]:
+    """Reads a key from one partition's database of a Faust table, as Faust's own reads
+    do for the partition of the event being handled."""
+
+    def read(key: bytes, partition: int) -> bytes | None:
+        value: bytes | None = table.data._db_for_partition(partition).get(key)
+        return value
+
+    return read
 
 
 def _slices(items: list[Value]) -> list[list[Value]]:
@@ -269,19 +280,19 @@ def _slices(items: list[Value]) -> list[list[Value]]:
     return [items[i : i + ITEMS_PER_SLICE] for i in range(0, len(items), ITEMS_PER_SLICE)]
 
 
-def handling(item: Any) -> None:
-    """Make ``item`` the current event of this task: Faust's tables read and write the
-    partition of the current event. Only the context variable: the stream's own
-    ``current_event`` is Faust's bookkeeping."""
-    _current_event.set(weakref.ref(item))
-
-
 def headers_of(carrier: Any) -> dict[str, bytes]:
     """The headers of a Faust event or message; aiokafka hands them over as pairs, Faust as
     a dict."""
     headers = carrier.headers or ()
     pairs = headers.items() if isinstance(headers, dict) else headers
     return {key: bytes(value) for key, value in pairs}
+
+
+def key_and_value(message: Message) -> tuple[bytes, bytes]:
+    """Key and value of a message on an internal topic, where the stages always set both."""
+    if message.key is None or message.value is None:
+        raise ValueError("a message on an internal topic has no key or no value")
+    return message.key, message.value
 
 
 def passed_on(headers: dict[str, bytes]) -> dict[str, bytes]:
@@ -312,7 +323,9 @@ def send_dead_letter(runtime: Runtime, message: Any, reason: DeadLetterReason, d
     EVENTS.labels(message.topic, "dead_lettered").inc()
 
 
-def dead_letter_on_error(runtime: Runtime, item: Any, handle: Callable[[Any], None]) -> None:
+def dead_letter_on_error(
+    runtime: Runtime, message: Message, handle: Callable[[Message], None]
+) -> None:
     """Handle one message; should that fail, dead-letter it instead of stopping.
 
     A bug for one message must not stop the partition, nor drop the message silently the
@@ -320,10 +333,9 @@ def dead_letter_on_error(runtime: Runtime, item: Any, handle: Callable[[Any], No
     failed message has changed no table value.
     """
     try:
-        handle(item)
+        handle(message)
     except Exception as exc:
         # The frames only: an exception's message may quote personal data from the event.
-        message = item.message
         log.error(
             "processing failed for the message at %s[%s]@%s (%s); dead-lettered\n%s",
             message.topic,

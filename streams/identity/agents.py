@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from faust.types import Message
+
 from streams.identity.messages import Claim, decode
 from streams.identity.resolver import Owner, redacted
 from streams.identity.steps import identity_step
 from streams.observability import IDENTITY_LINKS, IDENTITY_LINKS_REFUSED
-from streams.stages import PendingWrites, consume_in_batches, headers_of, passed_on
+from streams.stages import BatchedStage, PendingWrites, headers_of, key_and_value, passed_on
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -20,15 +22,16 @@ log = logging.getLogger(__name__)
 def install(runtime: Runtime) -> None:
     identities = PendingWrites(runtime.identities, Owner.decode, Owner.encode)
 
-    def handle(item: Any) -> None:
-        headers = headers_of(item)
-        message = decode(item.value, headers)
-        key = item.key.decode()
-        step = identity_step(identities.get(item.key), key, message)
+    def handle(record: Message) -> None:
+        raw_key, value = key_and_value(record)
+        headers = headers_of(record)
+        message = decode(value, headers)
+        key = raw_key.decode()
+        step = identity_step(identities.get(raw_key, record.partition), key, message)
         for send in step.sends:
             runtime.queue(send, passed_on(headers))
         if step.store is not None:
-            identities.set(item.key, step.store, item)
+            identities.set(raw_key, step.store, record)
         if step.claim_outcome is not None:
             IDENTITY_LINKS.labels(step.claim_outcome.value).inc()
         if step.refused is not None and isinstance(message, Claim):
@@ -41,6 +44,9 @@ def install(runtime: Runtime) -> None:
                 message.cause.event_id,
             )
 
+    stage = BatchedStage(runtime, [runtime.identity_topic.get_topic_name()], handle, (identities,))
+
+    # The agent subscribes the worker to the topic; the stage takes its messages.
     @runtime.app.agent(runtime.identity_topic, name="identity")
     async def identity(stream: Any) -> None:
-        await consume_in_batches(runtime, stream, handle, (identities,))
+        await stage.run()

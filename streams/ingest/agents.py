@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from faust.types import Message
+
 from streams.app import raw_topic
 from streams.codec import DeadLetterReason, DecodeError
 from streams.events import EventKind
 from streams.identity.resolver import blocklist, routing_key, without_blocked
 from streams.observability import IDENTIFIERS_BLOCKED
-from streams.stages import RECEIVED_AT_HEADER, consume_in_batches, send_dead_letter
+from streams.stages import RECEIVED_AT_HEADER, BatchedStage, send_dead_letter
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -23,8 +25,7 @@ def install(runtime: Runtime) -> None:
     source = raw_topic(runtime.app, *kind_by_topic)
     identity_topic = runtime.identity_topic.get_topic_name()
 
-    def handle(item: Any) -> None:
-        message = item.message
+    def handle(message: Message) -> None:
         try:
             event = runtime.codec.decode(kind_by_topic[message.topic], message.value)
         except DecodeError as exc:
@@ -50,6 +51,9 @@ def install(runtime: Runtime) -> None:
             {RECEIVED_AT_HEADER: str(message.timestamp).encode()},
         )
 
+    stage = BatchedStage(runtime, list(kind_by_topic), handle)
+
+    # The agent subscribes the worker to the topics; the stage takes their messages.
     @runtime.app.agent(source, name="ingest")
     async def ingest(stream: Any) -> None:
-        await consume_in_batches(runtime, stream, handle)
+        await stage.run()

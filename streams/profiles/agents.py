@@ -6,8 +6,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from faust.types import Message
+
 from streams.codec import now_ms
-from streams.identity.messages import Absorb, HandOver, Out, RoutedEvent, decode
+from streams.identity.messages import Absorb, HandOver, InternalMessage, Out, RoutedEvent, decode
 from streams.observability import (
     EVENT_TO_OUTPUT_SECONDS,
     EVENTS,
@@ -23,9 +25,10 @@ from streams.profiles.model import Forward, Profile, load_stored
 from streams.profiles.steps import ProfileStep, profile_step
 from streams.stages import (
     RECEIVED_AT_HEADER,
+    BatchedStage,
     PendingWrites,
-    consume_in_batches,
     headers_of,
+    key_and_value,
     passed_on,
 )
 
@@ -39,7 +42,7 @@ def install(runtime: Runtime) -> None:
     settings = runtime.settings
     profiles = PendingWrites[Profile | Forward](runtime.profiles, load_stored, _encode)
 
-    def count(message: Any, step: ProfileStep, headers: dict[str, bytes]) -> None:
+    def count(message: InternalMessage, step: ProfileStep, headers: dict[str, bytes]) -> None:
         # Outputs are counted from what the step sends, so every path (events, merges,
         # hand-overs, releases) is counted the same way.
         for send in step.sends:
@@ -67,25 +70,26 @@ def install(runtime: Runtime) -> None:
             if received_at and not outcome.duplicate:
                 EVENT_TO_OUTPUT_SECONDS.observe(max(0.0, time.time() - float(received_at)))
 
-    def handle(item: Any) -> None:
-        headers = headers_of(item)
-        message = decode(item.value, headers)
-        step = profile_step(
-            profiles.get(item.key), item.key.decode(), message, runtime.rules, now_ms()
-        )
+    def handle(record: Message) -> None:
+        key, value = key_and_value(record)
+        headers = headers_of(record)
+        message = decode(value, headers)
+        stored = profiles.get(key, record.partition)
+        step = profile_step(stored, key.decode(), message, runtime.rules, now_ms())
         for send in step.sends:
             runtime.queue(send, passed_on(headers))
         if step.store is not None:
-            profiles.set(item.key, step.store, item)
+            profiles.set(key, step.store, record)
         count(message, step, headers)
         if step.refused and isinstance(message, HandOver):
-            log.info(
-                "refused to merge %s into %s: caps", item.key.decode(), message.claim.profile_id
-            )
+            log.info("refused to merge %s into %s: caps", key.decode(), message.claim.profile_id)
 
+    stage = BatchedStage(runtime, [runtime.profile_topic.get_topic_name()], handle, (profiles,))
+
+    # The agent subscribes the worker to the topic; the stage takes its messages.
     @runtime.app.agent(runtime.profile_topic, name="profiles")
     async def fold_profiles(stream: Any) -> None:
-        await consume_in_batches(runtime, stream, handle, (profiles,))
+        await stage.run()
 
 
 def _encode(stored: Profile | Forward) -> bytes:

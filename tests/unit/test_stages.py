@@ -13,7 +13,10 @@ class Message:
 
 
 def pending(table: dict[bytes, bytes]) -> PendingWrites[str]:
-    return PendingWrites(table, bytes.decode, str.encode)
+    def read(key: bytes, _partition: int) -> bytes | None:
+        return table.get(key)
+
+    return PendingWrites(table, bytes.decode, str.encode, read)
 
 
 def into(table: dict[bytes, bytes]) -> Callable[[bytes, bytes, Any], None]:
@@ -26,13 +29,13 @@ def into(table: dict[bytes, bytes]) -> Callable[[bytes, bytes, Any], None]:
 def test_a_value_is_read_from_the_table_once_per_batch() -> None:
     table = {b"k": b"stored"}
     writes = pending(table)
-    assert writes.get(b"k") == "stored"
+    assert writes.get(b"k", 0) == "stored"
     table[b"k"] = b"changed by nobody we know"
-    assert writes.get(b"k") == "stored"
+    assert writes.get(b"k", 0) == "stored"
     writes.seal()
     # Read-only values are not kept past their batch.
-    assert writes.get(b"k") == "changed by nobody we know"
-    assert writes.get(b"missing") is None
+    assert writes.get(b"k", 0) == "changed by nobody we know"
+    assert writes.get(b"missing", 0) is None
 
 
 def test_a_sealed_change_is_served_until_written_and_then_stored() -> None:
@@ -40,11 +43,11 @@ def test_a_sealed_change_is_served_until_written_and_then_stored() -> None:
     writes = pending(table)
     writes.set(b"k", "one", Message())
     first = writes.seal()
-    assert writes.get(b"k") == "one"
+    assert writes.get(b"k", 0) == "one"
     assert table == {}
     writes.write(first, into(table))
     assert table == {b"k": b"one"}
-    assert writes.get(b"k") == "one"
+    assert writes.get(b"k", 0) == "one"
 
 
 def test_writing_an_older_batch_keeps_the_newer_value() -> None:
@@ -57,10 +60,10 @@ def test_writing_an_older_batch_keeps_the_newer_value() -> None:
     writes.set(b"k", "three", Message())  # the open batch
     writes.write(first, into(table))
     assert table[b"k"] == b"one"
-    assert writes.get(b"k") == "three"
+    assert writes.get(b"k", 0) == "three"
     writes.write(second, into(table))
     assert table[b"k"] == b"two"
-    assert writes.get(b"k") == "three"
+    assert writes.get(b"k", 0) == "three"
     writes.write(writes.seal(), into(table))
     assert table[b"k"] == b"three"
 
