@@ -48,12 +48,9 @@ Value = TypeVar("Value")
 # event-to-output latency across both hops.
 RECEIVED_AT_HEADER = "cdp-received-at"
 
-# Table writes or acknowledgements between two returns to the event loop.
-ITEMS_PER_SLICE = 32
-
-# Longest a stage handles messages without returning to the event loop: how long a lookup
-# may wait behind it.
-HANDLING_SLICE_SECONDS = 0.002
+# Longest a stage works (handling, writing, acknowledging) without returning to the event
+# loop: about how long a lookup may wait behind it.
+SLICE_SECONDS = 0.001
 
 # Sealed batches a stage may have under way before it waits for the oldest to finish.
 BATCHES_IN_FLIGHT = 32
@@ -195,7 +192,7 @@ class BatchedStage:
         app = self.runtime.app
         consumer = app.consumer
         sender = self.runtime.sender
-        slice_ends = time.perf_counter() + HANDLING_SLICE_SECONDS
+        share = LoopShare()
         for message in messages:
             if (
                 not app.flow_control.is_active()
@@ -212,9 +209,7 @@ class BatchedStage:
             batch.messages.append(message)
             if len(batch.messages) >= self.max_messages:
                 await self._seal()
-            if time.perf_counter() >= slice_ends:
-                await asyncio.sleep(0)
-                slice_ends = time.perf_counter() + HANDLING_SLICE_SECONDS
+            await share.yield_when_due()
         if self.open.messages:
             await self._seal()
 
@@ -239,17 +234,18 @@ class BatchedStage:
                 self.tables, writers, batch.changes, strict=True
             ):
                 put = writer.writing(changelog)
-                for keys in _slices(list(changes)):
-                    table.write((number, {key: changes[key] for key in keys}), put)
-                    await asyncio.sleep(0)
+                share = LoopShare()
+                for key, change in changes.items():
+                    table.write((number, {key: change}), put)
+                    await share.yield_when_due()
             changelog.seal()
             await changelog.done.wait()
             for writer in writers:
                 writer.persist_offsets(changelog)
-            for messages in _slices(batch.messages):
-                for message in messages:
-                    consumer.ack(message)
-                await asyncio.sleep(0)
+            share = LoopShare()
+            for message in batch.messages:
+                consumer.ack(message)
+                await share.yield_when_due()
             self.finished.set()
 
     async def _guarded(self, helper: Any) -> None:
@@ -274,10 +270,17 @@ def partition_reader(table: Any) -> Callable[[bytes, int], bytes | None]:
     return read
 
 
-def _slices(items: list[Value]) -> list[list[Value]]:
-    """``items`` in slices small enough that the event loop, and with it the lookups, is
-    never held up for long by one batch."""
-    return [items[i : i + ITEMS_PER_SLICE] for i in range(0, len(items), ITEMS_PER_SLICE)]
+class LoopShare:
+    """Returns to the event loop once the work since the last return took ``SLICE_SECONDS``,
+    so lookups and the other stages are never held up long by one batch."""
+
+    def __init__(self) -> None:
+        self._due = time.perf_counter() + SLICE_SECONDS
+
+    async def yield_when_due(self) -> None:
+        if time.perf_counter() >= self._due:
+            await asyncio.sleep(0)
+            self._due = time.perf_counter() + SLICE_SECONDS
 
 
 def headers_of(carrier: Any) -> dict[str, bytes]:
