@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from benchmarks.core import core_ceiling
 from benchmarks.fleet import Deployment
 from benchmarks.measure import (
     LookupLoad,
@@ -308,6 +309,7 @@ def run(plan: Plan, console: Console, profile: Path | None = None) -> dict[str, 
     with tempfile.TemporaryDirectory() as root, Progress(*columns, console=console) as progress:
         bench = Bench(plan, Path(root), progress, profile)
         try:
+            core = core_ceiling(list(shopper_events(plan.events, plan.shoppers, seed=1)))
             one = bench.throughput(1)
             two = bench.throughput(2)
             half = max(1.0, one["events_per_s"] / 2)
@@ -324,6 +326,7 @@ def run(plan: Plan, console: Console, profile: Path | None = None) -> dict[str, 
             "one_worker": one,
             "two_workers": two,
             "two_worker_speedup": two["events_per_s"] / one["events_per_s"],
+            "core_in_memory": core,
         },
         "latency": {"fixed_rate": at_fixed, "half_of_max": at_half},
         "recovery": restore,
@@ -362,6 +365,15 @@ def report(results: dict[str, Any], console: Console) -> None:
             "  raw confluent-kafka consume, same topics",
             f"{t['one_worker']['raw_consume_events_per_s']:,.0f} events/s",
             "ceiling",
+            None,
+        ),
+        (
+            "  the pure core in memory: no Kafka, no Faust",
+            f"{t['core_in_memory']['events_per_s']:,.0f} events/s (µs per event: ingest "
+            f"{t['core_in_memory']['ingest_us_per_event']:.0f}, identity "
+            f"{t['core_in_memory']['identity_us_per_event']:.0f}, profile "
+            f"{t['core_in_memory']['profile_us_per_event']:.0f})",
+            "",
             None,
         ),
         (

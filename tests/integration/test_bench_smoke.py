@@ -21,6 +21,7 @@ def test_benchmark_suite_runs_end_to_end_and_writes_its_results(tmp_path: Path) 
     throughput = results["throughput"]
     assert throughput["one_worker"]["events_per_s"] > 0
     assert throughput["two_workers"]["raw_consume_events_per_s"] > 0
+    assert throughput["core_in_memory"]["events_per_s"] > 0
     assert results["latency"]["fixed_rate"]["count"] > 0
     assert results["latency"]["half_of_max"]["lookups"]["count"] > 0
     assert results["recovery"]["restore_profiles_per_s"] > 0
