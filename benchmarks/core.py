@@ -16,18 +16,19 @@ from dataclasses import dataclass
 from streams.codec import Codec, now_ms
 from streams.core import Rules
 from streams.events import Event
-from streams.identity.messages import InternalMessage, Out, Send, decode, encode
+from streams.identity.messages import (
+    OUTPUT_RECORDS,
+    InternalMessage,
+    Out,
+    Send,
+    decode,
+    encode,
+)
 from streams.identity.resolver import Owner, routing_key
 from streams.identity.steps import identity_step
 from streams.profiles.model import load_stored
 from streams.profiles.steps import profile_step
 from streams.settings import Settings
-
-OUTPUT_RECORDS = {
-    Out.SEGMENT_CHANGES: "SegmentChange",
-    Out.JOURNEYS: "JourneyTrigger",
-    Out.IDENTITY_MERGES: "IdentityMerge",
-}
 
 
 @dataclass

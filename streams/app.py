@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 from streams import faust_fixes, fetches
 from streams.codec import Codec
 from streams.core import Rules
-from streams.identity.messages import Out, Send, encode
+from streams.identity.messages import OUTPUT_RECORDS, Out, Send, encode
 from streams.sender import RecordSender
 from streams.settings import Settings
 from streams.state import StateSizing, store_url, table_options
@@ -59,12 +59,12 @@ class Runtime:
                 topic.get_topic_name(), send.key.encode(), value, {**(headers or {}), **own_headers}
             )
             return
-        topic_name, record_name = {
-            Out.SEGMENT_CHANGES: (settings.segment_changes_topic, "SegmentChange"),
-            Out.JOURNEYS: (settings.journeys_topic, "JourneyTrigger"),
-            Out.IDENTITY_MERGES: (settings.identity_merges_topic, "IdentityMerge"),
+        topic_name = {
+            Out.SEGMENT_CHANGES: settings.segment_changes_topic,
+            Out.JOURNEYS: settings.journeys_topic,
+            Out.IDENTITY_MERGES: settings.identity_merges_topic,
         }[send.topic]
-        value = self.encode_output(record_name, send.message.to_record())
+        value = self.encode_output(OUTPUT_RECORDS[send.topic], send.message.to_record())
         self.sender.queue(topic_name, send.key.encode(), value)
 
 

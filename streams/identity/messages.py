@@ -189,6 +189,14 @@ class Out(StrEnum):
     IDENTITY_MERGES = "identity-merges"
 
 
+#: The Avro record (``schemas/``) each output topic carries.
+OUTPUT_RECORDS = {
+    Out.SEGMENT_CHANGES: "SegmentChange",
+    Out.JOURNEYS: "JourneyTrigger",
+    Out.IDENTITY_MERGES: "IdentityMerge",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Send:
     topic: Out
