@@ -26,7 +26,7 @@ from streams.profiles.model import (
 )
 from streams.profiles.reducer import apply, remember
 from streams.segments.definitions import SegmentDefinition, load_segments
-from streams.segments.evaluator import SegmentChange, diff, evaluate
+from streams.segments.evaluator import SegmentChange, diff, evaluate, fingerprint
 
 __all__ = [
     "JourneyTrigger",
@@ -174,7 +174,8 @@ def _derive(
     now_ms: int,
 ) -> Outcome:
     """Complete ``after`` (a fresh object nobody else holds) with segments and journeys."""
-    evaluation = evaluate(rules.segments, after, now_ms)
+    evaluation = evaluate(rules.segments, after, now_ms, previous=before)
+    after.segment_rules = fingerprint(rules.segments)
     changes = diff(
         after.profile_id,
         after.segments,

@@ -18,8 +18,9 @@ had every event of both profiles arrived at one profile:
   ties go to ``into``), recent products keep the latest view per product ordered by view
   time, cart items keep the latest add time, recent event ids interleave the newest ids
   of both sides (they carry no time) so each side keeps its most recent ones;
-- ``segments`` stay ``into``'s and ``segment_sequence`` is the max of both: the shell
-  re-evaluates segments after a merge and emits the difference with a fresh sequence;
+- ``segments`` stay ``into``'s, with the fingerprint of the rules they were evaluated
+  under, and ``segment_sequence`` is the max of both: the shell re-evaluates segments
+  after a merge and emits the difference with a fresh sequence;
 - journey bookkeeping keeps, per journey and step, the earliest trigger time, so a person
   never receives a non-repeating journey twice because they once had two profiles.
 
@@ -98,6 +99,7 @@ MERGED_FIELDS: frozenset[str] = frozenset(
         "clicked_categories",
         "segments",
         "segment_sequence",
+        "segment_rules",
         "journeys",
         "recent_event_ids",
         "refused_identifiers",

@@ -114,6 +114,9 @@ class Profile:
     # Derived state owned by streams.core.
     segments: tuple[str, ...] = ()  # sorted
     segment_sequence: int = 0
+    # Fingerprint of the segment definitions `segments` was evaluated under
+    # (streams.segments.evaluator.fingerprint); "" before the first evaluation.
+    segment_rules: str = ""
     journeys: dict[str, dict[str, int]] = field(default_factory=dict)  # journey -> step -> ms
     # Fingerprints of the last applied events (event_fingerprint) and markers of merges
     # (MERGE_MARKER_PREFIX). A dict, not a tuple: O(1) membership, and insertion order
@@ -199,6 +202,7 @@ class Profile:
             },
             "segments": list(self.segments),
             "segment_sequence": self.segment_sequence,
+            "segment_rules": self.segment_rules,
             "journeys": {j: dict(steps) for j, steps in self.journeys.items()},
             "recent_event_ids": list(self.recent_event_ids),
         }
@@ -240,6 +244,7 @@ class Profile:
             clicked_categories=dict(email["clicked_categories"]),
             segments=tuple(d["segments"]),
             segment_sequence=d["segment_sequence"],
+            segment_rules=d.get("segment_rules", ""),
             journeys={j: dict(steps) for j, steps in d["journeys"].items()},
             recent_event_ids=_remembered(d["recent_event_ids"], d.get("schema", 1)),
             refused_identifiers=dict(ids.get("refused", {})),
@@ -327,61 +332,98 @@ def ms_to_datetime(ms: int | None) -> datetime:
 
 _Getter = Callable[[Profile], Any]
 
-_CEL_FIELDS: dict[str, _Getter] = {
-    "id": lambda p: p.profile_id,
-    "has_email": lambda p: bool(p.emails),
-    "traits": lambda p: {k: v.value for k, v in p.traits.items()},
-    "consent": lambda p: {k: v.granted for k, v in p.consent.items()},
-    "newsletter": lambda p: p.newsletter,
-    "first_seen": lambda p: ms_to_datetime(p.first_seen),
-    "last_seen": lambda p: ms_to_datetime(p.last_seen),
-    "page_views": lambda p: p.page_views,
-    "views_by_category": lambda p: p.views_by_category,
-    "recently_viewed": lambda p: [s.product_id for s in p.recent_products],
-    "popup_shown_at": lambda p: ms_to_datetime(p.popup_shown_at),
-    "first_order_at": lambda p: ms_to_datetime(p.first_order_at),
-    "last_order_at": lambda p: ms_to_datetime(p.last_order_at),
-    "products_purchased": lambda p: list(p.products_purchased),
-    "categories_purchased": lambda p: p.categories_purchased,
-    "segments": lambda p: list(p.segments),
+
+def _read(attribute: str, convert: Callable[[Any], Any] | None = None) -> _Getter:
+    """The CEL value of one profile attribute: the attribute's value, converted."""
+    get = operator.attrgetter(attribute)
+    if convert is None:
+        return get
+    return lambda p: convert(get(p))
+
+
+def _values(d: Mapping[str, Any], field_name: str) -> dict[str, Any]:
+    return {k: getattr(v, field_name) for k, v in d.items()}
+
+
+# Path -> (the Profile attribute its value is computed from, how). One attribute per path,
+# so whether a path can have changed is a comparison of that attribute alone.
+_CEL_FIELD_SOURCES: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
+    "id": ("profile_id", None),
+    "has_email": ("emails", bool),
+    "traits": ("traits", lambda traits: _values(traits, "value")),
+    "consent": ("consent", lambda consent: _values(consent, "granted")),
+    "newsletter": ("newsletter", None),
+    "first_seen": ("first_seen", ms_to_datetime),
+    "last_seen": ("last_seen", ms_to_datetime),
+    "page_views": ("page_views", None),
+    "views_by_category": ("views_by_category", None),
+    "recently_viewed": ("recent_products", lambda seen: [s.product_id for s in seen]),
+    "popup_shown_at": ("popup_shown_at", ms_to_datetime),
+    "first_order_at": ("first_order_at", ms_to_datetime),
+    "last_order_at": ("last_order_at", ms_to_datetime),
+    "products_purchased": ("products_purchased", list),
+    "categories_purchased": ("categories_purchased", None),
+    "segments": ("segments", list),
 }
 
-_CEL_GROUPS: dict[str, dict[str, _Getter]] = {
+_CEL_GROUP_SOURCES: dict[str, dict[str, tuple[str, Callable[[Any], Any] | None]]] = {
     "identities": {
-        "anonymous_ids": lambda p: list(p.anonymous_ids),
-        "user_ids": lambda p: list(p.user_ids),
-        "emails": lambda p: list(p.emails),
+        "anonymous_ids": ("anonymous_ids", list),
+        "user_ids": ("user_ids", list),
+        "emails": ("emails", list),
     },
     "orders": {
-        "count": lambda p: p.orders_placed,
-        "cancelled": lambda p: p.orders_cancelled,
-        "refunded": lambda p: p.orders_refunded,
-        "revenue": lambda p: p.revenue,
+        "count": ("orders_placed", None),
+        "cancelled": ("orders_cancelled", None),
+        "refunded": ("orders_refunded", None),
+        "revenue": ("revenue", None),
     },
     "cart": {
-        "items": lambda p: list(p.cart_items),
+        "items": ("cart_items", list),
         # Cheap to convert, unlike `items`: prefer it when only emptiness matters.
-        "size": lambda p: len(p.cart_items),
-        "last_added_at": lambda p: ms_to_datetime(p.last_add_to_cart_at),
+        "size": ("cart_items", len),
+        "last_added_at": ("last_add_to_cart_at", ms_to_datetime),
     },
     "email": {
-        "last_open_at": lambda p: ms_to_datetime(p.last_open_at),
-        "last_click_at": lambda p: ms_to_datetime(p.last_click_at),
-        "clicked_categories": lambda p: p.clicked_categories,
+        "last_open_at": ("last_open_at", ms_to_datetime),
+        "last_click_at": ("last_click_at", ms_to_datetime),
+        "clicked_categories": ("clicked_categories", None),
+        **{action: ("email_counts", operator.itemgetter(action)) for action in EMAIL_ACTIONS},
+    },
+}
+
+_CEL_FIELDS: dict[str, _Getter] = {
+    path: _read(*source) for path, source in _CEL_FIELD_SOURCES.items()
+}
+_CEL_GROUPS: dict[str, dict[str, _Getter]] = {
+    group: {member: _read(*source) for member, source in members.items()}
+    for group, members in _CEL_GROUP_SOURCES.items()
+}
+_CEL_SOURCES: dict[str, frozenset[str]] = {
+    **{path: frozenset([attribute]) for path, (attribute, _) in _CEL_FIELD_SOURCES.items()},
+    **{
+        f"{group}.{member}": frozenset([attribute])
+        for group, members in _CEL_GROUP_SOURCES.items()
+        for member, (attribute, _) in members.items()
+    },
+    **{
+        group: frozenset(attribute for attribute, _ in members.values())
+        for group, members in _CEL_GROUP_SOURCES.items()
     },
 }
 
 
-def _email_count(action: str) -> _Getter:
-    return lambda p: p.email_counts[action]
+def cel_sources(paths: Iterable[str]) -> frozenset[str]:
+    """The Profile attributes the CEL values at ``paths`` are computed from.
 
+    Two profiles with equal values of these attributes have equal views at ``paths``, so an
+    expression over those paths (and not the clock) gives the same result for both.
+    """
+    return frozenset(attribute for path in paths for attribute in _CEL_SOURCES[path])
 
-_CEL_GROUPS["email"].update({a: _email_count(a) for a in EMAIL_ACTIONS})
 
 #: Every path a segment expression may reference below ``profile``: top-level names,
 #: group names, and ``group.member`` names.
-CEL_PATHS: frozenset[str] = frozenset(
-    [*_CEL_FIELDS, *_CEL_GROUPS, *(f"{g}.{m}" for g, ms in _CEL_GROUPS.items() for m in ms)]
-)
+CEL_PATHS: frozenset[str] = frozenset(_CEL_SOURCES)
 #: The top-level paths only: what a full view is built from.
 CEL_TOP_LEVEL: tuple[str, ...] = (*_CEL_FIELDS, *_CEL_GROUPS)

@@ -17,7 +17,7 @@ from typing import Any
 import cel
 import yaml
 
-from streams.profiles.model import CEL_PATHS, CEL_TOP_LEVEL, Profile
+from streams.profiles.model import CEL_PATHS, CEL_TOP_LEVEL, Profile, cel_sources
 
 _GROUPS = frozenset(p.partition(".")[0] for p in CEL_PATHS if "." in p)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -45,6 +45,9 @@ class SegmentDefinition:
     time_based: bool = False
     # Paths below `profile` the expression reads (see Profile.cel_view).
     paths: frozenset[str] = frozenset()
+    # The Profile attributes those paths are computed from: unless it is time based, the
+    # expression's result can change only when one of these does.
+    sources: frozenset[str] = frozenset()
 
 
 def read_entries(
@@ -146,7 +149,11 @@ def load_segments(path: Path | None = None) -> list[SegmentDefinition]:
             raise read.fail(f"expression fails on an empty profile: {exc}") from exc
         if not isinstance(result, bool):
             raise read.fail(f"expression must be a bool, got {type(result).__name__}")
-        definitions.append(SegmentDefinition(name, when, program, description, time_based, paths))
+        definitions.append(
+            SegmentDefinition(
+                name, when, program, description, time_based, paths, cel_sources(paths)
+            )
+        )
     return definitions
 
 

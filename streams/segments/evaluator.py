@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,21 +45,38 @@ class SegmentChange:
         }
 
 
-def evaluate(definitions: Sequence[SegmentDefinition], profile: Profile, now_ms: int) -> Evaluation:
+def evaluate(
+    definitions: Sequence[SegmentDefinition],
+    profile: Profile,
+    now_ms: int,
+    previous: Profile | None = None,
+) -> Evaluation:
     """Which segments ``profile`` is in at ``now_ms``.
+
+    ``previous`` is the profile before the change that made ``profile``. Where its
+    ``segments`` were evaluated under these same definitions, an expression that does not
+    read the clock keeps its result unless an attribute it reads changed, and only the
+    others run: converting profile values into CEL values costs far more than executing.
 
     An expression that fails for this profile makes it a non-member and is reported in
     ``errors``: one odd profile must never stop the worker.
     """
-    if not definitions:
-        return Evaluation(frozenset(), {})
-    paths = _view_paths(tuple(definitions))
-    # One context for all expressions: converting the view into CEL values is the
-    # expensive part, executing a compiled program against it is cheap.
-    context = cel.Context({"profile": profile.cel_view(paths), "now": ms_to_datetime(now_ms)})
-    members = []
+    members: list[str] = []
+    due: Sequence[SegmentDefinition] = definitions
+    if previous is not None and previous.segment_rules == fingerprint(tuple(definitions)):
+        due = []
+        for definition in definitions:
+            if definition.time_based or _changed(definition.sources, previous, profile):
+                due.append(definition)
+            elif definition.name in previous.segments:
+                members.append(definition.name)
     errors: dict[str, str] = {}
-    for definition in definitions:
+    if not due:
+        return Evaluation(frozenset(members), errors)
+    # One context for all expressions due: building it is the expensive part.
+    view = profile.cel_view(_view_paths(tuple(due)))
+    context = cel.Context({"profile": view, "now": ms_to_datetime(now_ms)})
+    for definition in due:
         try:
             result = definition.program.execute(context)
         except Exception as exc:
@@ -72,8 +90,29 @@ def evaluate(definitions: Sequence[SegmentDefinition], profile: Profile, now_ms:
 
 
 @functools.lru_cache(maxsize=16)
+def fingerprint(definitions: tuple[SegmentDefinition, ...]) -> str:
+    """What a profile records its segments were evaluated under: every name and expression.
+
+    Any change to the definitions (a segment added, removed or rewritten) changes it, so
+    each profile is evaluated in full once more the next time it changes.
+    """
+    text = "\n".join(sorted(f"{d.name}\t{d.when}" for d in definitions))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _changed(sources: frozenset[str], before: Profile, after: Profile) -> bool:
+    # Containers are replaced, never mutated (see streams.profiles.model), so an identical
+    # object is an unchanged value; equality decides the rest.
+    for attribute in sources:
+        old, new = getattr(before, attribute), getattr(after, attribute)
+        if old is not new and old != new:
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=64)
 def _view_paths(definitions: tuple[SegmentDefinition, ...]) -> frozenset[str]:
-    """The profile paths any of ``definitions`` reads; computed once per rule set."""
+    """The profile paths any of ``definitions`` reads; computed once per set of them."""
     return minimal_paths(p for d in definitions for p in d.paths)
 
 

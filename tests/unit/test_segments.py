@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import tempfile
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.core import Rules, process
 from streams.events import Event
 from streams.profiles.model import Profile, ms_to_datetime
 from streams.segments.definitions import (
@@ -16,7 +19,7 @@ from streams.segments.definitions import (
     load_segments,
     referenced_paths,
 )
-from streams.segments.evaluator import ENTERED, EXITED, diff, evaluate
+from streams.segments.evaluator import ENTERED, EXITED, diff, evaluate, fingerprint
 from tests.unit.test_reducer import T0, email_event, fold, identify, order, page_view, unique_events
 
 HOUR = 3_600_000
@@ -115,6 +118,91 @@ def test_restricted_view_gives_the_same_members_as_the_full_view(
     now = T0 + later
     context = {"profile": p.cel_view(), "now": ms_to_datetime(now)}
     assert members(p, now) == {d.name for d in DEFAULTS if d.program.execute(context)}
+
+
+# Expressions over every kind of path, so that incremental evaluation is checked on all.
+WIDE_SEGMENTS = """
+segments:
+  - name: named
+    when: '"first_name" in profile.traits && profile.has_email'
+  - name: marketable
+    when: '"email_marketing" in profile.consent && profile.consent["email_marketing"]'
+  - name: browser
+    when: 'profile.page_views >= 2 && size(profile.recently_viewed) > 0'
+  - name: buyer
+    when: 'profile.orders.revenue > 0.0 || size(profile.products_purchased) > 0'
+  - name: carted
+    when: 'size(profile.cart.items) > 0'
+  - name: mailed
+    when: 'profile.email.delivered + profile.email.opened > 1'
+  - name: known
+    when: 'size(profile.identities.user_ids) > 0'
+  - name: empty
+    when: 'profile.page_views == 0 && profile.orders.count == 0'
+  - name: recent
+    when: 'now - profile.last_seen < duration("1h")'
+"""
+
+
+@functools.cache
+def wide_definitions() -> tuple[SegmentDefinition, ...]:
+    with tempfile.TemporaryDirectory() as root:
+        path = Path(root) / "segments.yaml"
+        path.write_text(WIDE_SEGMENTS)
+        return tuple(load_segments(path))
+
+
+def test_an_expression_whose_inputs_did_not_change_is_not_run_again(tmp_path: Path) -> None:
+    definitions = load_segments(one_segment(tmp_path, "profile.orders.count >= 5"))
+    previous = Profile.new("p")
+    # Recorded as a member although the count says otherwise: a rerun would drop it.
+    previous.segments, previous.segment_rules = ("seg_a",), fingerprint(tuple(definitions))
+    viewed = previous.clone()
+    viewed.page_views = 1
+    assert evaluate(definitions, viewed, T0, previous=previous).members == {"seg_a"}
+    ordered = previous.clone()
+    ordered.orders_placed = 1
+    assert evaluate(definitions, ordered, T0, previous=previous).members == frozenset()
+
+
+def test_time_based_expressions_run_on_every_change(tmp_path: Path) -> None:
+    path = one_segment(tmp_path, 'now - profile.last_seen < duration("1h")')
+    definitions = load_segments(path)
+    previous = fold([page_view("toys", at=T0)])
+    previous.segments, previous.segment_rules = ("seg_a",), fingerprint(tuple(definitions))
+    unchanged = previous.clone()
+    assert evaluate(definitions, unchanged, T0 + DAY, previous=previous).members == frozenset()
+
+
+def test_segments_evaluated_under_other_definitions_are_evaluated_in_full(tmp_path: Path) -> None:
+    definitions = load_segments(one_segment(tmp_path, "profile.orders.count >= 1"))
+    previous = Profile.new("p")
+    previous.segments, previous.segment_rules = ("seg_a",), "definitions of another release"
+    assert evaluate(definitions, previous.clone(), T0, previous=previous).members == frozenset()
+    assert evaluate(definitions, previous.clone(), T0).members == frozenset()
+
+
+def test_the_fingerprint_changes_with_any_definition(tmp_path: Path) -> None:
+    def of(when: str) -> str:
+        return fingerprint(tuple(load_segments(one_segment(tmp_path, when))))
+
+    one, other = of("profile.orders.count >= 1"), of("profile.orders.count >= 2")
+    assert len({one, other, fingerprint(tuple(DEFAULTS))}) == 3
+    assert one == of("profile.orders.count >= 1")
+
+
+@settings(max_examples=150, deadline=None)
+@given(unique_events(pool=2), st.integers(0, 2 * HOUR))
+def test_incremental_evaluation_gives_the_members_of_a_full_one(
+    events: list[Event], step: int
+) -> None:
+    definitions = (*wide_definitions(), *DEFAULTS)
+    rules = Rules(definitions, ())
+    profile: Profile | None = None
+    for number, event in enumerate(events):
+        now = T0 + number * step
+        profile = process(profile, "p-1", event, rules, now).profile
+        assert set(profile.segments) == evaluate(definitions, profile, now).members
 
 
 def test_members_combine() -> None:
