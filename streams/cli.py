@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import typer
 from rich import box
 from rich.console import Console
@@ -159,6 +158,8 @@ def profile(
     api: Annotated[str | None, typer.Option(help="Worker API base URL.")] = None,
 ) -> None:
     """Print a profile, looked up through a worker's API (with CDP_API_TOKEN when set)."""
+    import httpx  # here, not at the top: a worker starts 0.15 s sooner without it
+
     settings = get_settings()
     base = (api or settings.api_url).rstrip("/")
     token = settings.api_token

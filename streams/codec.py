@@ -24,16 +24,18 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastavro
-import httpx
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint as avro_fingerprint
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 
 from streams.events import Event, EventKind, Identity
 from streams.settings import OutputFormat
+
+if TYPE_CHECKING:
+    import httpx
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 MAX_JSON_DEPTH = 64
@@ -704,6 +706,8 @@ class Codec:
         if cached is not None:
             return cached
         # Blocking, but once per schema id for the life of the process.
+        import httpx  # here, not at the top: most workers never ask a registry
+
         if self._registry is None:
             self._registry = httpx.Client(base_url=self._registry_url or "", timeout=5.0)
         try:

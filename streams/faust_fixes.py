@@ -13,7 +13,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 from rocksdict import WriteBatch, WriteOptions
@@ -96,7 +97,10 @@ def last_offsets(
         seen: set[tuple[str, int]] = set()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            batch = consumer.consume(10_000, timeout=0.3)
+            # Once every partition gave a record, what is left of its last batch came with
+            # it: a short wait for stragglers is enough (a worker is not ready before this).
+            wait_s = 0.05 if seen >= reported.keys() else 0.3
+            batch = consumer.consume(10_000, timeout=wait_s)
             if not batch and seen >= reported.keys():
                 break
             for message in batch:
@@ -108,6 +112,22 @@ def last_offsets(
     finally:
         consumer.close()
     return last
+
+
+def ends_to_read(
+    reported: Mapping[TP, int], persisted: Mapping[TP, int | None]
+) -> dict[tuple[str, int], int]:
+    """The partitions whose last record must be read from the broker, with the end reported.
+
+    Local state that reaches into the last batch holds all of it (its worker wrote or read
+    that batch whole), so after a clean restart there are none.
+    """
+    unknown = {}
+    for tp, end in reported.items():
+        local = persisted.get(tp)
+        if end >= 0 and (local is None or local < end):
+            unknown[tp.topic, tp.partition] = end
+    return unknown
 
 
 def read_changelogs_to_their_true_end() -> None:
@@ -131,16 +151,17 @@ def read_changelogs_to_their_true_end() -> None:
         self: Recovery, consumer: Any, tps: Any, destination: Any, title: str
     ) -> None:
         await build(self, consumer, tps, destination, title)
-        reported = {(tp.topic, tp.partition): destination[tp] for tp in tps if destination[tp] >= 0}
+        persisted = {tp: self.tp_to_table[tp].persisted_offset(tp) for tp in tps}
+        reported = ends_to_read({tp: destination[tp] for tp in tps}, persisted)
         if reported:
             bootstrap = broker_bootstrap(self.app)
             last = await asyncio.to_thread(last_offsets, bootstrap, reported)
             for tp in tps:
                 destination[tp] = max(destination[tp], last.get((tp.topic, tp.partition), -1))
         for tp in tps:
-            persisted = self.tp_to_table[tp].persisted_offset(tp)
-            if persisted is not None and persisted > destination[tp]:
-                destination[tp] = persisted
+            local = persisted[tp]
+            if local is not None and local > destination[tp]:
+                destination[tp] = local
 
     build_highwaters.reads_to_true_end = True  # type: ignore[attr-defined]
     Recovery._build_highwaters = build_highwaters  # type: ignore[method-assign]

@@ -14,9 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import cel
 import yaml
 
+from streams.expressions import cel
 from streams.profiles.model import CEL_PATHS, CEL_TOP_LEVEL, Profile, cel_sources
 
 _GROUPS = frozenset(p.partition(".")[0] for p in CEL_PATHS if "." in p)

@@ -8,8 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cel
-
+from streams.expressions import cel
 from streams.profiles.model import Profile, ms_to_datetime
 from streams.segments.definitions import SegmentDefinition, minimal_paths
 

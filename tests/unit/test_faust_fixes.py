@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from streams.faust_fixes import Seeks
+from faust.types import TP
+
+from streams.faust_fixes import Seeks, ends_to_read
 
 
 def test_a_fetch_before_any_seek_is_fresh() -> None:
@@ -45,3 +47,14 @@ def test_overlapping_seeks_keep_the_partition_under_way_until_both_end() -> None
     assert not seeks.fresh("a", seeks.token())
     seeks.end(["a"])
     assert seeks.fresh("a", seeks.token())
+
+
+def test_only_partitions_whose_local_state_stops_short_of_the_last_batch_are_read() -> None:
+    behind, written, empty, new = (TP("cdp.profiles-changelog", p) for p in range(4))
+    reported = {behind: 40, written: 40, empty: -1, new: 12}
+    persisted = {behind: 39, written: 44, empty: None, new: None}
+    assert ends_to_read(reported, persisted) == {
+        ("cdp.profiles-changelog", 0): 40,
+        ("cdp.profiles-changelog", 3): 12,
+    }
+    assert ends_to_read({written: 40}, {written: 40}) == {}
