@@ -169,6 +169,7 @@ def read_changelogs_to_their_true_end() -> None:
 
 BULK_RESTORE_MIN_RECORDS = 1_000
 BULK_RESTORE_WRITE_RECORDS = 1_000  # larger write batches grow by copying
+BULK_RESTORE_READERS = 2
 
 
 def _without_wal() -> WriteOptions:
@@ -203,7 +204,7 @@ class PartitionRestore:
             self.batch.put(key, value)
         self.pending += 1
         self.written = offset
-        if self.pending >= BULK_RESTORE_WRITE_RECORDS or self.done:
+        if self.pending >= BULK_RESTORE_WRITE_RECORDS or offset >= self.last:
             self.write()
 
     def write(self) -> None:
@@ -241,11 +242,10 @@ def restore_partitions(
             if messages:
                 idle_since = time.monotonic()
             for message in messages:
-                topic, partition = message.topic(), message.partition()
-                key, offset = message.key(), message.offset()
-                if message.error() or key is None or offset is None or partition is None:
+                restore = restores.get((message.topic(), message.partition()))  # type: ignore[arg-type]
+                offset, key = message.offset(), message.key()
+                if restore is None or offset is None or key is None or message.error():
                     continue
-                restore = restores[topic, partition]  # type: ignore[index]
                 if restore.first <= offset <= restore.last:
                     restore.add(key, message.value(), offset)
         for restore in restores.values():
@@ -293,11 +293,16 @@ def restore_in_bulk() -> None:
         started = time.monotonic()
         by_partition = {(tp.topic, tp.partition): restore for tp, restore in restores.items()}
         stop = threading.Event()
+        # Each reader is a consumer of its own: the records' Python loop of one overlaps
+        # the other's fetching and database writes, which run without the GIL.
+        items = list(by_partition.items())
+        shares = [dict(items[i::BULK_RESTORE_READERS]) for i in range(BULK_RESTORE_READERS)]
+        readers = [asyncio.to_thread(restore_partitions, bootstrap, s, stop) for s in shares if s]
         try:
-            await asyncio.to_thread(restore_partitions, bootstrap, by_partition, stop)
-        except asyncio.CancelledError:
-            # A rebalance restarts recovery: the thread must not go on writing into
-            # databases of partitions this worker may no longer hold.
+            await asyncio.gather(*readers)
+        except BaseException:
+            # A rebalance restarts recovery (cancelled), or a reader failed: no reader may go
+            # on writing into databases of partitions this worker may no longer hold.
             stop.set()
             raise
         for tp, restore in restores.items():
