@@ -46,6 +46,11 @@ class Rules:
     journeys: tuple[JourneyDefinition, ...]
     recent_ids: int = RECENT_EVENT_IDS_DEFAULT
     caps: IdentifierCaps = DEFAULT_CAPS
+    segment_fingerprint: str = field(init=False, compare=False)
+    """What profiles record their segments were evaluated under."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "segment_fingerprint", fingerprint(self.segments))
 
     @classmethod
     def load(
@@ -174,8 +179,10 @@ def _derive(
     now_ms: int,
 ) -> Outcome:
     """Complete ``after`` (a fresh object nobody else holds) with segments and journeys."""
-    evaluation = evaluate(rules.segments, after, now_ms, previous=before)
-    after.segment_rules = fingerprint(rules.segments)
+    # Segments evaluated under other definitions (or never) are evaluated in full.
+    previous = before if before.segment_rules == rules.segment_fingerprint else None
+    evaluation = evaluate(rules.segments, after, now_ms, previous)
+    after.segment_rules = rules.segment_fingerprint
     changes = diff(
         after.profile_id,
         after.segments,

@@ -64,7 +64,12 @@ _STRENGTH = {IdentifierKind.ANONYMOUS_ID: 0, IdentifierKind.EMAIL: 1, Identifier
 
 def identifier_key(kind: IdentifierKind, value: str) -> str:
     """How identifiers are keyed everywhere: ``"<kind>:<value>"``, e.g. ``email:ann@x.io``."""
-    return f"{kind.value}:{value}"
+    # A StrEnum formats as its value; `kind.value` is a descriptor call, on every event.
+    return f"{kind}:{value}"
+
+
+# Every kind, strongest first: iterating the enum itself is slow for every event.
+IDENTIFIER_KINDS: tuple[IdentifierKind, ...] = tuple(IdentifierKind)
 
 
 def split_identifier_key(key: str) -> tuple[IdentifierKind, str]:
@@ -81,8 +86,8 @@ class Identity:
     def identifiers(self) -> list[tuple[IdentifierKind, str]]:
         """All identifiers present, strongest first."""
         found = []
-        for kind in IdentifierKind:
-            value = getattr(self, kind.value)
+        for kind in IDENTIFIER_KINDS:
+            value = getattr(self, kind)
             if value:
                 found.append((kind, value))
         return found

@@ -55,22 +55,22 @@ def admit(
     profile: Profile, identity: Identity, caps: IdentifierCaps, owned: str | None
 ) -> Admission:
     """Which of an event's identifiers ``profile`` takes; ``owned`` is already its own."""
-    held = set(profile.identifier_keys())
-    counts = Counter(split_identifier_key(key)[0] for key in held)
     claims: list[str] = []
     refused: list[str] = []
     dropped: dict[str, None] = {}
+    taken: dict[str, int] = {}
     for kind, value in identity.identifiers():
-        key = identifier_key(kind, value)
-        if key in held:
+        held = getattr(profile, IDENTIFIER_FIELDS[kind])
+        if value in held:
             continue
+        key = identifier_key(kind, value)
         if key in profile.refused_identifiers:
-            dropped[kind.value] = None
-        elif key != owned and counts[kind] >= caps.of(kind):
+            dropped[kind] = None
+        elif key != owned and len(held) + taken.get(kind, 0) >= caps.of(kind):
             refused.append(key)
-            dropped[kind.value] = None
+            dropped[kind] = None
         else:
-            counts[kind] += 1
+            taken[kind] = taken.get(kind, 0) + 1
             if key != owned:
                 claims.append(key)
     if dropped:

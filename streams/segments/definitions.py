@@ -37,17 +37,19 @@ class DefinitionError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class SegmentDefinition:
+    # A definition is its name and expression (equal, and hashed, by them alone: evaluation
+    # looks up what it derived from sets of definitions for every event).
     name: str
     when: str
     program: cel.Program = field(repr=False, compare=False)
-    description: str = ""
+    description: str = field(default="", compare=False)
     # True when the expression reads `now`: membership can change without an event.
-    time_based: bool = False
+    time_based: bool = field(default=False, compare=False)
     # Paths below `profile` the expression reads (see Profile.cel_view).
-    paths: frozenset[str] = frozenset()
+    paths: frozenset[str] = field(default=frozenset(), compare=False)
     # The Profile attributes those paths are computed from: unless it is time based, the
     # expression's result can change only when one of these does.
-    sources: frozenset[str] = frozenset()
+    sources: frozenset[str] = field(default=frozenset(), compare=False)
 
 
 def read_entries(

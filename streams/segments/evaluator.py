@@ -52,17 +52,18 @@ def evaluate(
 ) -> Evaluation:
     """Which segments ``profile`` is in at ``now_ms``.
 
-    ``previous`` is the profile before the change that made ``profile``. Where its
-    ``segments`` were evaluated under these same definitions, an expression that does not
-    read the clock keeps its result unless an attribute it reads changed, and only the
-    others run: converting profile values into CEL values costs far more than executing.
+    ``previous`` is the profile before the change that made ``profile``, its ``segments``
+    evaluated under these same definitions (``segment_rules`` is their :func:`fingerprint`).
+    An expression that does not read the clock then keeps its result unless an attribute it
+    reads changed, and only the others run: converting profile values into CEL values costs
+    far more than executing.
 
     An expression that fails for this profile makes it a non-member and is reported in
     ``errors``: one odd profile must never stop the worker.
     """
     members: list[str] = []
     due: Sequence[SegmentDefinition] = definitions
-    if previous is not None and previous.segment_rules == fingerprint(tuple(definitions)):
+    if previous is not None:
         due = []
         for definition in definitions:
             if definition.time_based or _changed(definition.sources, previous, profile):
@@ -88,8 +89,7 @@ def evaluate(
     return Evaluation(frozenset(members), errors)
 
 
-@functools.lru_cache(maxsize=16)
-def fingerprint(definitions: tuple[SegmentDefinition, ...]) -> str:
+def fingerprint(definitions: Sequence[SegmentDefinition]) -> str:
     """What a profile records its segments were evaluated under: every name and expression.
 
     Any change to the definitions (a segment added, removed or rewritten) changes it, so

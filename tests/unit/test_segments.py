@@ -156,7 +156,7 @@ def test_an_expression_whose_inputs_did_not_change_is_not_run_again(tmp_path: Pa
     definitions = load_segments(one_segment(tmp_path, "profile.orders.count >= 5"))
     previous = Profile.new("p")
     # Recorded as a member although the count says otherwise: a rerun would drop it.
-    previous.segments, previous.segment_rules = ("seg_a",), fingerprint(tuple(definitions))
+    previous.segments, previous.segment_rules = ("seg_a",), fingerprint(definitions)
     viewed = previous.clone()
     viewed.page_views = 1
     assert evaluate(definitions, viewed, T0, previous=previous).members == {"seg_a"}
@@ -169,25 +169,31 @@ def test_time_based_expressions_run_on_every_change(tmp_path: Path) -> None:
     path = one_segment(tmp_path, 'now - profile.last_seen < duration("1h")')
     definitions = load_segments(path)
     previous = fold([page_view("toys", at=T0)])
-    previous.segments, previous.segment_rules = ("seg_a",), fingerprint(tuple(definitions))
+    previous.segments, previous.segment_rules = ("seg_a",), fingerprint(definitions)
     unchanged = previous.clone()
     assert evaluate(definitions, unchanged, T0 + DAY, previous=previous).members == frozenset()
 
 
 def test_segments_evaluated_under_other_definitions_are_evaluated_in_full(tmp_path: Path) -> None:
-    definitions = load_segments(one_segment(tmp_path, "profile.orders.count >= 1"))
-    previous = Profile.new("p")
-    previous.segments, previous.segment_rules = ("seg_a",), "definitions of another release"
-    assert evaluate(definitions, previous.clone(), T0, previous=previous).members == frozenset()
-    assert evaluate(definitions, previous.clone(), T0).members == frozenset()
+    rules = Rules(tuple(load_segments(one_segment(tmp_path, "profile.orders.count >= 5"))), ())
+    stored = Profile.new("p-1")
+    # Recorded as a member by a release whose definitions differed: this one re-evaluates.
+    stored.segments, stored.segment_rules = ("seg_a",), "definitions of another release"
+    outcome = process(stored, "p-1", page_view("toys"), rules, T0)
+    assert outcome.profile.segments == ()
+    assert [(c.segment, c.change) for c in outcome.segment_changes] == [("seg_a", EXITED)]
+    assert outcome.profile.segment_rules == rules.segment_fingerprint
+    # Under the same definitions, an unrelated change keeps what was recorded.
+    stored.segment_rules = rules.segment_fingerprint
+    assert process(stored, "p-1", page_view("toys"), rules, T0).profile.segments == ("seg_a",)
 
 
 def test_the_fingerprint_changes_with_any_definition(tmp_path: Path) -> None:
     def of(when: str) -> str:
-        return fingerprint(tuple(load_segments(one_segment(tmp_path, when))))
+        return fingerprint(load_segments(one_segment(tmp_path, when)))
 
     one, other = of("profile.orders.count >= 1"), of("profile.orders.count >= 2")
-    assert len({one, other, fingerprint(tuple(DEFAULTS))}) == 3
+    assert len({one, other, fingerprint(DEFAULTS)}) == 3
     assert one == of("profile.orders.count >= 1")
 
 
