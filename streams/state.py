@@ -86,6 +86,17 @@ class Store(RocksDBStore):
         super().__init__(*args, options=options, **kwargs)
         self.rocksdb_options = SizedRocksDBOptions(options[SIZING_OPTION])
 
+    def revoke_partitions(self, table: Any, tps: set[Any]) -> None:
+        """Close the databases of revoked partitions, if this store has any of them open.
+
+        Faust's store runs a full garbage collection on every rebalance (closing a database
+        means dropping its last reference); with none to close, as at every start, that
+        only delayed the worker by about 80 ms per table.
+        """
+        topics = table.changelog_topic.topics
+        if any(tp.topic in topics and tp.partition in self._dbs for tp in tps):
+            super().revoke_partitions(table, tps)
+
 
 STORES.aliases[STORE_SCHEME] = f"{__name__}:Store"
 

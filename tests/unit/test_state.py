@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
+import faust
 from faust.stores.rocksdb import RocksDBOptions
+from faust.types import TP
 
 from streams.profiles.model import Profile
-from streams.state import DICTIONARY_BYTES, SizedRocksDBOptions, StateSizing
+from streams.state import (
+    DICTIONARY_BYTES,
+    SizedRocksDBOptions,
+    StateSizing,
+    Store,
+    store_url,
+    table_options,
+)
 from tests.unit.test_reducer import fold, identify, order, page_view
 
 SIZING = StateSizing(block_cache_bytes=4 * 2**20, write_buffer_bytes=2**20)
@@ -59,3 +69,37 @@ def test_databases_use_zstd_with_a_dictionary(tmp_path: Path) -> None:
     written = next((tmp_path / "db").glob("OPTIONS-*")).read_text()
     assert "\n  compression=kZSTD" in written
     assert f"max_dict_bytes={DICTIONARY_BYTES};" in written
+
+
+def test_a_rebalance_that_revokes_none_of_its_partitions_leaves_the_store_alone(
+    tmp_path: Path,
+) -> None:
+    app = faust.App("state-test", broker="kafka://127.0.0.1:1", datadir=str(tmp_path))
+    table = app.Table(
+        "profiles",
+        partitions=2,
+        key_type=bytes,
+        value_type=bytes,
+        store=store_url("profiles"),
+        options=table_options(SIZING),
+    )
+    store = table.data
+    assert isinstance(store, Store)
+    store._db_for_partition(0)
+    changelog = table.changelog_topic.get_topic_name()
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            collections.append(1)
+
+    gc.callbacks.append(count)
+    try:
+        store.revoke_partitions(table, {TP(changelog, 1), TP("cdp.page-views", 0)})
+        assert collections == []
+        assert set(store._dbs) == {0}
+        store.revoke_partitions(table, {TP(changelog, 0)})
+        assert collections
+        assert store._dbs == {}
+    finally:
+        gc.callbacks.remove(count)
