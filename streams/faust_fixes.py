@@ -152,10 +152,10 @@ def read_changelogs_to_their_true_end() -> None:
     ) -> None:
         await build(self, consumer, tps, destination, title)
         persisted = {tp: self.tp_to_table[tp].persisted_offset(tp) for tp in tps}
-        reported = ends_to_read({tp: destination[tp] for tp in tps}, persisted)
-        if reported:
+        to_read = ends_to_read({tp: destination[tp] for tp in tps}, persisted)
+        if to_read:
             bootstrap = broker_bootstrap(self.app)
-            last = await asyncio.to_thread(last_offsets, bootstrap, reported)
+            last = await asyncio.to_thread(last_offsets, bootstrap, to_read)
             for tp in tps:
                 destination[tp] = max(destination[tp], last.get((tp.topic, tp.partition), -1))
         for tp in tps:
