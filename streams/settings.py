@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         default=500,
         ge=1,
         description="Most messages a stage handles as one batch (one table write per key); "
-        "a batch is sealed sooner when nothing more is waiting for the stage.",
+        "a batch is what one fetch brought for the stage, up to this many.",
     )
     state_block_cache_bytes: int = Field(
         default=64 * 2**20,
