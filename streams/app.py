@@ -154,8 +154,7 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
         profiles=raw_table(app, PROFILES_TABLE, settings),
         sender=RecordSender(bootstrap),
     )
-    ingest_agents.install(runtime)
-    identity_agents.install(runtime)
+    identity_agents.install(runtime, ingest_agents.inputs(runtime))
     profile_agents.install(runtime)
     views.install(runtime)
     return runtime

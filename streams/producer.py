@@ -4,8 +4,11 @@
     with EventProducer("kafka:9092") as producer:
         producer.send(event)
 
-Each event goes to its kind's topic, keyed by its strongest identifier, as Avro single-object
-encoding (or JSON). Delivery is at-least-once; the worker drops replays by ``event_id``.
+Each event goes to its kind's topic, keyed by its strongest identifier as the worker keys
+identifiers (``email:ann@x.io``), as Avro single-object encoding (or JSON). That key puts the
+event in the partition of its identifier, where the worker resolves it without a hop over
+the internal identity topic. Delivery is at-least-once; the worker drops replays by
+``event_id``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from streams.codec import Codec
 from streams.events import Event
+from streams.identity.resolver import routing_key
 from streams.settings import OutputFormat, Settings, get_settings
 
 
@@ -42,6 +46,8 @@ class EventProducer:
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
+                # Kafka's default partitioner, as Java clients and the worker partition keys.
+                "partitioner": "murmur2_random",
                 "linger.ms": linger_ms,
                 "enable.idempotence": False,
                 "acks": "all",
@@ -54,10 +60,9 @@ class EventProducer:
 
     def send(self, event: Event) -> None:
         """Queue one event; call :meth:`flush` (or leave the ``with`` block) to wait for it."""
-        _, key = event.identity.strongest()
         self.send_raw(
             self.settings.input_topic(event.kind),
-            key.encode(),
+            routing_key(event).encode(),
             self.codec.encode_event(event, self.fmt),
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -51,3 +52,9 @@ def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 20.0) -> 
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
     return missing
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as Java's) gives ``key``."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions

@@ -1,36 +1,51 @@
-"""Ingest: decode and validate every input message; route good events, dead-letter the rest."""
+"""Ingest: decode and validate every input message; good events go on, the rest are
+dead-lettered.
+
+The identity stage runs this on the input topics' messages (it routes the events, see
+:mod:`streams.identity.agents`), so an event whose identifier lives in the partition it
+arrived on is resolved without a hop over the internal identity topic.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from faust.types import Message
 
 from streams.app import raw_topic
 from streams.codec import DeadLetterReason, DecodeError
-from streams.events import EventKind
-from streams.identity.resolver import blocklist, routing_key, without_blocked
+from streams.events import Event, EventKind
+from streams.identity.resolver import blocklist, without_blocked
 from streams.observability import IDENTIFIERS_BLOCKED
-from streams.stages import RECEIVED_AT_HEADER, BatchedStage, send_dead_letter
+from streams.stages import send_dead_letter
 
 if TYPE_CHECKING:
     from streams.app import Runtime
 
 
-def install(runtime: Runtime) -> None:
+@dataclass(frozen=True)
+class Inputs:
+    topics: list[str]
+    source: Any
+    """The Faust topic of all of them, for the agent that subscribes the worker to them."""
+    accept: Callable[[Message], Event | None]
+    """The message's event, ready to route; None when it was dead-lettered."""
+
+
+def inputs(runtime: Runtime) -> Inputs:
     settings = runtime.settings
     blocked = blocklist(settings.blocked_identifiers)
     kind_by_topic = {settings.input_topic(kind): kind for kind in EventKind}
-    source = raw_topic(runtime.app, *kind_by_topic)
-    identity_topic = runtime.identity_topic.get_topic_name()
 
-    def handle(message: Message) -> None:
+    def accept(message: Message) -> Event | None:
         try:
             event = runtime.codec.decode(kind_by_topic[message.topic], message.value)
         except DecodeError as exc:
             send_dead_letter(runtime, message, exc.reason, exc.detail)
-            return
+            return None
         identity, removed = without_blocked(event.identity, blocked)
         for kind in removed:
             IDENTIFIERS_BLOCKED.labels(kind.value).inc()
@@ -41,19 +56,8 @@ def install(runtime: Runtime) -> None:
                 DeadLetterReason.MISSING_IDENTITY,
                 "every identifier is on the block list (CDP_BLOCKED_IDENTIFIERS)",
             )
-            return
-        if removed:
-            event = dataclasses.replace(event, identity=identity)
-        runtime.sender.queue(
-            identity_topic,
-            routing_key(event).encode(),
-            event.to_wire(),
-            {RECEIVED_AT_HEADER: str(message.timestamp).encode()},
-        )
+            return None
+        return dataclasses.replace(event, identity=identity) if removed else event
 
-    stage = BatchedStage(runtime, list(kind_by_topic), handle)
-
-    # The agent subscribes the worker to the topics; the stage takes their messages.
-    @runtime.app.agent(source, name="ingest")
-    async def ingest(stream: Any) -> None:
-        await stage.run()
+    topics = list(kind_by_topic)
+    return Inputs(topics, raw_topic(runtime.app, *topics), accept)

@@ -21,7 +21,9 @@ from streams.api.views import FORWARDED_HEADER
 from streams.broker import EmbeddedBroker, free_port, is_listening, start_broker
 from streams.codec import Codec
 from streams.events import Event, EventKind, Identity
+from streams.identity.messages import COMMAND_HEADER
 from streams.producer import EventProducer
+from streams.settings import Settings
 
 from .conftest import Topics, Worker, run_cdp, settings_from, wait_until, worker_env
 
@@ -141,6 +143,51 @@ def test_producer_api_events_show_up_within_a_second(worker: Worker, topics: Top
     profile = worker.get("/profiles", user_id=user_id).json()
     assert profile["orders"]["revenue"] == 30.0
     assert "customer" in profile["segments"]
+
+
+def routed_over_the_identity_topic(bootstrap: str, settings: Settings) -> set[str]:
+    """Ids of the events that took the hop over the internal identity topic."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "identity-topic-check"})
+    topic = settings.topic("internal.identity")
+    partitions = [TopicPartition(topic, p, 0) for p in range(settings.partitions)]
+    remaining = sum(consumer.get_watermark_offsets(tp, timeout=5)[1] for tp in partitions)
+    consumer.assign(partitions)
+    routed: set[str] = set()
+    try:
+        deadline = time.monotonic() + 15
+        while remaining > 0 and time.monotonic() < deadline:
+            for message in consumer.consume(1000, timeout=0.5):
+                remaining -= 1
+                headers = dict(message.headers() or [])
+                if message.error() is None and COMMAND_HEADER not in headers:
+                    routed.add(Event.from_wire(message.value() or b"").event_id)
+    finally:
+        consumer.close()
+    return routed
+
+
+def test_events_keyed_by_their_identifier_are_resolved_where_they_arrive(
+    worker: Worker, topics: Topics
+) -> None:
+    """The producer API puts an event in its identifier's partition: no identity-topic hop.
+    An event keyed otherwise takes the hop to that partition and ends the same."""
+    settings = worker.settings
+    topic = settings.input_topic(EventKind.PAGE_VIEW)
+    views = [page_view(f"anon-{uuid.uuid4().hex[:8]}", "toys") for _ in range(24)]
+    keyed, otherwise = views[:12], views[12:]
+    with EventProducer(topics.bootstrap, settings=settings) as producer:
+        for view in keyed:
+            producer.send(topics.codec.decode(EventKind.PAGE_VIEW, json.dumps(view).encode()))
+    for view in otherwise:
+        # librdkafka's own partitioner and the bare id as key: mostly another partition.
+        topics.produce(topic, view, key=view["identity"]["anonymous_id"].encode())
+    topics.flush()
+
+    ids = [view["identity"]["anonymous_id"] for view in views]
+    wait_until(lambda: all(worker.get("/profiles", anonymous_id=a).status_code == 200 for a in ids))
+    routed = routed_over_the_identity_topic(topics.bootstrap, settings)
+    assert not routed & {view["event_id"] for view in keyed}
+    assert routed & {view["event_id"] for view in otherwise}
 
 
 def test_bad_requests_get_4xx_with_a_message(worker: Worker) -> None:
