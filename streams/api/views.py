@@ -107,8 +107,8 @@ def install(runtime: Runtime) -> None:
             raise NotReadyError(f"the worker owning the key answered {status}; retry shortly")
         return status, body
 
-    async def profile_by_id(profile_id: str, forwarded: bool) -> tuple[int, dict[str, Any] | None]:
-        """(status, profile dict) from the owner of the profile, local or remote.
+    async def profile_by_id(profile_id: str, forwarded: bool) -> Profile | None:
+        """The profile from its owner, local or remote; None when there is none.
 
         A profile merged into another answers with the one it was merged into. A forwarded
         lookup is answered here for the profile it names, and may be passed on once more
@@ -119,13 +119,13 @@ def install(runtime: Runtime) -> None:
             remote = owner_url(runtime.profiles, key, forwarded and hop == 0)
             if remote is not None:
                 status, body = await fetch_remote(f"{remote}/profiles/{profile_id}")
-                return status, body if status == 200 else None
+                return Profile.from_dict(body) if status == 200 else None
             stored: bytes | None = runtime.profiles.get(key)
             if stored is None:
-                return 404, None
+                return None
             found = load_stored(stored)
             if isinstance(found, Profile):
-                return 200, found.to_dict()
+                return found
             profile_id = found.into
         raise NotReadyError("the profile is being merged; retry shortly")
 
@@ -137,12 +137,11 @@ def install(runtime: Runtime) -> None:
         owner: bytes | None = runtime.identities.get(key.encode())
         return Owner.decode(owner).profile_id if owner is not None else None
 
-    async def profile_for(key: str, forwarded: bool) -> dict[str, Any] | None:
+    async def profile_for(key: str, forwarded: bool) -> Profile | None:
         profile_id = await profile_id_for(key, forwarded)
         if profile_id is None:
             return None
-        _, profile = await profile_by_id(profile_id, forwarded)
-        return profile
+        return await profile_by_id(profile_id, forwarded)
 
     def forwarded(request: Request) -> bool:
         return FORWARDED_HEADER in request.headers
@@ -193,10 +192,10 @@ def install(runtime: Runtime) -> None:
         async def get(self, request: Request, profile_id: str) -> Response:
             if not profile_id.startswith("p_") or len(profile_id) > 64:
                 raise BadRequestError("profile ids look like p_<24 hex characters>")
-            status, profile = await profile_by_id(profile_id, forwarded(request))
+            profile = await profile_by_id(profile_id, forwarded(request))
             if profile is None:
                 return self.not_found(f"no profile {profile_id}")
-            return self.json(profile, status=status)
+            return self.json(profile.to_dict())
 
     @app.page("/profiles")
     class ProfileByIdentifier(CdpView):
@@ -207,7 +206,7 @@ def install(runtime: Runtime) -> None:
             profile = await profile_for(key, forwarded(request))
             if profile is None:
                 return self.not_found("no profile for that identifier")
-            return self.json(profile)
+            return self.json(profile.to_dict())
 
     @app.page("/identities/{key}")
     class IdentityOwner(CdpView):
@@ -227,8 +226,7 @@ def install(runtime: Runtime) -> None:
 
         async def get(self, request: Request) -> Response:
             key = identifier_from_query(request, tuple(IdentifierKind))
-            found = await profile_for(key, forwarded(request))
-            profile = Profile.from_dict(found) if found is not None else None
+            profile = await profile_for(key, forwarded(request))
             decision = newsletter_popup(profile, now_ms(), cooldown_ms)
             return self.json({"show": decision.show, "reason": decision.reason})
 
