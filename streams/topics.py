@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 from aiokafka.partitioner import murmur2
@@ -54,7 +55,11 @@ def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 20.0) -> 
     return missing
 
 
+@functools.lru_cache(maxsize=2**16)
 def key_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2, as Java's) gives ``key``."""
+    """The partition Kafka's default partitioner (murmur2, as Java's) gives ``key``.
+
+    Cached: the hash is pure Python (about 6 µs), and the same identifiers come back.
+    """
     hashed: int = murmur2(key)
     return (hashed & 0x7FFFFFFF) % partitions
