@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import time
 
-from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -53,13 +51,3 @@ def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 20.0) -> 
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
     return missing
-
-
-@functools.lru_cache(maxsize=2**16)
-def key_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2, as Java's) gives ``key``.
-
-    Cached: the hash is pure Python (about 6 µs), and the same identifiers come back.
-    """
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions

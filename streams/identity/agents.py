@@ -27,9 +27,9 @@ from streams.stages import (
     PendingWrites,
     headers_of,
     key_and_value,
+    key_partition,
     passed_on,
 )
-from streams.topics import key_partition
 
 if TYPE_CHECKING:
     from streams.app import Runtime

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from streams.stages import PendingWrites
+import pytest
+
+from streams.stages import PendingWrites, key_partition
 
 
 class Message:
@@ -84,3 +86,13 @@ def test_each_changed_key_is_written_once_per_batch() -> None:
     writes.write(writes.seal(), into(table))
     assert CountingTable.writes == 2
     assert table == {b"k": b"c", b"other": b"x"}
+
+
+@pytest.mark.parametrize(
+    ("key", "java_murmur2"),
+    # Kafka's own test vectors (org.apache.kafka.common.utils.UtilsTest.testMurmur2).
+    [(b"21", -973932308), (b"foobar", -790332482), (b"a-little-bit-long-string", -985981536)],
+)
+def test_keys_land_where_the_java_client_puts_them(key: bytes, java_murmur2: int) -> None:
+    for partitions in (1, 8, 12):
+        assert key_partition(key, partitions) == (java_murmur2 & 0x7FFFFFFF) % partitions
