@@ -1,9 +1,16 @@
-"""The bookkeeping behind reading partitions again after a seek (no Kafka needed)."""
+"""The fixes to Faust internals that need no Kafka to test: reading partitions again after a
+seek, which changelog ends to read, discovery marks."""
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
+import faust
+import pytest
 from faust.types import TP
 
+from streams import faust_fixes
 from streams.faust_fixes import Seeks, ends_to_read
 
 
@@ -58,3 +65,22 @@ def test_only_partitions_whose_local_state_stops_short_of_the_last_batch_are_rea
         ("cdp.profiles-changelog", 3): 12,
     }
     assert ends_to_read({written: 40}, {written: 40}) == {}
+
+
+def test_decorators_leave_no_marks_for_a_discovery_that_never_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    faust_fixes.mark_nothing_for_discovery()
+
+    def source_read(*args: Any) -> Any:
+        raise AssertionError("a discovery mark read the caller's source")
+
+    monkeypatch.setattr(inspect, "getframeinfo", source_read)
+    app = faust.App("marks", autodiscover=False)
+
+    @app.agent(app.topic("marks"))
+    async def agent(stream: Any) -> None:
+        async for _ in stream:
+            pass
+
+    assert len(app.agents) == 1
