@@ -1,8 +1,9 @@
 """The pure core's ceiling: every stage's per-event work in memory, no Kafka, no Faust.
 
-Each event is decoded from Avro as the ingest stage gets it, routed, and then every message
-the identity and profile steps send each other is encoded and decoded as on the internal
-topics; table values are (de)serialised as in RocksDB and outputs encoded as on their
+Each event is decoded from Avro as the identity stage gets it from its input topic and
+resolved there, as an event keyed by its identifier is in the worker; every message the
+identity and profile steps send each other is then encoded and decoded as on the internal
+topics, table values are (de)serialised as in RocksDB and outputs encoded as on their
 topics. What the worker reaches beyond this is lost to Kafka clients, Faust and the event
 loop; what this reaches is the most a worker could do with the core as it is.
 """
@@ -20,6 +21,7 @@ from streams.identity.messages import (
     OUTPUT_RECORDS,
     InternalMessage,
     Out,
+    RoutedEvent,
     Send,
     decode,
     encode,
@@ -72,8 +74,10 @@ class InMemoryPipeline:
         for kind, value in inputs:
             began = time.perf_counter()
             event = self.codec.decode(kind, value)
-            self.to_identity.append((routing_key(event).encode(), event.to_wire(), {}))
             ingest_s += time.perf_counter() - began
+            began = time.perf_counter()
+            self._resolve(routing_key(event).encode(), RoutedEvent(event))
+            identity_s += time.perf_counter() - began
             while self.to_identity or self.to_profile:
                 began = time.perf_counter()
                 while self.to_identity:
@@ -87,9 +91,12 @@ class InMemoryPipeline:
         return CoreRun(len(events), seconds, ingest_s, identity_s, profile_s, self.outputs)
 
     def _identity(self, key: bytes, value: bytes, headers: dict[str, bytes]) -> None:
+        self._resolve(key, decode(value, headers))
+
+    def _resolve(self, key: bytes, message: InternalMessage) -> None:
         stored = self.identities.get(key)
         owner = Owner.decode(stored) if stored is not None else None
-        step = identity_step(owner, key.decode(), decode(value, headers))
+        step = identity_step(owner, key.decode(), message)
         self._send(step.sends)
         if step.store is not None:
             self.identities[key] = step.store.encode()
