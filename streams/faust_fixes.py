@@ -1,8 +1,9 @@
 """Fixes to Faust internals that correctness or latency depends on, each one small and explained.
 
-Every fix wraps one Faust (or aiokafka-driver) method, is idempotent (applying it twice
-changes nothing) and is applied by :func:`apply` before the app is built. Each was found by
-a test against the real broker; the docstrings say which failure it prevents.
+Every fix replaces one Faust (or aiokafka-driver) method or function, is idempotent
+(applying it twice changes nothing) and is applied by :func:`apply` before the app is built.
+Each was found by a test against the real broker or by profiling a worker; the docstrings say
+which failure or delay it prevents.
 """
 
 from __future__ import annotations
