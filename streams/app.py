@@ -122,10 +122,8 @@ def raw_table(app: faust.App, name: str, settings: Settings) -> Any:
 
 
 def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
+    from streams import pipeline
     from streams.api import views
-    from streams.identity import agents as identity_agents
-    from streams.ingest import agents as ingest_agents
-    from streams.profiles import agents as profile_agents
 
     app = build_faust_app(settings, bootstrap)
     partitions = settings.partitions
@@ -154,8 +152,7 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
         profiles=raw_table(app, PROFILES_TABLE, settings),
         sender=RecordSender(bootstrap),
     )
-    identity_agents.install(runtime, ingest_agents.inputs(runtime))
-    profile_agents.install(runtime)
+    pipeline.install(runtime)
     views.install(runtime)
     return runtime
 

@@ -23,7 +23,6 @@ same ids, and the profile's event-id fingerprints make re-applied events no-ops.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import traceback
@@ -31,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from aiokafka.partitioner import murmur2
 from faust.types import TP, Message
 
 from streams import fetches
@@ -46,10 +44,6 @@ log = logging.getLogger(__name__)
 
 Value = TypeVar("Value")
 
-# The input's append time travels along the internal topics, so the last stage can measure
-# event-to-output latency across both hops.
-RECEIVED_AT_HEADER = "cdp-received-at"
-
 # Longest a stage works (handling, writing, acknowledging) without returning to the event
 # loop: about how long a lookup may wait behind it.
 SLICE_SECONDS = 0.001
@@ -57,7 +51,7 @@ SLICE_SECONDS = 0.001
 # Sealed batches a stage may have under way before it waits for the oldest to finish.
 BATCHES_IN_FLIGHT = 32
 
-Changes = dict[bytes, tuple[Any, Any]]
+Changes = dict[bytes, tuple[Any, int]]
 
 
 class PendingWrites(Generic[Value]):
@@ -80,7 +74,7 @@ class PendingWrites(Generic[Value]):
         self._encode = encode
         self._values: dict[bytes, Value | None] = {}
         self._changed: Changes = {}
-        """Changed by the open batch: key -> (value, the message that changed it)."""
+        """Changed by the open batch: key -> (value, its partition)."""
         self._unwritten: dict[bytes, int] = {}
         """Changed by a sealed batch not written yet: key -> that batch's number."""
         self._sealed = 0
@@ -92,10 +86,10 @@ class PendingWrites(Generic[Value]):
             self._values[key] = self._decode(stored) if stored is not None else None
         return self._values[key]
 
-    def set(self, key: bytes, value: Value, message: Any) -> None:
-        """Change the key's value because of ``message`` (the one being handled)."""
+    def set(self, key: bytes, value: Value, partition: int) -> None:
+        """Change the key's value, which lives in ``partition`` (as in :meth:`get`)."""
         self._values[key] = value
-        self._changed[key] = (value, message)
+        self._changed[key] = (value, partition)
 
     def seal(self) -> tuple[int, Changes]:
         """The open batch's changes, to write once its sends are delivered."""
@@ -108,11 +102,11 @@ class PendingWrites(Generic[Value]):
             del self._values[key]
         return number, changes
 
-    def write(self, sealed: tuple[int, Changes], put: Callable[[bytes, bytes, Any], None]) -> None:
-        """Write a sealed batch's changes: ``put(key, encoded value, message behind it)``."""
+    def write(self, sealed: tuple[int, Changes], put: Callable[[bytes, bytes, int], None]) -> None:
+        """Write a sealed batch's changes: ``put(key, encoded value, partition)``."""
         number, changes = sealed
-        for key, (value, message) in changes.items():
-            put(key, self._encode(value), message)
+        for key, (value, partition) in changes.items():
+            put(key, self._encode(value), partition)
             if self._unwritten.get(key) == number:
                 del self._unwritten[key]
                 if key not in self._changed:
@@ -133,9 +127,8 @@ class ChangelogWriter:
         self._changelog = table.changelog_topic.get_topic_name()
         self._sender = sender
 
-    def writing(self, deliveries: Deliveries) -> Callable[[bytes, bytes, Message], None]:
-        def put(key: bytes, value: bytes, message: Message) -> None:
-            partition = message.partition
+    def writing(self, deliveries: Deliveries) -> Callable[[bytes, bytes, int], None]:
+        def put(key: bytes, value: bytes, partition: int) -> None:
             self._store._db_for_partition(partition).put(key, value)
             self._sender.queue(
                 self._changelog, key, value, partition=partition, deliveries=deliveries
@@ -285,16 +278,6 @@ class LoopShare:
             self._due = time.perf_counter() + SLICE_SECONDS
 
 
-@functools.lru_cache(maxsize=2**16)
-def key_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2, as Java's) gives ``key``.
-
-    Cached: the hash is pure Python (about 6 µs), and the same identifiers come back.
-    """
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
-
-
 def headers_of(carrier: Any) -> dict[str, bytes]:
     """The headers of a Faust event or message; aiokafka hands them over as pairs, Faust as
     a dict."""
@@ -310,14 +293,9 @@ def key_and_value(message: Message) -> tuple[bytes, bytes]:
     return message.key, message.value
 
 
-def passed_on(headers: dict[str, bytes]) -> dict[str, bytes]:
-    """The headers a stage passes on with what it sends: the input's append time."""
-    received_at = headers.get(RECEIVED_AT_HEADER)
-    return {RECEIVED_AT_HEADER: received_at} if received_at else {}
-
-
 def send_dead_letter(runtime: Runtime, message: Any, reason: DeadLetterReason, detail: str) -> None:
-    """Dead-letter ``message`` (a Faust Message) with its original bytes and where it came from."""
+    """Dead-letter ``message`` (a Faust Message, or one like it) with its original bytes and
+    where it came from."""
     record = dead_letter_record(
         topic=message.topic,
         partition=message.partition,
@@ -350,15 +328,20 @@ def dead_letter_on_error(
     try:
         handle(message)
     except Exception as exc:
-        # The frames only: an exception's message may quote personal data from the event.
-        log.error(
-            "processing failed for the message at %s[%s]@%s (%s); dead-lettered\n%s",
-            message.topic,
-            message.partition,
-            message.offset,
-            type(exc).__name__,
-            "".join(traceback.format_tb(exc.__traceback__)),
-        )
-        send_dead_letter(
-            runtime, message, DeadLetterReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"
-        )
+        dead_letter_failure(runtime, message, exc)
+
+
+def dead_letter_failure(runtime: Runtime, message: Any, exc: Exception) -> None:
+    """Dead-letter ``message``, whose handling raised ``exc``, and log where it failed."""
+    # The frames only: an exception's message may quote personal data from the event.
+    log.error(
+        "processing failed for the message at %s[%s]@%s (%s); dead-lettered\n%s",
+        message.topic,
+        message.partition,
+        message.offset,
+        type(exc).__name__,
+        "".join(traceback.format_tb(exc.__traceback__)),
+    )
+    send_dead_letter(
+        runtime, message, DeadLetterReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"
+    )

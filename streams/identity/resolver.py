@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from streams.events import Event, IdentifierKind, Identity, identifier_key, split_identifier_key
+from streams.partitioning import key_partition, partition_of
 
 # Values that tracking snippets and test fixtures send when they have no real identifier;
 # linking on them would fold strangers into one "blob" profile.
@@ -36,8 +37,24 @@ DEFAULT_BLOCKED_IDENTIFIERS = (
 )
 
 
-def profile_id_for(key: str) -> str:
-    return "p_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+def profile_id_for(key: str, partitions: int) -> str:
+    """The id of the profile identifier ``key`` founds: a hash of the key, in its partition.
+
+    In the same partition as the key, so that the profile's messages are handled where the
+    identifier's are, with no hop between them (:mod:`streams.delivery`). Salts are tried
+    in order until the hash lands there (about ``partitions`` tries), so the id is the same
+    on every run. The number of partitions is fixed for a deployment's life: the tables'
+    keys are partitioned by it too.
+    """
+    target = key_partition(key.encode(), partitions)
+    salt = 0
+    while True:
+        salted = f"{key}#{salt}" if salt else key
+        profile_id = "p_" + hashlib.sha256(salted.encode()).hexdigest()[:24]
+        # Uncached: most candidates are never seen again.
+        if partition_of(profile_id.encode(), partitions) == target:
+            return profile_id
+        salt += 1
 
 
 def routing_key(event: Event) -> str:
@@ -66,24 +83,9 @@ class Owner:
         return cls(profile_id, IdentifierKind(rank))
 
     @classmethod
-    def of_key(cls, key: str) -> Owner:
+    def of_key(cls, key: str, partitions: int) -> Owner:
         """The profile an identifier founds when nobody owns it yet."""
-        return cls(profile_id_for(key), split_identifier_key(key)[0])
-
-
-@dataclass(frozen=True, slots=True)
-class Resolution:
-    owner: Owner
-    claim_routing_key: bool
-    """True when the routing key was unknown and now belongs to ``owner``."""
-
-
-def resolve(key: str, lookup: Callable[[str], Owner | None]) -> Resolution:
-    """The profile an event routed under ``key`` belongs to; ``lookup`` reads the table."""
-    known = lookup(key)
-    if known is not None:
-        return Resolution(known, claim_routing_key=False)
-    return Resolution(Owner.of_key(key), claim_routing_key=True)
+        return cls(profile_id_for(key, partitions), split_identifier_key(key)[0])
 
 
 class ClaimOutcome(StrEnum):

@@ -1,7 +1,8 @@
 """The identity stage's logic for one message, purely: ``identity_step(owner, key, message)``.
 
-The Faust agent reads the owner of ``key`` from the identity table, calls the step,
-stores what it says and sends what it lists; a test can run the same steps in memory.
+The Faust shell reads the owner of ``key`` from the identity table, calls the step,
+stores what it says and delivers what it lists; a test can run the same steps in memory.
+``partitions`` is the number of partitions, which a new profile's id depends on.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ class IdentityStep:
     refused: RefusalReason | None = None
 
 
-def identity_step(owner: Owner | None, key: str, message: InternalMessage) -> IdentityStep:
+def identity_step(
+    owner: Owner | None, key: str, message: InternalMessage, partitions: int
+) -> IdentityStep:
     """What to store and send for ``message`` about identifier ``key``, owned by ``owner``."""
     if isinstance(message, RoutedEvent):
-        return _route(owner, key, message)
+        return _route(owner, key, message, partitions)
     if isinstance(message, Claim):
         return _claim(owner, key, message)
     if not isinstance(message, Repoint):
@@ -43,9 +46,9 @@ def identity_step(owner: Owner | None, key: str, message: InternalMessage) -> Id
     return IdentityStep()
 
 
-def _route(owner: Owner | None, key: str, message: RoutedEvent) -> IdentityStep:
+def _route(owner: Owner | None, key: str, message: RoutedEvent, partitions: int) -> IdentityStep:
     """Send an event to the profile owning the key it is routed under; unknown: founds one."""
-    found = owner or Owner.of_key(key)
+    found = owner or Owner.of_key(key, partitions)
     routed = RoutedEvent(message.event, owned=key)
     return IdentityStep(
         store=None if owner is not None else found,

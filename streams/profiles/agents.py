@@ -1,15 +1,19 @@
-"""Profile stage: the Faust shell around :func:`streams.profiles.steps.profile_step`."""
+"""Profile shell: the profile table around :func:`streams.profiles.steps.profile_step`.
+
+:mod:`streams.pipeline` hands it every message for a profile in a partition this worker
+holds, from the internal profile topic or in place; it is the one writer of the profile
+table, and counts what the steps decide.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
-
-from faust.types import Message
+from typing import TYPE_CHECKING
 
 from streams.codec import now_ms
-from streams.identity.messages import Absorb, HandOver, InternalMessage, Out, RoutedEvent, decode
+from streams.delivery import RECEIVED_AT_HEADER, Headers
+from streams.identity.messages import Absorb, HandOver, InternalMessage, Out, RoutedEvent, Send
 from streams.observability import (
     EVENT_TO_OUTPUT_SECONDS,
     EVENTS,
@@ -23,14 +27,7 @@ from streams.observability import (
 )
 from streams.profiles.model import Forward, Profile, load_stored
 from streams.profiles.steps import ProfileStep, profile_step
-from streams.stages import (
-    RECEIVED_AT_HEADER,
-    BatchedStage,
-    PendingWrites,
-    headers_of,
-    key_and_value,
-    passed_on,
-)
+from streams.stages import PendingWrites
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -38,11 +35,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def install(runtime: Runtime) -> None:
-    settings = runtime.settings
-    profiles = PendingWrites[Profile | Forward](runtime.profiles, load_stored, _encode)
+class ProfileShell:
+    def __init__(self, runtime: Runtime) -> None:
+        self.table = PendingWrites[Profile | Forward](runtime.profiles, load_stored, _encode)
+        self._runtime = runtime
 
-    def count(message: InternalMessage, step: ProfileStep, headers: dict[str, bytes]) -> None:
+    def handle(
+        self, profile_id: str, message: InternalMessage, headers: Headers, partition: int
+    ) -> tuple[Send, ...]:
+        """Apply ``message`` to ``profile_id``, which lives in ``partition``; its sends."""
+        key = profile_id.encode()
+        stored = self.table.get(key, partition)
+        step = profile_step(stored, profile_id, message, self._runtime.rules, now_ms())
+        if step.store is not None:
+            self.table.set(key, step.store, partition)
+        self._count(message, step, headers)
+        if step.refused and isinstance(message, HandOver):
+            log.info("refused to merge %s into %s: caps", profile_id, message.claim.profile_id)
+        return step.sends
+
+    def _count(self, message: InternalMessage, step: ProfileStep, headers: Headers) -> None:
         # Outputs are counted from what the step sends, so every path (events, merges,
         # hand-overs, releases) is counted the same way.
         for send in step.sends:
@@ -64,32 +76,11 @@ def install(runtime: Runtime) -> None:
         if outcome.claims or (isinstance(message, Absorb) and not outcome.duplicate):
             IDENTIFIERS_PER_PROFILE.observe(len(outcome.profile.identifier_keys()))
         if isinstance(message, RoutedEvent):
-            topic = settings.input_topic(message.event.kind)
+            topic = self._runtime.settings.input_topic(message.event.kind)
             EVENTS.labels(topic, "duplicate" if outcome.duplicate else "applied").inc()
             received_at = headers.get(RECEIVED_AT_HEADER)
             if received_at and not outcome.duplicate:
                 EVENT_TO_OUTPUT_SECONDS.observe(max(0.0, time.time() - float(received_at)))
-
-    def handle(record: Message) -> None:
-        key, value = key_and_value(record)
-        headers = headers_of(record)
-        message = decode(value, headers)
-        stored = profiles.get(key, record.partition)
-        step = profile_step(stored, key.decode(), message, runtime.rules, now_ms())
-        for send in step.sends:
-            runtime.queue(send, passed_on(headers))
-        if step.store is not None:
-            profiles.set(key, step.store, record)
-        count(message, step, headers)
-        if step.refused and isinstance(message, HandOver):
-            log.info("refused to merge %s into %s: caps", key.decode(), message.claim.profile_id)
-
-    stage = BatchedStage(runtime, [runtime.profile_topic.get_topic_name()], handle, (profiles,))
-
-    # The agent subscribes the worker to the topic; the stage takes its messages.
-    @runtime.app.agent(runtime.profile_topic, name="profiles")
-    async def fold_profiles(stream: Any) -> None:
-        await stage.run()
 
 
 def _encode(stored: Profile | Forward) -> bytes:

@@ -86,6 +86,10 @@ class Worker:
         return httpx.get(f"{self.api}{path}", params=params, headers=headers, timeout=5)
 
 
+# Of every topic and table of the test workers (profile ids depend on it).
+PARTITIONS = 8
+
+
 def worker_env(broker: EmbeddedBroker, tmp_path: Path, **overrides: str) -> dict[str, str]:
     prefix = f"t{uuid.uuid4().hex[:6]}."
     env = {
@@ -95,7 +99,7 @@ def worker_env(broker: EmbeddedBroker, tmp_path: Path, **overrides: str) -> dict
         "CDP_APP_ID": f"cdp-{prefix.rstrip('.')}",
         "CDP_DATA_DIR": str(tmp_path / "data"),
         "CDP_WEB_PORT": str(free_port()),
-        "CDP_PARTITIONS": "8",
+        "CDP_PARTITIONS": str(PARTITIONS),
         "CDP_SESSION_TIMEOUT_SECONDS": "6",
         "CDP_LOG_LEVEL": "info",
     }

@@ -32,7 +32,7 @@ from streams.identity.resolver import profile_id_for
 from streams.producer import EventProducer
 from streams.profiles.model import Profile, event_fingerprint
 
-from .conftest import Topics, Worker, wait_until, worker_env
+from .conftest import PARTITIONS, Topics, Worker, wait_until, worker_env
 
 PEOPLE = 40
 KILLS = 12
@@ -110,7 +110,7 @@ def reference(
         email = event.identity.email
         assert email is not None
         before = profiles.get(email)
-        profile_id = profile_id_for(identifier_key(IdentifierKind.EMAIL, email))
+        profile_id = profile_id_for(identifier_key(IdentifierKind.EMAIL, email), PARTITIONS)
         outcome = process(before, profile_id, event, rules, event.occurred_at)
         profiles[email] = outcome.profile
         trigger_ids |= {t.trigger_id for t in outcome.triggers}
@@ -377,7 +377,7 @@ def profile_writes(
     append time, page views or -1, holds the lost event), to tell a stale overwrite from a
     skip."""
     keys = {
-        profile_id_for(identifier_key(IdentifierKind.EMAIL, event.identity.email or "")).encode()
+        profile_id_for(identifier_key(IdentifierKind.EMAIL, event.identity.email or ""), PARTITIONS)
         for event in lost
     }
     fingerprints = {event_fingerprint(event.event_id) for event in lost}

@@ -20,7 +20,7 @@ from streams.codec import Codec
 from streams.events import EventKind
 from streams.identity.resolver import profile_id_for
 
-from .conftest import Topics, Worker, wait_until, worker_env
+from .conftest import PARTITIONS, Topics, Worker, wait_until, worker_env
 from .test_pipeline import now_ms, page_view, sign_up
 
 SETTLE_S = 45
@@ -81,7 +81,7 @@ class Person:
 
     @property
     def profile_id(self) -> str:
-        return profile_id_for(f"user_id:{self.user_id}")
+        return profile_id_for(f"user_id:{self.user_id}", PARTITIONS)
 
     def events(self) -> list[tuple[EventKind, dict[str, Any]]]:
         phone, laptop = self.devices
@@ -274,7 +274,7 @@ def test_a_merge_storm_respects_the_caps(
         if device in linked:
             assert own["profile_id"] == user["profile_id"]
         else:
-            assert own["profile_id"] == profile_id_for(f"anonymous_id:{device}")
+            assert own["profile_id"] == profile_id_for(f"anonymous_id:{device}", PARTITIONS)
             assert own["views"]["count"] == 1
     metrics = worker.get("/metrics").text
     assert 'cdp_identity_links_refused_total{reason="cap_exceeded"} 15.0' in metrics

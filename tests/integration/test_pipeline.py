@@ -145,10 +145,9 @@ def test_producer_api_events_show_up_within_a_second(worker: Worker, topics: Top
     assert "customer" in profile["segments"]
 
 
-def routed_over_the_identity_topic(bootstrap: str, settings: Settings) -> set[str]:
-    """Ids of the events that took the hop over the internal identity topic."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "identity-topic-check"})
-    topic = settings.topic("internal.identity")
+def events_on(bootstrap: str, topic: str, settings: Settings) -> set[str]:
+    """Ids of the events that took a hop over ``topic``, an internal one."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "internal-topic-check"})
     partitions = [TopicPartition(topic, p, 0) for p in range(settings.partitions)]
     remaining = sum(consumer.get_watermark_offsets(tp, timeout=5)[1] for tp in partitions)
     consumer.assign(partitions)
@@ -166,11 +165,12 @@ def routed_over_the_identity_topic(bootstrap: str, settings: Settings) -> set[st
     return routed
 
 
-def test_events_keyed_by_their_identifier_are_resolved_where_they_arrive(
+def test_events_keyed_by_their_identifier_are_handled_where_they_arrive(
     worker: Worker, topics: Topics
 ) -> None:
-    """The producer API puts an event in its identifier's partition: no identity-topic hop.
-    An event keyed otherwise takes the hop to that partition and ends the same."""
+    """The producer API puts an event in its identifier's partition, and a new profile
+    lives there too: no hop over either internal topic. An event keyed otherwise takes the
+    hop to that partition and ends the same."""
     settings = worker.settings
     topic = settings.input_topic(EventKind.PAGE_VIEW)
     views = [page_view(f"anon-{uuid.uuid4().hex[:8]}", "toys") for _ in range(24)]
@@ -185,9 +185,10 @@ def test_events_keyed_by_their_identifier_are_resolved_where_they_arrive(
 
     ids = [view["identity"]["anonymous_id"] for view in views]
     wait_until(lambda: all(worker.get("/profiles", anonymous_id=a).status_code == 200 for a in ids))
-    routed = routed_over_the_identity_topic(topics.bootstrap, settings)
+    routed = events_on(topics.bootstrap, settings.topic("internal.identity"), settings)
     assert not routed & {view["event_id"] for view in keyed}
     assert routed & {view["event_id"] for view in otherwise}
+    assert not events_on(topics.bootstrap, settings.topic("internal.profile"), settings)
 
 
 def test_bad_requests_get_4xx_with_a_message(worker: Worker) -> None:

@@ -2,26 +2,32 @@
 
 :class:`Cluster` runs the real identity and profile steps over per-partition FIFO queues
 and picks which partition moves next at random, which is what several workers and
-partitions do to the order in which messages of different keys are handled. Whatever
-the order, every person must end as one profile holding all their events exactly once.
+partitions do to the order in which messages of different keys are handled. A message for
+the partition being handled is handled in place, as in the worker
+(:class:`~streams.delivery.InPlace`), unless the cluster is told the partition is not held
+(never, or at random: partitions moving between workers). Whatever the order, every person
+must end as one profile holding all their events exactly once.
 """
 
 from __future__ import annotations
 
 import random
-import zlib
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from enum import Enum
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core import Rules
+from streams.delivery import Headers, InPlace
 from streams.events import Event, IdentifierKind, identifier_key
 from streams.identity.messages import IdentityMerge, InternalMessage, Out, RoutedEvent, Send
 from streams.identity.resolver import Owner, profile_id_for, routing_key
 from streams.identity.steps import identity_step
 from streams.journeys.rules import JourneyTrigger
+from streams.partitioning import key_partition
 from streams.profiles.model import Forward, IdentifierCaps, Profile
 from streams.profiles.steps import profile_step
 from tests.unit.test_reducer import T0, email_event, identify, order, page_view
@@ -29,24 +35,37 @@ from tests.unit.test_reducer import T0, email_event, identify, order, page_view
 RULES = Rules.load()
 NOW = T0 + 1_000
 PARTITIONS = 8
+ANONYMOUS = IdentifierKind.ANONYMOUS_ID
+
+
+class Held(Enum):
+    """Whether a worker holds the partition it sends to (when it is the one it handles)."""
+
+    ALWAYS = "always"
+    NEVER = "never"
+    AT_RANDOM = "at random"
 
 
 @dataclass
 class Cluster:
     rules: Rules = RULES
     rnd: random.Random = field(default_factory=lambda: random.Random(0))
+    held: Held = Held.ALWAYS
     identities: dict[str, Owner] = field(default_factory=dict)
     profiles: dict[str, Profile | Forward] = field(default_factory=dict)
     queues: dict[tuple[Out, int], deque[tuple[str, InternalMessage]]] = field(default_factory=dict)
     outputs: dict[Out, list[Send]] = field(default_factory=dict)
     handled: int = 0
+    over_topics: Counter[Out] = field(default_factory=Counter)
 
     def produce(self, event: Event) -> None:
+        """An event on its input topic, in its identifier's partition (the producer API's)."""
         self._append(Send(Out.IDENTITY, routing_key(event), RoutedEvent(event)))
 
-    def _append(self, send: Send) -> None:
+    def _append(self, send: Send, headers: Headers | None = None) -> None:
         if send.topic in (Out.IDENTITY, Out.PROFILE):
-            partition = zlib.crc32(send.key.encode()) % PARTITIONS
+            partition = key_partition(send.key.encode(), PARTITIONS)
+            self.over_topics[send.topic] += 1
             self.queues.setdefault((send.topic, partition), deque()).append(
                 (send.key, send.message)
             )
@@ -62,15 +81,21 @@ class Cluster:
                 return
             topic, partition = self.rnd.choice(ready)
             key, message = self.queues[topic, partition].popleft()
-            for send in self._handle(topic, key, message):
-                self._append(send)
+            in_place = InPlace(PARTITIONS, self._handle, self._append, self._holds, _raise)
+            in_place.run(Send(topic, key, message), {}, partition)
             done += 1
-            self.handled += 1
-            assert self.handled < 100_000, "the protocol does not settle"
 
-    def _handle(self, topic: Out, key: str, message: InternalMessage) -> tuple[Send, ...]:
-        if topic is Out.IDENTITY:
-            step = identity_step(self.identities.get(key), key, message)
+    def _holds(self, topic: Out, partition: int) -> bool:
+        if self.held is Held.AT_RANDOM:
+            return self.rnd.random() < 0.5
+        return self.held is Held.ALWAYS
+
+    def _handle(self, send: Send, headers: Headers, partition: int) -> tuple[Send, ...]:
+        self.handled += 1
+        assert self.handled < 100_000, "the protocol does not settle"
+        key, message = send.key, send.message
+        if send.topic is Out.IDENTITY:
+            step = identity_step(self.identities.get(key), key, message, PARTITIONS)
             if step.store is not None:
                 self.identities[key] = step.store
             return step.sends
@@ -124,7 +149,7 @@ class Person:
 
     @property
     def profile_id(self) -> str:
-        return profile_id_for(identifier_key(IdentifierKind.USER_ID, self.user))
+        return profile_id_for(identifier_key(IdentifierKind.USER_ID, self.user), PARTITIONS)
 
     def events(self, views: int) -> list[Event]:
         """Browsing on every device, a sign-up on the first, a login with email on the
@@ -154,8 +179,12 @@ class Person:
         ]
 
 
-def _run(events: list[Event], seed: int, rules: Rules = RULES) -> Cluster:
-    cluster = Cluster(rules=rules, rnd=random.Random(seed))
+def _raise(send: Send, headers: Headers, partition: int, exc: Exception) -> None:
+    raise exc
+
+
+def _run(events: list[Event], seed: int, rules: Rules = RULES, held: Held = Held.ALWAYS) -> Cluster:
+    cluster = Cluster(rules=rules, rnd=random.Random(seed), held=held)
     for event in events:
         cluster.produce(event)
         cluster.run(steps=cluster.rnd.randint(0, 4))
@@ -171,6 +200,7 @@ def _welcome_triggers(cluster: Cluster) -> Counter[str]:
     )
 
 
+@pytest.mark.parametrize("held", list(Held), ids=lambda held: held.value)
 @settings(max_examples=60, deadline=None)
 @given(
     st.integers(1, 3),
@@ -179,12 +209,12 @@ def _welcome_triggers(cluster: Cluster) -> Counter[str]:
     st.integers(0, 2**32 - 1),
 )
 def test_any_order_ends_with_one_profile_per_person(
-    people: int, views: int, shuffle: random.Random, seed: int
+    held: Held, people: int, views: int, shuffle: random.Random, seed: int
 ) -> None:
     persons = [Person(n) for n in range(people)]
     events = [e for person in persons for e in person.events(views)]
     shuffle.shuffle(events)
-    cluster = _run(events, seed)
+    cluster = _run(events, seed, held=held)
 
     for person in persons:
         profile = cluster.resolve(identifier_key(IdentifierKind.EMAIL, person.email))
@@ -295,3 +325,14 @@ def test_two_user_ids_on_one_device_stay_two_people() -> None:
     assert bob.refused_identifiers == {"anonymous_id:shared": "owned_by_other_profile"}
     assert cluster.resolve("anonymous_id:shared").profile_id == ann.profile_id
     assert ann.page_views == 1
+
+
+def test_a_new_persons_events_are_handled_in_their_partition_from_start_to_end() -> None:
+    person = Person(0)
+    device = person.devices[0]
+    alone = [e for e in person.events(3) if e.identity.identifiers() == [(ANONYMOUS, device)]]
+    in_place = _run(alone, seed=1)
+    assert in_place.over_topics == Counter({Out.IDENTITY: len(alone)})  # the inputs only
+    over_topics = _run(alone, seed=1, held=Held.NEVER)
+    assert over_topics.over_topics[Out.PROFILE] >= len(alone)
+    assert in_place.resolve(routing_key(alone[0])).page_views == 3

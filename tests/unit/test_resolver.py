@@ -13,7 +13,6 @@ from streams.identity.resolver import (
     decide_claim,
     profile_id_for,
     redacted,
-    resolve,
     routing_key,
     without_blocked,
 )
@@ -28,26 +27,18 @@ def event(identity: Identity) -> Event:
     return Event(EventKind.IDENTIFY, "e-1", 1, identity, {})
 
 
-def test_the_strongest_identifier_routes_and_names_the_profile() -> None:
+def test_the_strongest_identifier_routes_and_founds_the_profile() -> None:
     sign_up = event(Identity(anonymous_id="a-1", email="ann@example.com"))
     assert routing_key(sign_up) == "email:ann@example.com"
-    resolution = resolve(routing_key(sign_up), lambda key: None)
-    assert resolution.owner == Owner(profile_id_for("email:ann@example.com"), EMAIL)
-    assert resolution.claim_routing_key
-
-
-def test_a_known_identifier_keeps_its_profile() -> None:
-    known = Owner("p_known", USER)
-    resolution = resolve("user_id:42", {"user_id:42": known}.get)
-    assert resolution.owner is known
-    assert not resolution.claim_routing_key
+    founded = Owner.of_key(routing_key(sign_up), 8)
+    assert founded == Owner(profile_id_for("email:ann@example.com", 8), EMAIL)
 
 
 def test_profile_ids_are_stable_and_carry_no_personal_data() -> None:
     key = identifier_key(EMAIL, "ann@example.com")
-    assert profile_id_for(key) == profile_id_for(key)
-    assert "ann" not in profile_id_for(key)
-    assert profile_id_for(key) != profile_id_for("email:bob@example.com")
+    assert profile_id_for(key, 8) == profile_id_for(key, 8)
+    assert "ann" not in profile_id_for(key, 8)
+    assert profile_id_for(key, 8) != profile_id_for("email:bob@example.com", 8)
     assert "ann" not in redacted(key)
     assert redacted(key).startswith("email:#")
 

@@ -1,0 +1,83 @@
+"""Where the identity and profile steps' messages go: handled in place, or over a topic.
+
+Partition p of the internal identity topic, of the internal profile topic and of both
+tables is one worker's (Faust assigns topics of equal partition counts together). A message
+the steps send about key K belongs to ``key_partition(K)``. When that is the partition
+being handled and this worker holds it, the message is handled there and then, after what
+was sent before it, as it would be on the topic; it is never encoded, produced, fetched
+and decoded. Outputs, and messages for any other partition, are sent.
+
+A new profile's id lands in its founding identifier's partition
+(:func:`~streams.identity.resolver.profile_id_for`) and the producer API keys an event by
+that identifier, so most events are handled in the partition they arrive in from start to
+end; merges across partitions take the topics. A crash changes nothing either: what was
+handled in place is written and acknowledged with the message that began it
+(:mod:`streams.stages`), so a replay handles it again, as a replay of the topic would.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from streams.identity.messages import Out, Send
+from streams.partitioning import key_partition
+
+Headers = dict[str, bytes]
+
+# The input's append time travels along with what an event leads to, in place and over the
+# internal topics, so the profile step can measure event-to-output latency.
+RECEIVED_AT_HEADER = "cdp-received-at"
+
+
+def passed_on(headers: Headers) -> Headers:
+    """The headers a step's sends carry on: the input's append time."""
+    received_at = headers.get(RECEIVED_AT_HEADER)
+    return {RECEIVED_AT_HEADER: received_at} if received_at else {}
+
+
+@dataclass(frozen=True)
+class InPlace:
+    """Handles a message and what it leads to in its partition; sends everything else."""
+
+    partitions: int
+    handle: Callable[[Send, Headers, int], tuple[Send, ...]]
+    """Apply an identity or profile message in a partition (this worker's); its sends."""
+    send: Callable[[Send, Headers], None]
+    """Send an output, or a message for another partition, over its topic."""
+    holds: Callable[[Out, int], bool]
+    """Whether this worker holds a partition of the identity or profile topic."""
+    failed: Callable[[Send, Headers, int, Exception], None]
+    """A message handled in place raised: dead-letter it."""
+
+    def run(self, first: Send, headers: Headers, partition: int) -> None:
+        """Handle ``first`` in ``partition``, then, in the order sent, what it leads to there.
+
+        An error of ``first`` is raised (the stage dead-letters the message it came in);
+        one of a message handled in place after it goes to :attr:`failed`.
+        """
+        pending = deque([(first, headers)])
+        while pending:
+            message, headers = pending.popleft()
+            try:
+                sends = self.handle(message, headers, partition)
+            except Exception as exc:
+                if message is first:
+                    raise
+                self.failed(message, headers, partition, exc)
+                continue
+            passed = passed_on(headers)
+            for send in sends:
+                if self.belongs_to(send, partition):
+                    pending.append((send, passed))
+                else:
+                    self.send(send, passed)
+
+    def belongs_to(self, send: Send, partition: int) -> bool:
+        """Whether ``send`` is an internal message for ``partition``, held here."""
+        return (
+            send.topic in (Out.IDENTITY, Out.PROFILE)
+            and key_partition(send.key.encode(), self.partitions) == partition
+            and self.holds(send.topic, partition)
+        )

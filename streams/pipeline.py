@@ -1,0 +1,113 @@
+"""The worker's stage: the input topics and both internal topics, partition by partition.
+
+One :class:`~streams.stages.BatchedStage` takes every message of them. An input message is
+checked (:mod:`streams.ingest.agents`) and its event resolved under its strongest
+identifier; the identity and profile shells handle what arrives on the internal topics.
+Whatever the steps send each other is handled in place when it belongs to the partition
+being handled, and sent over its topic when not (:mod:`streams.delivery`). One stage, so
+each table has one writer and one batch covers an event from its input to its outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from faust.types import Message
+
+from streams.delivery import RECEIVED_AT_HEADER, Headers, InPlace
+from streams.identity.agents import IdentityShell
+from streams.identity.messages import Out, RoutedEvent, Send, decode, encode
+from streams.identity.resolver import routing_key
+from streams.ingest.agents import inputs
+from streams.profiles.agents import ProfileShell
+from streams.stages import BatchedStage, dead_letter_failure, headers_of, key_and_value
+
+if TYPE_CHECKING:
+    from streams.app import Runtime
+
+
+@dataclass(frozen=True)
+class HandledInPlace:
+    """A message handled in place, in the shape of one fetched from its topic (for the
+    dead letters); offset -1: it was never on the topic."""
+
+    topic: str
+    partition: int
+    key: bytes
+    value: bytes
+    headers: Headers
+    offset: int = -1
+
+
+def install(runtime: Runtime) -> None:
+    app = runtime.app
+    checked = inputs(runtime)
+    identities = IdentityShell(runtime)
+    profiles = ProfileShell(runtime)
+    internal = {
+        runtime.identity_topic.get_topic_name(): Out.IDENTITY,
+        runtime.profile_topic.get_topic_name(): Out.PROFILE,
+    }
+    topic_of = {out: name for name, out in internal.items()}
+    held: dict[Out, frozenset[int]] = {}
+    held_in: int | None = None  # the consumer generation ``held`` is of
+
+    def holds(topic: Out, partition: int) -> bool:
+        nonlocal held_in
+        if held_in != app.consumer_generation_id:
+            held_in = app.consumer_generation_id
+            assignment = app.consumer.assignment()
+            held.clear()
+            for out, name in topic_of.items():
+                held[out] = frozenset(tp.partition for tp in assignment if tp.topic == name)
+        return partition in held[topic]
+
+    def apply(send: Send, headers: Headers, partition: int) -> tuple[Send, ...]:
+        if send.topic is Out.IDENTITY:
+            return identities.handle(send.key, send.message, partition)
+        return profiles.handle(send.key, send.message, headers, partition)
+
+    def failed(send: Send, headers: Headers, partition: int, exc: Exception) -> None:
+        value, own_headers = encode(send.message)
+        message = HandledInPlace(
+            topic_of[send.topic], partition, send.key.encode(), value, {**headers, **own_headers}
+        )
+        dead_letter_failure(runtime, message, exc)
+
+    in_place = InPlace(runtime.settings.partitions, apply, runtime.queue, holds, failed)
+
+    def handle(record: Message) -> None:
+        out = internal.get(record.topic)
+        if out is not None:
+            key, value = key_and_value(record)
+            headers = headers_of(record)
+            in_place.run(Send(out, key.decode(), decode(value, headers)), headers, record.partition)
+            return
+        event = checked.accept(record)
+        if event is None:
+            return
+        # The input's append time travels along, for event-to-output latency.
+        headers = {RECEIVED_AT_HEADER: str(record.timestamp).encode()}
+        routed = Send(Out.IDENTITY, routing_key(event), RoutedEvent(event))
+        if in_place.belongs_to(routed, record.partition):
+            in_place.run(routed, headers, record.partition)
+        else:
+            runtime.queue(routed, headers)
+
+    stage = BatchedStage(
+        runtime, [*internal, *checked.topics], handle, (identities.table, profiles.table)
+    )
+
+    # The agents subscribe the worker to the topics; the stage takes their messages.
+    @app.agent(runtime.identity_topic, name="identity")
+    async def resolve_identities(stream: Any) -> None:
+        await stage.run()
+
+    @app.agent(runtime.profile_topic, name="profiles")
+    async def fold_profiles(stream: Any) -> None:
+        await stage.run()
+
+    @app.agent(checked.source, name="ingest")
+    async def ingest(stream: Any) -> None:
+        await stage.run()
