@@ -5,7 +5,8 @@ tables is one worker's (Faust assigns topics of equal partition counts together)
 the steps send about key K belongs to ``key_partition(K)``. When that is the partition
 being handled and this worker holds it, the message is handled there and then, after what
 was sent before it, as it would be on the topic; it is never encoded, produced, fetched
-and decoded. Outputs, and messages for any other partition, are sent.
+and decoded. Outputs, messages for any other partition and a question that waits for an
+answer on its way from elsewhere (``Send.waits_its_turn``) are sent.
 
 A new profile's id lands in its founding identifier's partition
 (:func:`~streams.identity.resolver.profile_id_for`) and the producer API keys an event by
@@ -78,6 +79,7 @@ class InPlace:
         """Whether ``send`` is an internal message for ``partition``, held here."""
         return (
             send.topic in (Out.IDENTITY, Out.PROFILE)
+            and not send.waits_its_turn
             and key_partition(send.key.encode(), self.partitions) == partition
             and self.holds(send.topic, partition)
         )

@@ -203,6 +203,9 @@ class Send:
     key: str
     message: Any
     """A command or RoutedEvent (internal topics) or an output record (``to_record()``)."""
+    waits_its_turn: bool = False
+    """Handled after what its topic holds already, never in place: a question asked again
+    until another message, on its way, has arrived (:mod:`streams.delivery`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,9 +100,10 @@ def _hand_over(stored: Stored, key: str, message: HandOver, rules: core.Rules) -
     if isinstance(stored, Forward):
         if stored.into == claim.profile_id:
             return ProfileStep()
-        # Merged elsewhere first; the claim is asked again, and by then the identity table
-        # knows where the identifier went (the re-point was sent before this answer).
-        return ProfileStep(sends=(Send(Out.IDENTITY, message.key, claim),))
+        # Merged elsewhere first; the claim is asked again until the identity table knows
+        # where the identifier went. The re-point telling it may still be on its way from
+        # another partition: the question takes its turn behind it on the topic.
+        return ProfileStep(sends=(Send(Out.IDENTITY, message.key, claim, waits_its_turn=True),))
     profile = stored or Profile.new(key)
     if exceeds_caps(profile, claim.identifiers, rules.caps):
         reason = RefusalReason.CAP_EXCEEDED

@@ -336,3 +336,19 @@ def test_a_new_persons_events_are_handled_in_their_partition_from_start_to_end()
     over_topics = _run(alone, seed=1, held=Held.NEVER)
     assert over_topics.over_topics[Out.PROFILE] >= len(alone)
     assert in_place.resolve(routing_key(alone[0])).page_views == 3
+
+
+@pytest.mark.parametrize("held", list(Held), ids=lambda held: held.value)
+@pytest.mark.parametrize("seed", range(40))
+def test_a_device_claimed_again_while_its_merge_is_under_way(seed: int, held: Held) -> None:
+    # The second claim can reach the device's first profile after it merged away and
+    # before the identity table heard where to: it is asked again until the table knows.
+    events = [
+        page_view(anon="d", event_id="view"),
+        identify(anon="d", email="e@example.com", event_id="sign-up"),
+        identify(anon="d", user="u", event_id="login"),
+    ]
+    cluster = _run(events, seed, held=held)
+    profile = cluster.resolve("user_id:u")
+    assert set(profile.identifier_keys()) >= {"anonymous_id:d", "user_id:u"}
+    assert sum(p.page_views for p in cluster.live_profiles()) == 1
