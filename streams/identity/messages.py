@@ -1,7 +1,9 @@
-"""The commands the identity and profile stages send each other, next to the events.
+"""The commands the identity and profile steps send each other, next to the events.
 
-Commands travel on the same internal topics as the events they are ordered with, keyed by
-what they act on, and are told apart by the ``cdp-command`` header (events carry none):
+Commands travel with the events they are ordered with, keyed by what they act on: handled
+in place when the key lives in the partition being handled (:mod:`streams.delivery`), on
+the internal topics when not, told apart there by the ``cdp-command`` header (events carry
+none):
 
 =========== ================= ======================================================
 command     topic, key        meaning

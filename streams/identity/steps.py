@@ -1,4 +1,4 @@
-"""The identity stage's logic for one message, purely: ``identity_step(owner, key, message)``.
+"""The identity step for one message, purely: ``identity_step(owner, key, message, partitions)``.
 
 The Faust shell reads the owner of ``key`` from the identity table, calls the step,
 stores what it says and delivers what it lists; a test can run the same steps in memory.

@@ -1,9 +1,9 @@
 """Ingest: decode and validate every input message; good events go on, the rest are
 dead-lettered.
 
-The identity stage runs this on the input topics' messages (it routes the events, see
-:mod:`streams.identity.agents`), so an event whose identifier lives in the partition it
-arrived on is resolved without a hop over the internal identity topic.
+The worker's stage runs this on the input topics' messages and resolves the events
+(:mod:`streams.pipeline`), so an event whose identifier lives in the partition it arrived on
+is handled there, with no hop over an internal topic.
 """
 
 from __future__ import annotations

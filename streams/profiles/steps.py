@@ -1,11 +1,11 @@
-"""The profile stage's logic for one message, purely: ``profile_step(stored, key, message)``.
+"""The profile step for one message, purely: ``profile_step(stored, key, message, ...)``.
 
 A profile's partition receives events and the merge commands of
 :mod:`streams.identity.messages`. A profile merged into another leaves a
 :class:`~streams.profiles.model.Forward` behind, and everything that still arrives for it
 is passed on, so events and merges that race each other end up in the same place.
 
-The Faust agent reads the stored value, calls the step, sends what it lists and then
+The Faust shell reads the stored value, calls the step, hands back what it lists and
 stores what it says; a test can run the same steps in memory.
 """
 
