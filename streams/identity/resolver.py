@@ -2,7 +2,8 @@
 
 Identifiers are keyed ``"<kind>:<value>"`` (e.g. ``email:ann@example.com``). A person's
 profile id derives from their strongest identifier (user id, then email, then anonymous
-id), hashed so that ids carry no personal data and stay stable across restarts. The
+id), hashed so that ids carry no personal data and stay stable across restarts, and placed
+in that identifier's partition (:func:`profile_id_for`). The
 identity table maps every identifier to its :class:`Owner`; :func:`decide_claim` is the
 one rule for what happens when a profile asks for an identifier somebody else owns.
 """
