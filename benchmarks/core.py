@@ -19,7 +19,15 @@ from streams.codec import Codec, now_ms
 from streams.core import Rules
 from streams.delivery import InPlace
 from streams.events import Event
-from streams.identity.messages import OUTPUT_RECORDS, Out, RoutedEvent, Send, decode, encode
+from streams.identity.messages import (
+    INTERNAL,
+    OUTPUT_RECORDS,
+    Out,
+    RoutedEvent,
+    Send,
+    decode,
+    encode,
+)
 from streams.identity.resolver import Owner, routing_key
 from streams.identity.steps import identity_step
 from streams.partitioning import key_partition
@@ -112,7 +120,7 @@ class InMemoryPipeline:
         return sends
 
     def _send(self, send: Send, headers: dict[str, bytes]) -> None:
-        if send.topic in (Out.IDENTITY, Out.PROFILE):
+        if send.topic in INTERNAL:
             value, own_headers = encode(send.message)
             self.topics.append((send.topic, send.key.encode(), value, own_headers))
         else:

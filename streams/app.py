@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 from streams import faust_fixes, fetches
 from streams.codec import Codec
 from streams.core import Rules
-from streams.identity.messages import OUTPUT_RECORDS, Out, Send, encode
+from streams.identity.messages import INTERNAL, OUTPUT_RECORDS, Out, Send, encode
 from streams.sender import RecordSender
 from streams.settings import Settings
 from streams.state import StateSizing, store_url, table_options
@@ -47,16 +47,24 @@ class Runtime:
     def encode_output(self, record_name: str, record: dict[str, Any]) -> bytes:
         return self.codec.encode_record(record_name, record, self.settings.output_format)
 
+    def internal_topic(self, out: Out) -> str:
+        """The name of the internal topic ``out`` (one of ``INTERNAL``)."""
+        topic = self.identity_topic if out is Out.IDENTITY else self.profile_topic
+        name: str = topic.get_topic_name()
+        return name
+
     def queue(self, send: Send, headers: dict[str, bytes] | None = None) -> None:
         """Queue what a step asked to send; ``headers`` travel along on the internal topics.
 
         Delivered by the end of the batch (:mod:`streams.stages`)."""
         settings = self.settings
-        if send.topic in (Out.IDENTITY, Out.PROFILE):
+        if send.topic in INTERNAL:
             value, own_headers = encode(send.message)
-            topic = self.identity_topic if send.topic is Out.IDENTITY else self.profile_topic
             self.sender.queue(
-                topic.get_topic_name(), send.key.encode(), value, {**(headers or {}), **own_headers}
+                self.internal_topic(send.topic),
+                send.key.encode(),
+                value,
+                {**(headers or {}), **own_headers},
             )
             return
         topic_name = {

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from streams.identity.messages import Out, Send
+from streams.identity.messages import INTERNAL, Out, Send
 from streams.partitioning import key_partition
 
 Headers = dict[str, bytes]
@@ -78,7 +78,7 @@ class InPlace:
     def belongs_to(self, send: Send, partition: int) -> bool:
         """Whether ``send`` is an internal message for ``partition``, held here."""
         return (
-            send.topic in (Out.IDENTITY, Out.PROFILE)
+            send.topic in INTERNAL
             and not send.waits_its_turn
             and key_partition(send.key.encode(), self.partitions) == partition
             and self.holds(send.topic, partition)

@@ -17,7 +17,7 @@ from faust.types import Message
 
 from streams.delivery import RECEIVED_AT_HEADER, Headers, InPlace
 from streams.identity.agents import IdentityShell
-from streams.identity.messages import Out, RoutedEvent, Send, decode, encode
+from streams.identity.messages import INTERNAL, Out, RoutedEvent, Send, decode, encode
 from streams.identity.resolver import routing_key
 from streams.ingest.agents import inputs
 from streams.profiles.agents import ProfileShell
@@ -45,11 +45,7 @@ def install(runtime: Runtime) -> None:
     checked = inputs(runtime)
     identities = IdentityShell(runtime)
     profiles = ProfileShell(runtime)
-    internal = {
-        runtime.identity_topic.get_topic_name(): Out.IDENTITY,
-        runtime.profile_topic.get_topic_name(): Out.PROFILE,
-    }
-    topic_of = {out: name for name, out in internal.items()}
+    internal = {runtime.internal_topic(out): out for out in INTERNAL}
     held: dict[Out, frozenset[int]] = {}
     held_in: int | None = None  # the consumer generation ``held`` is of
 
@@ -59,7 +55,7 @@ def install(runtime: Runtime) -> None:
             held_in = app.consumer_generation_id
             assignment = app.consumer.assignment()
             held.clear()
-            for out, name in topic_of.items():
+            for name, out in internal.items():
                 held[out] = frozenset(tp.partition for tp in assignment if tp.topic == name)
         return partition in held[topic]
 
@@ -71,7 +67,11 @@ def install(runtime: Runtime) -> None:
     def failed(send: Send, headers: Headers, partition: int, exc: Exception) -> None:
         value, own_headers = encode(send.message)
         message = HandledInPlace(
-            topic_of[send.topic], partition, send.key.encode(), value, {**headers, **own_headers}
+            runtime.internal_topic(send.topic),
+            partition,
+            send.key.encode(),
+            value,
+            {**headers, **own_headers},
         )
         dead_letter_failure(runtime, message, exc)
 

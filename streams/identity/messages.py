@@ -191,6 +191,9 @@ class Out(StrEnum):
     IDENTITY_MERGES = "identity-merges"
 
 
+#: Where the identity and profile steps send each other messages; the rest are outputs.
+INTERNAL = (Out.IDENTITY, Out.PROFILE)
+
 #: The Avro record (``schemas/``) each output topic carries.
 OUTPUT_RECORDS = {
     Out.SEGMENT_CHANGES: "SegmentChange",

@@ -23,7 +23,14 @@ from hypothesis import strategies as st
 from streams.core import Rules
 from streams.delivery import Headers, InPlace
 from streams.events import Event, IdentifierKind, identifier_key
-from streams.identity.messages import IdentityMerge, InternalMessage, Out, RoutedEvent, Send
+from streams.identity.messages import (
+    INTERNAL,
+    IdentityMerge,
+    InternalMessage,
+    Out,
+    RoutedEvent,
+    Send,
+)
 from streams.identity.resolver import Owner, profile_id_for, routing_key
 from streams.identity.steps import identity_step
 from streams.journeys.rules import JourneyTrigger
@@ -63,7 +70,7 @@ class Cluster:
         self._append(Send(Out.IDENTITY, routing_key(event), RoutedEvent(event)))
 
     def _append(self, send: Send, headers: Headers | None = None) -> None:
-        if send.topic in (Out.IDENTITY, Out.PROFILE):
+        if send.topic in INTERNAL:
             partition = key_partition(send.key.encode(), PARTITIONS)
             self.over_topics[send.topic] += 1
             self.queues.setdefault((send.topic, partition), deque()).append(
