@@ -17,13 +17,16 @@ from typing import Any
 import yaml
 
 from streams.expressions import cel
-from streams.profiles.model import CEL_PATHS, CEL_TOP_LEVEL, Profile, cel_sources
+from streams.profiles.model import CEL_PATHS, CEL_TOP_LEVEL, Profile, cel_sources, cel_variable
 
 _GROUPS = frozenset(p.partition(".")[0] for p in CEL_PATHS if "." in p)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # String literals are blanked before scanning so their text is not mistaken for fields.
 _STRING_LITERAL = re.compile(r"""'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*\"""")
+_STRING_LITERAL_PIECES = re.compile(f"({_STRING_LITERAL.pattern})")
 _PROFILE_REF = re.compile(r"\bprofile\b(\s*\.\s*([A-Za-z_]\w*)(\s*\.\s*([A-Za-z_]\w*))?)?")
+# The variable itself, not a member of something else (`x.profile`).
+_PROFILE_VARIABLE = re.compile(r"(?<![.\w])" + _PROFILE_REF.pattern)
 
 
 class DefinitionError(ValueError):
@@ -45,11 +48,14 @@ class SegmentDefinition:
     description: str = field(default="", compare=False)
     # True when the expression reads `now`: membership can change without an event.
     time_based: bool = field(default=False, compare=False)
-    # Paths below `profile` the expression reads (see Profile.cel_view).
+    # Paths below `profile` the expression reads: as variables of their own when `flat`
+    # (see flattened), else in the `profile` map (Profile.cel_view).
     paths: frozenset[str] = field(default=frozenset(), compare=False)
     # The Profile attributes those paths are computed from: unless it is time based, the
     # expression's result can change only when one of these does.
     sources: frozenset[str] = field(default=frozenset(), compare=False)
+    # True when `program` is the expression flattened (see flattened).
+    flat: bool = field(default=False, compare=False)
 
 
 def read_entries(
@@ -145,18 +151,90 @@ def load_segments(path: Path | None = None) -> list[SegmentDefinition]:
         unknown = sorted(paths - CEL_PATHS)
         if unknown:
             raise read.fail(f"unknown profile field(s): {', '.join(unknown)}")
+        flat = flattened(when)
+        if flat is not None:
+            program, paths = flat
+        definition = SegmentDefinition(
+            name,
+            when,
+            program,
+            description,
+            time_based,
+            paths,
+            cel_sources(paths),
+            flat=flat is not None,
+        )
         try:
-            result = program.execute({"profile": empty.cel_view(paths), "now": now})
+            result = program.execute(cel_variables((definition,), empty, now))
         except Exception as exc:
             raise read.fail(f"expression fails on an empty profile: {exc}") from exc
         if not isinstance(result, bool):
             raise read.fail(f"expression must be a bool, got {type(result).__name__}")
-        definitions.append(
-            SegmentDefinition(
-                name, when, program, description, time_based, paths, cel_sources(paths)
-            )
-        )
+        definitions.append(definition)
     return definitions
+
+
+def cel_variables(
+    definitions: Iterable[SegmentDefinition], profile: Profile, now: datetime
+) -> dict[str, Any]:
+    """The variables ``definitions`` are evaluated over, for ``profile`` at ``now``."""
+    flat: set[str] = set()
+    nested: list[str] = []
+    for definition in definitions:
+        if definition.flat:
+            flat.update(definition.paths)
+        else:
+            nested.extend(definition.paths)
+    variables = profile.cel_variables(flat)
+    if nested:
+        variables["profile"] = profile.cel_view(minimal_paths(nested))
+    variables["now"] = now
+    return variables
+
+
+def flattened(expression: str) -> tuple[cel.Program, frozenset[str]] | None:
+    """``expression`` compiled to read each ``profile`` path as a variable of its own, and
+    the paths it reads; ``None`` when it reads ``profile`` otherwise (whole, or indexed).
+
+    The CEL binding tries several conversions on every map key before the string one, so
+    the nested ``profile`` map costs about as much again as the values in it. Flattened,
+    ``profile.orders.count`` reads ``profile__orders__count``
+    (:func:`~streams.profiles.model.cel_variable`) and ``profile.orders["count"]`` reads
+    ``profile__orders["count"]``. A rewrite that does not compile is not used, nor one of
+    an expression with triple-quoted strings, whose quoting the rewrite does not follow.
+    """
+    if "'''" in expression or '"""' in expression:
+        return None
+    paths: set[str] = set()
+    whole = False
+
+    def variable(match: re.Match[str]) -> str:
+        nonlocal whole
+        head, tail = match.group(2), match.group(4)
+        if head is None:
+            whole = True
+            return match.group(0)
+        if tail and head in _GROUPS:
+            path, rest = f"{head}.{tail}", ""
+        else:
+            path, rest = head, match.group(3) or ""
+        paths.add(path)
+        return cel_variable(path) + rest
+
+    # The odd pieces are string literals, left as they are.
+    pieces = _STRING_LITERAL_PIECES.split(expression)
+    rewritten = "".join(
+        piece if i % 2 else _PROFILE_VARIABLE.sub(variable, piece) for i, piece in enumerate(pieces)
+    )
+    if whole or not paths <= CEL_PATHS:
+        return None
+    try:
+        program = cel.compile(rewritten)
+    except ValueError:
+        return None
+    if "profile" in program.variables():
+        return None
+    return program, frozenset(paths)
 
 
 def referenced_paths(expression: str) -> frozenset[str]:

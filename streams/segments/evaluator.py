@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -10,7 +9,7 @@ from typing import Any
 
 from streams.expressions import cel
 from streams.profiles.model import Profile, ms_to_datetime
-from streams.segments.definitions import SegmentDefinition, minimal_paths
+from streams.segments.definitions import SegmentDefinition, cel_variables
 
 ENTERED = "entered"
 EXITED = "exited"
@@ -74,8 +73,7 @@ def evaluate(
     if not due:
         return Evaluation(frozenset(members), errors)
     # One context for all expressions due: building it is the expensive part.
-    view = profile.cel_view(_view_paths(tuple(due)))
-    context = cel.Context({"profile": view, "now": ms_to_datetime(now_ms)})
+    context = cel.Context(cel_variables(due, profile, ms_to_datetime(now_ms)))
     for definition in due:
         try:
             result = definition.program.execute(context)
@@ -107,12 +105,6 @@ def _changed(sources: frozenset[str], before: Profile, after: Profile) -> bool:
         if old is not new and old != new:
             return True
     return False
-
-
-@functools.lru_cache(maxsize=64)
-def _view_paths(definitions: tuple[SegmentDefinition, ...]) -> frozenset[str]:
-    """The profile paths any of ``definitions`` reads; computed once per set of them."""
-    return minimal_paths(p for d in definitions for p in d.paths)
 
 
 def diff(

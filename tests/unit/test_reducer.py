@@ -359,6 +359,11 @@ def test_cel_view_paths() -> None:
     assert p.cel_view(["email"])["email"] == full["email"]
     assert full["last_seen"] == model.ms_to_datetime(T0)
     assert full["popup_shown_at"].timestamp() == 0
+    assert p.cel_variables(["orders.count", "email", "newsletter"]) == {
+        "profile__orders__count": 1,
+        "profile__email": full["email"],
+        "profile__newsletter": None,
+    }
 
 
 # -- properties -------------------------------------------------------------------------

@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 
 from streams.core import Rules, process
 from streams.events import Event
+from streams.expressions import cel
 from streams.profiles.model import Profile, ms_to_datetime
 from streams.segments.definitions import (
     DefinitionError,
     SegmentDefinition,
+    flattened,
     load_segments,
     referenced_paths,
 )
@@ -110,14 +112,86 @@ def test_runtime_error_is_non_membership_and_reported(tmp_path: Path) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(unique_events(), st.integers(0, 40 * DAY))
-def test_restricted_view_gives_the_same_members_as_the_full_view(
-    events: list[Event], later: int
+@given(unique_events(), st.integers(0, 40 * DAY), st.booleans())
+def test_flattened_restricted_evaluation_agrees_with_the_expressions_on_the_full_view(
+    events: list[Event], later: int, wide: bool
 ) -> None:
+    definitions = wide_definitions() if wide else tuple(DEFAULTS)
+    assert all(d.flat for d in definitions)
     p = fold(events)
     now = T0 + later
     context = {"profile": p.cel_view(), "now": ms_to_datetime(now)}
-    assert members(p, now) == {d.name for d in DEFAULTS if d.program.execute(context)}
+    expected = {d.name for d in definitions if cel.compile(d.when).execute(context)}
+    result = evaluate(definitions, p, now)
+    assert result.errors == {}
+    assert result.members == expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "flattened_source", "paths"),
+    [
+        ('profile.newsletter == "x"', 'profile__newsletter == "x"', {"newsletter"}),
+        (
+            "profile.orders.count > 1 && profile . orders . revenue > 2.0",
+            "profile__orders__count > 1 && profile__orders__revenue > 2.0",
+            {"orders.count", "orders.revenue"},
+        ),
+        # A member of a map that is not a group stays a member of the variable.
+        (
+            'profile.views_by_category.toys > 1 || "profile.orders" == ""',
+            'profile__views_by_category.toys > 1 || "profile.orders" == ""',
+            {"views_by_category"},
+        ),
+        (
+            'size(profile.email) > 0 && profile.orders["count"] > 0',
+            'size(profile__email) > 0 && profile__orders["count"] > 0',
+            {"email", "orders"},
+        ),
+        (
+            "has(profile.views_by_category.toys)",
+            "has(profile__views_by_category.toys)",
+            {"views_by_category"},
+        ),
+        ("true", "true", set()),
+    ],
+)
+def test_flattened(expression: str, flattened_source: str, paths: set[str]) -> None:
+    flat = flattened(expression)
+    assert flat is not None
+    program, found = flat
+    assert program.source == flattened_source
+    assert found == paths
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        # `profile` read whole, or in ways a variable per path cannot stand for.
+        'profile["orders"].count > 0',
+        "size(profile) > 0",
+        "has(profile.orders.count)",
+        "[1].exists(profile, profile > 0)",
+        # Quoting the rewrite does not follow.
+        "'''it's profile.orders''' == \"\"",
+    ],
+)
+def test_not_flattened(expression: str) -> None:
+    assert flattened(expression) is None
+
+
+def test_expressions_not_flattened_are_evaluated_over_the_profile_map(tmp_path: Path) -> None:
+    text = (
+        "segments:\n"
+        "  - {name: whole, when: 'profile[\"orders\"].count >= 1'}\n"
+        "  - {name: flat, when: 'profile.orders.count >= 1 && profile.page_views >= 0'}\n"
+    )
+    definitions = load_segments(write(tmp_path, text))
+    assert [d.flat for d in definitions] == [False, True]
+    assert evaluate(definitions, fold([order(items=[("p1", "toys")])]), T0).members == {
+        "whole",
+        "flat",
+    }
+    assert evaluate(definitions, Profile.new("p"), T0).members == frozenset()
 
 
 # Expressions over every kind of path, so that incremental evaluation is checked on all.
