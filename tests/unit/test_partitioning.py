@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.identity.resolver import profile_id_for
-from streams.partitioning import key_partition
+from streams.partitioning import key_partition, murmur2
 
 
 @pytest.mark.parametrize(
@@ -18,6 +21,12 @@ from streams.partitioning import key_partition
 def test_keys_land_where_the_java_client_puts_them(key: bytes, java_murmur2: int) -> None:
     for partitions in (1, 8, 12):
         assert key_partition(key, partitions) == (java_murmur2 & 0x7FFFFFFF) % partitions
+
+
+@given(st.binary(max_size=80))
+def test_the_hash_is_aiokafkas(data: bytes) -> None:
+    # aiokafka's places the keys Faust writes to tables and changelogs.
+    assert murmur2(data) == aiokafka_murmur2(data)
 
 
 @pytest.mark.parametrize("partitions", [1, 3, 8, 32])
