@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streams import sender
 from streams.broker import EmbeddedBroker
