@@ -3,8 +3,11 @@
 Each event is decoded from Avro as the worker gets it from its input topic and handled in
 its identifier's partition, as an event keyed by the producer API is in the worker: what
 the identity and profile steps send each other is handled in place in that partition, and
-encoded and decoded as on the internal topics when it is for another. Table values are
-(de)serialised as in RocksDB and outputs encoded as on their topics. What the worker
+encoded and decoded as on the internal topics when it is for another. The tables are read
+and written through the worker's own :class:`~streams.pending.PendingWrites`, batch by
+batch as a stage under a backlog seals them (``CDP_BATCH_MAX_MESSAGES`` messages fetched),
+so a key is decoded once per batch and encoded once per batch that changed it, as in
+RocksDB; outputs are encoded as on their topics. What the worker
 reaches beyond this is lost to Kafka clients, Faust and the event loop; what this reaches
 is the most a worker could do with the core as it is.
 """
@@ -13,7 +16,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from streams.codec import Codec, now_ms
 from streams.core import Rules
@@ -31,7 +36,8 @@ from streams.identity.messages import (
 from streams.identity.resolver import Owner, routing_key
 from streams.identity.steps import identity_step
 from streams.partitioning import key_partition
-from streams.profiles.model import load_stored
+from streams.pending import PendingWrites
+from streams.profiles.model import Forward, Profile, dump_stored, load_stored
 from streams.profiles.steps import profile_step
 from streams.settings import Settings
 
@@ -70,8 +76,15 @@ class InMemoryPipeline:
         self.output_format = settings.output_format
         self.rules = Rules.load(settings.segments_file, settings.journeys_file)
         self.partitions = settings.partitions
+        self.batch_max_messages = settings.batch_max_messages
         self.identities: dict[bytes, bytes] = {}
         self.profiles: dict[bytes, bytes] = {}
+        self.identity_table = PendingWrites(
+            self.identities, Owner.decode, Owner.encode, _reader(self.identities)
+        )
+        self.profile_table = PendingWrites[Profile | Forward](
+            self.profiles, load_stored, dump_stored, _reader(self.profiles)
+        )
         self.topics: deque[tuple[Out, bytes, bytes, dict[str, bytes]]] = deque()
         self.in_place = InPlace(self.partitions, self._apply, self._send, _held, _raise)
         self.seconds = {Out.IDENTITY: 0.0, Out.PROFILE: 0.0}
@@ -80,6 +93,7 @@ class InMemoryPipeline:
     def run(self, events: list[Event]) -> CoreRun:
         inputs = [(event.kind, self.codec.encode_event(event)) for event in events]
         ingest_s = 0.0
+        fetched = 0
         started = time.perf_counter()
         for kind, value in inputs:
             began = time.perf_counter()
@@ -88,6 +102,7 @@ class InMemoryPipeline:
             # Keyed by the producer API, an event arrives in its identifier's partition.
             routed = Send(Out.IDENTITY, routing_key(event), RoutedEvent(event))
             self.in_place.run(routed, {}, key_partition(routed.key.encode(), self.partitions))
+            fetched += 1
             while self.topics:
                 topic, key, value, headers = self.topics.popleft()
                 began = time.perf_counter()
@@ -95,6 +110,11 @@ class InMemoryPipeline:
                 self.seconds[topic] += time.perf_counter() - began
                 partition = key_partition(key, self.partitions)
                 self.in_place.run(Send(topic, key.decode(), message), {}, partition)
+                fetched += 1
+            if fetched >= self.batch_max_messages:
+                self._write_batch()
+                fetched = 0
+        self._write_batch()
         seconds = time.perf_counter() - started
         identity_s, profile_s = self.seconds[Out.IDENTITY], self.seconds[Out.PROFILE]
         return CoreRun(len(events), seconds, ingest_s, identity_s, profile_s, self.outputs)
@@ -103,21 +123,30 @@ class InMemoryPipeline:
         began = time.perf_counter()
         key = send.key.encode()
         if send.topic is Out.IDENTITY:
-            stored = self.identities.get(key)
-            owner = Owner.decode(stored) if stored is not None else None
+            owner = self.identity_table.get(key, partition)
             identity = identity_step(owner, send.key, send.message, self.partitions)
             if identity.store is not None:
-                self.identities[key] = identity.store.encode()
+                self.identity_table.set(key, identity.store, partition)
             sends = identity.sends
         else:
-            value = self.profiles.get(key)
-            stored_profile = load_stored(value) if value is not None else None
-            profile = profile_step(stored_profile, send.key, send.message, self.rules, now_ms())
+            stored = self.profile_table.get(key, partition)
+            profile = profile_step(stored, send.key, send.message, self.rules, now_ms())
             if profile.store is not None:
-                self.profiles[key] = profile.store.to_json()
+                self.profile_table.set(key, profile.store, partition)
             sends = profile.sends
         self.seconds[send.topic] += time.perf_counter() - began
         return sends
+
+    def _write_batch(self) -> None:
+        """What a stage does once a batch's sends are out: write each key it changed."""
+        tables: tuple[tuple[Out, PendingWrites[Any], dict[bytes, bytes]], ...] = (
+            (Out.IDENTITY, self.identity_table, self.identities),
+            (Out.PROFILE, self.profile_table, self.profiles),
+        )
+        for topic, table, values in tables:
+            began = time.perf_counter()
+            table.write(table.seal(), _writer(values))
+            self.seconds[topic] += time.perf_counter() - began
 
     def _send(self, send: Send, headers: dict[str, bytes]) -> None:
         if send.topic in INTERNAL:
@@ -127,6 +156,18 @@ class InMemoryPipeline:
             record = send.message.to_record()
             self.codec.encode_record(OUTPUT_RECORDS[send.topic], record, self.output_format)
             self.outputs += 1
+
+
+def _reader(values: dict[bytes, bytes]) -> Callable[[bytes, int], bytes | None]:
+    """Reads a key as a partition's database would; one dict holds every partition."""
+    return lambda key, partition: values.get(key)
+
+
+def _writer(values: dict[bytes, bytes]) -> Callable[[bytes, bytes, int], None]:
+    def put(key: bytes, value: bytes, partition: int) -> None:
+        values[key] = value
+
+    return put
 
 
 def _held(topic: Out, partition: int) -> bool:

@@ -28,13 +28,14 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from faust.types import TP, Message
 
 from streams import fetches
 from streams.codec import DeadLetterReason, dead_letter_record, now_ms
 from streams.observability import DEAD_LETTERS, EVENTS, REBALANCE_SKIPPED_MESSAGES
+from streams.pending import Changes, PendingWrites
 from streams.sender import Deliveries, RecordSender, exit_without_committing
 
 if TYPE_CHECKING:
@@ -42,79 +43,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Value = TypeVar("Value")
-
 # Longest a stage works (handling, writing, acknowledging) without returning to the event
 # loop: about how long a lookup may wait behind it.
 SLICE_SECONDS = 0.001
 
 # Sealed batches a stage may have under way before it waits for the oldest to finish.
 BATCHES_IN_FLIGHT = 32
-
-Changes = dict[bytes, tuple[Any, int]]
-
-
-class PendingWrites(Generic[Value]):
-    """A table's values as the stage changes them: read through, written batch by batch.
-
-    A key changed by a batch that is not written yet is served from here; everything
-    else from the table, and only cached for the open batch.
-    """
-
-    def __init__(
-        self,
-        table: Any,
-        decode: Callable[[bytes], Value],
-        encode: Callable[[Value], bytes],
-        read: Callable[[bytes, int], bytes | None] | None = None,
-    ) -> None:
-        self._table = table
-        self._read = read or partition_reader(table)
-        self._decode = decode
-        self._encode = encode
-        self._values: dict[bytes, Value | None] = {}
-        self._changed: Changes = {}
-        """Changed by the open batch: key -> (value, its partition)."""
-        self._unwritten: dict[bytes, int] = {}
-        """Changed by a sealed batch not written yet: key -> that batch's number."""
-        self._sealed = 0
-
-    def get(self, key: bytes, partition: int) -> Value | None:
-        """The key's value; a table keeps a key in the partition of the messages about it."""
-        if key not in self._values:
-            stored = self._read(key, partition)
-            self._values[key] = self._decode(stored) if stored is not None else None
-        return self._values[key]
-
-    def set(self, key: bytes, value: Value, partition: int) -> None:
-        """Change the key's value, which lives in ``partition`` (as in :meth:`get`)."""
-        self._values[key] = value
-        self._changed[key] = (value, partition)
-
-    def seal(self) -> tuple[int, Changes]:
-        """The open batch's changes, to write once its sends are delivered."""
-        number, changes = self._sealed, self._changed
-        self._sealed += 1
-        self._changed = {}
-        for key in changes:
-            self._unwritten[key] = number
-        for key in [key for key in self._values if key not in self._unwritten]:
-            del self._values[key]
-        return number, changes
-
-    def write(self, sealed: tuple[int, Changes], put: Callable[[bytes, bytes, int], None]) -> None:
-        """Write a sealed batch's changes: ``put(key, encoded value, partition)``."""
-        number, changes = sealed
-        for key, (value, partition) in changes.items():
-            put(key, self._encode(value), partition)
-            if self._unwritten.get(key) == number:
-                del self._unwritten[key]
-                if key not in self._changed:
-                    self._values.pop(key, None)
-
-    @property
-    def table(self) -> Any:
-        return self._table
 
 
 class ChangelogWriter:
@@ -252,17 +186,6 @@ class BatchedStage:
             # A stage whose batches no longer finish would hold its partitions forever.
             log.exception("a stage's batch helper failed")
             exit_without_committing(f"a stage's batch helper failed: {type(exc).__name__}")
-
-
-def partition_reader(table: Any) -> Callable[[bytes, int], bytes | None]:
-    """Reads a key from one partition's database of a Faust table, as Faust's own reads
-    do for the partition of the event being handled."""
-
-    def read(key: bytes, partition: int) -> bytes | None:
-        value: bytes | None = table.data._db_for_partition(partition).get(key)
-        return value
-
-    return read
 
 
 class LoopShare:

@@ -14,7 +14,7 @@ from streams.identity.messages import Claim, InternalMessage, Send
 from streams.identity.resolver import Owner, redacted
 from streams.identity.steps import identity_step
 from streams.observability import IDENTITY_LINKS, IDENTITY_LINKS_REFUSED
-from streams.stages import PendingWrites
+from streams.pending import PendingWrites
 
 if TYPE_CHECKING:
     from streams.app import Runtime

@@ -25,9 +25,9 @@ from streams.observability import (
     SEGMENT_CHANGES,
     SEGMENT_EVALUATION_ERRORS,
 )
-from streams.profiles.model import Forward, Profile, load_stored
+from streams.pending import PendingWrites
+from streams.profiles.model import Forward, Profile, dump_stored, load_stored
 from streams.profiles.steps import ProfileStep, profile_step
-from streams.stages import PendingWrites
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 class ProfileShell:
     def __init__(self, runtime: Runtime) -> None:
-        self.table = PendingWrites[Profile | Forward](runtime.profiles, load_stored, _encode)
+        self.table = PendingWrites[Profile | Forward](runtime.profiles, load_stored, dump_stored)
         self._runtime = runtime
 
     def handle(
@@ -81,7 +81,3 @@ class ProfileShell:
             received_at = headers.get(RECEIVED_AT_HEADER)
             if received_at and not outcome.duplicate:
                 EVENT_TO_OUTPUT_SECONDS.observe(max(0.0, time.time() - float(received_at)))
-
-
-def _encode(stored: Profile | Forward) -> bytes:
-    return stored.to_json()

@@ -329,6 +329,11 @@ def load_stored(data: bytes) -> Profile | Forward:
     return Profile.from_dict(raw)
 
 
+def dump_stored(stored: Profile | Forward) -> bytes:
+    """The profile table value of ``stored`` (read back by :func:`load_stored`)."""
+    return stored.to_json()
+
+
 _FIELD_VALUES = operator.attrgetter(*(f.name for f in fields(Profile)))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from streams.stages import PendingWrites
+from streams.pending import PendingWrites
 
 
 def pending(table: dict[bytes, bytes]) -> PendingWrites[str]:
