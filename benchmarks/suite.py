@@ -314,7 +314,8 @@ def run(plan: Plan, console: Console, profile: Path | None = None) -> dict[str, 
             two = bench.throughput(2)
             half = max(1.0, one["events_per_s"] / 2)
             at_fixed = bench.latency(plan.fixed_rate, lookups=False)
-            at_half = bench.latency(half, lookups=True)
+            at_half = bench.latency(half, lookups=False)
+            with_lookups = bench.latency(half, lookups=True)
             restore = bench.restore()
         finally:
             bench.close()
@@ -328,7 +329,11 @@ def run(plan: Plan, console: Console, profile: Path | None = None) -> dict[str, 
             "two_worker_speedup": two["events_per_s"] / one["events_per_s"],
             "core_in_memory": core,
         },
-        "latency": {"fixed_rate": at_fixed, "half_of_max": at_half},
+        "latency": {
+            "fixed_rate": at_fixed,
+            "half_of_max": at_half,
+            "half_of_max_with_lookups": with_lookups,
+        },
         "recovery": restore,
         "targets": TARGETS,
     }
@@ -353,7 +358,7 @@ def machine() -> dict[str, Any]:
 
 def report(results: dict[str, Any], console: Console) -> None:
     t, lat, rec = results["throughput"], results["latency"], results["recovery"]
-    lookups = lat["half_of_max"].get("lookups", {})
+    lookups = lat["half_of_max_with_lookups"].get("lookups", {})
     rows = [
         (
             "throughput, 1 worker",
@@ -384,7 +389,8 @@ def report(results: dict[str, Any], console: Console) -> None:
         ),
         *(
             (
-                f"event → segment change at {r['rate']:,.0f}/s",
+                f"event → segment change at {r['rate']:,.0f}/s"
+                + (", with the lookups below" if "lookups" in r else ""),
                 f"p50 {r['p50_ms']:,.0f} / p99 {r['p99_ms']:,.0f} / p99.9 {r['p999_ms']:,.0f} ms "
                 f"({r['count']} changes)",
                 f"p99 ≤ {TARGETS['latency_p99_ms_at_2000']} ms" if key == "fixed_rate" else "",
@@ -456,8 +462,11 @@ def main() -> None:
     if args.profiles:
         plan.profiles = args.profiles
     console = Console()
+    # A fresh clone has no results folder; the flame graph is written into it mid-run.
+    for written in (args.output, args.profile):
+        if written is not None:
+            written.parent.mkdir(parents=True, exist_ok=True)
     results = run(plan, console, args.profile)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     report(results, console)
     console.print(f"written to {args.output}")
