@@ -241,6 +241,8 @@ class Bench:
             stored_profiles(self.broker.bootstrap, changelog_topics(source.settings)[1]),
         )
         self.progress.update(task, total=1, completed=1)
+        # What the broker serves of it: the most any restore could read.
+        ceiling = raw_consume_rate(self.broker.bootstrap, [changelog], plan.profiles)
         worker = deployment.add_worker()
         task = self.progress.add_task("restore: worker recovers", total=None)
         restore_s = worker.start(timeout=1800)
@@ -253,6 +255,7 @@ class Bench:
             "profiles": plan.profiles,
             "restore_s": restore_s,
             "restore_profiles_per_s": plan.profiles / restore_s,
+            "raw_consume_records_per_s": ceiling,
             "ready_with_local_state_s": restart_s,
             "disk_bytes": disk,
             "rss_bytes": rss,
@@ -412,11 +415,17 @@ def report(results: dict[str, Any], console: Console) -> None:
             rec["ready_with_local_state_s"] <= TARGETS["ready_with_local_state_s"],
         ),
         (
-            "restore from the changelog",
+            "restore from the changelog, worker start included",
             f"{rec['restore_profiles_per_s']:,.0f} profiles/s "
             f"({rec['profiles']:,} in {rec['restore_s']:.1f} s)",
             f"≥ {TARGETS['restore_profiles_per_s']:,}",
             rec["restore_profiles_per_s"] >= TARGETS["restore_profiles_per_s"],
+        ),
+        (
+            "  raw confluent-kafka read of that changelog",
+            f"{rec['raw_consume_records_per_s']:,.0f} records/s",
+            "ceiling",
+            None,
         ),
         (
             "disk per 1M profiles",
