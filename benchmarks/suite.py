@@ -415,9 +415,9 @@ def report(results: dict[str, Any], console: Console) -> None:
             rec["ready_with_local_state_s"] <= TARGETS["ready_with_local_state_s"],
         ),
         (
-            "restore from the changelog, worker start included",
+            "restore from the changelog",
             f"{rec['restore_profiles_per_s']:,.0f} profiles/s "
-            f"({rec['profiles']:,} in {rec['restore_s']:.1f} s)",
+            f"({rec['profiles']:,} in {rec['restore_s']:.1f} s, worker start included)",
             f"≥ {TARGETS['restore_profiles_per_s']:,}",
             rec["restore_profiles_per_s"] >= TARGETS["restore_profiles_per_s"],
         ),
