@@ -6,8 +6,9 @@ plumbing the journey definitions share (:class:`DefinitionError`, :func:`read_en
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -175,21 +176,26 @@ def load_segments(path: Path | None = None) -> list[SegmentDefinition]:
 
 
 def cel_variables(
-    definitions: Iterable[SegmentDefinition], profile: Profile, now: datetime
+    definitions: Sequence[SegmentDefinition], profile: Profile, now: datetime
 ) -> dict[str, Any]:
     """The variables ``definitions`` are evaluated over, for ``profile`` at ``now``."""
-    flat: set[str] = set()
-    nested: list[str] = []
-    for definition in definitions:
-        if definition.flat:
-            flat.update(definition.paths)
-        else:
-            nested.extend(definition.paths)
+    flat, nested = _reads(tuple(definitions))
     variables = profile.cel_variables(flat)
     if nested:
-        variables["profile"] = profile.cel_view(minimal_paths(nested))
+        variables["profile"] = profile.cel_view(nested)
     variables["now"] = now
     return variables
+
+
+@functools.lru_cache(maxsize=64)
+def _reads(
+    definitions: tuple[SegmentDefinition, ...],
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The paths ``definitions`` read as variables, and those they read in the ``profile``
+    map; worked out once per set of definitions, not at every evaluation."""
+    flat = frozenset(p for d in definitions if d.flat for p in d.paths)
+    nested = minimal_paths(p for d in definitions if not d.flat for p in d.paths)
+    return flat, nested
 
 
 def flattened(expression: str) -> tuple[cel.Program, frozenset[str]] | None:
