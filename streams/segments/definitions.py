@@ -220,10 +220,9 @@ def flattened(expression: str) -> tuple[cel.Program, frozenset[str]] | None:
         if head is None:
             whole = True
             return match.group(0)
-        if tail and head in _GROUPS:
-            path, rest = f"{head}.{tail}", ""
-        else:
-            path, rest = head, match.group(3) or ""
+        path = _path(head, tail)
+        # A member of a map that is not a group stays a member of the variable.
+        rest = "" if "." in path else match.group(3) or ""
         paths.add(path)
         return cel_variable(path) + rest
 
@@ -255,9 +254,14 @@ def referenced_paths(expression: str) -> frozenset[str]:
         head, tail = match.group(2), match.group(4)
         if head is None:
             return frozenset(CEL_TOP_LEVEL)
-        # Members of non-groups (`views_by_category.toys`) are map keys, not paths.
-        paths.add(f"{head}.{tail}" if tail and head in _GROUPS else head)
+        paths.add(_path(head, tail))
     return minimal_paths(paths)
+
+
+def _path(head: str, tail: str | None) -> str:
+    """The path ``profile.head.tail`` reads: ``head.tail`` for a group's member, else
+    ``head`` (members of other maps, ``views_by_category.toys``, are map keys)."""
+    return f"{head}.{tail}" if tail and head in _GROUPS else head
 
 
 def minimal_paths(paths: Iterable[str]) -> frozenset[str]:
