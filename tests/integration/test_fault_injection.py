@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import threading
 import time
@@ -45,6 +46,8 @@ KILL_WITHIN_S = 2.5
 # until the broker drops it, minutes later (seen in 3 of 43 runs that killed every 2.5 s
 # regardless of the group). Real Kafka elects the leader among the members that rejoined.
 STABLE_WITHIN_S = 120
+# Longer than the workers' heartbeat interval (1 s).
+STABLE_CHECK_GAP_S = 1.5
 READY_AFTER_KILLS_S = 120
 CATEGORIES = ("toys", "baking", "gifts")
 
@@ -293,15 +296,59 @@ def test_sigkill_at_random_moments_changes_no_effect(
 
 
 def wait_ready(workers: list[Worker], timeout: float) -> None:
-    """Wait until every one of ``workers`` is ready; fail with the reasons of one that is not."""
+    """Wait until every one of ``workers`` is ready at once, twice in a row a heartbeat and
+    more apart; fail with what each of them was doing.
+
+    A member learns of a new rebalance only at its next heartbeat, and one checked ready
+    early may be revoking by the time the last one is: one pass over them could call a
+    group stable while it starts to rebalance, and a kill then lands in the middle of a join.
+    """
+
+    def all_ready() -> bool:
+        return all(ready(worker)() for worker in workers)
+
+    def stable() -> bool:
+        if not all_ready():
+            return False
+        time.sleep(STABLE_CHECK_GAP_S)
+        return all_ready()
+
+    try:
+        wait_until(stable, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(f"the group did not settle\n{group_report(workers)}") from None
+
+
+# What a stalled group is made of: who joined which generation, who led it, who is still
+# revoking or waiting for its streams (Faust's flight recorder, wait_empty).
+GROUP_EVENTS = re.compile(
+    r"Joined group|Elected group leader|Successfully synced|Revoking|Worker ready|"
+    r"wait_empty|[Tt]imed out|flight|WARNING|ERROR|Traceback"
+)
+
+
+def group_report(workers: list[Worker]) -> str:
+    """Every worker's readiness and its group events, after asking it for its stacks: a
+    stalled rebalance cannot be told from one worker's log alone."""
+    for worker in workers:
+        if worker.running and worker.process is not None:
+            worker.process.send_signal(signal.SIGUSR1)
+    time.sleep(2)
+    parts = []
     for worker in workers:
         try:
-            wait_until(ready(worker), timeout=timeout)
-        except AssertionError:
-            reasons = worker.get("/ready").text if worker.running else "exited"
-            raise AssertionError(
-                f"{worker.log_file.name} not ready: {reasons}\n{worker.log_tail(80)}"
-            ) from None
+            readiness = worker.get("/ready").text if worker.running else "exited"
+        except httpx.HTTPError as exc:
+            readiness = f"no answer ({type(exc).__name__})"
+        lines = worker.log_tail(3000).splitlines()
+        events = [line[:240] for line in lines if GROUP_EVENTS.search(line)]
+        parts.append(
+            f"--- {worker.log_file.name}: {readiness}\n"
+            + "\n".join(events[-40:])
+            + "\n... last lines:\n"
+            + "\n".join(line[:240] for line in lines[-60:])
+        )
+    return "\n".join(parts)
 
 
 def ready(worker: Worker) -> Callable[[], bool]:
