@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -15,10 +14,9 @@ from pathlib import Path
 import httpx
 
 from streams.broker import free_port
+from streams.observability import sample_total
 from streams.process import spawn_worker, wait_ready
 from streams.settings import Settings
-
-_EVENTS_TOTAL = re.compile(r"^cdp_events_total\{[^}]*\} ([0-9.e+]+)$", re.MULTILINE)
 
 
 def directory_bytes(path: Path) -> int:
@@ -67,8 +65,11 @@ class Worker:
 
     def processed(self) -> float:
         """Input events this worker has finished with: applied, duplicate or dead-lettered."""
-        text = httpx.get(f"{self.api}/metrics", timeout=5).text
-        return sum(float(value) for value in _EVENTS_TOTAL.findall(text))
+        return self.metric("cdp_events_total")
+
+    def metric(self, sample: str) -> float:
+        """``sample`` in the worker's ``/metrics``, summed over its label sets."""
+        return sample_total(httpx.get(f"{self.api}/metrics", timeout=5).text, sample)
 
     def rss(self) -> int:
         assert self.process is not None

@@ -31,7 +31,12 @@ from faust.utils import venusian
 from mode.utils.futures import notify
 from rocksdict import WriteBatch, WriteOptions
 
-from streams.observability import REBALANCE_SKIPPED_MESSAGES, REREAD_PARTITIONS
+from streams.observability import (
+    REBALANCE_SKIPPED_MESSAGES,
+    REREAD_PARTITIONS,
+    RESTORE_SECONDS,
+    RESTORED_RECORDS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -314,11 +319,15 @@ def restore_in_bulk() -> None:
                 stores[tp].set_persisted_offset(tp, restore.written)
                 # Faust read the offsets it recovers from at assignment, before this.
                 self.active_offsets[tp] = restore.written
+        restored = sum(r.written - r.first + 1 for r in restores.values())
+        took_s = time.monotonic() - started
+        RESTORED_RECORDS.inc(restored)
+        RESTORE_SECONDS.inc(took_s)
         log.info(
             "restored %d records of %d changelog partitions in bulk in %.1f s",
-            sum(r.written - r.first + 1 for r in restores.values()),
+            restored,
             len(restores),
-            time.monotonic() - started,
+            took_s,
         )
 
     build_highwaters_and_restore.restores_in_bulk = True  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.parser import text_string_to_metric_families
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -116,8 +117,30 @@ REBALANCE_SKIPPED_MESSAGES = Counter(
     "Messages a stream skipped during a consumer-group rebalance; they are read again after it.",
     registry=REGISTRY,
 )
+RESTORED_RECORDS = Counter(
+    "cdp_changelog_restored_records_total",
+    "Changelog records a worker wrote into its local tables in bulk, restoring partitions whose "
+    "local state was missing or far behind.",
+    registry=REGISTRY,
+)
+RESTORE_SECONDS = Counter(
+    "cdp_changelog_restore_seconds_total",
+    "Time spent restoring tables in bulk from their changelogs; with the records counted above, "
+    "the restore speed.",
+    registry=REGISTRY,
+)
 REREAD_PARTITIONS = Counter(
     "cdp_partitions_reread_total",
     "Times a partition was read again because a fetch overlapped a seek or jumped past an offset.",
     registry=REGISTRY,
 )
+
+
+def sample_total(exposition: str, sample: str) -> float:
+    """The sum of ``sample`` over all its label sets in a worker's ``/metrics`` text."""
+    return sum(
+        found.value
+        for family in text_string_to_metric_families(exposition)
+        for found in family.samples
+        if found.name == sample
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 from streams.broker import EmbeddedBroker
 from streams.codec import Codec
 from streams.events import EventKind
+from streams.observability import sample_total
 from tests import bad_inputs
 
 from .conftest import Topics, Worker, wait_until, worker_env
@@ -56,11 +57,5 @@ def test_every_bad_input_is_dead_lettered_with_its_reason_and_good_input_is_appl
     assert worker.process is not None
     assert worker.process.poll() is None
     assert worker.log_file.read_text().count("[^Worker]: Starting") == 1
-    metrics = worker.get("/metrics").text
-    dead_lettered = sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("cdp_dead_letters_total{")
-    )
-    assert dead_lettered == len(cases)
+    assert sample_total(worker.get("/metrics").text, "cdp_dead_letters_total") == len(cases)
     topics.close()
