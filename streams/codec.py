@@ -871,6 +871,28 @@ def _normalise_identity(raw: dict[str, Any]) -> Identity:
 
 def _check_text_lengths(value: Any, path: str) -> None:
     """Every string in an event body is at most :data:`MAX_TEXT_CHARS` long."""
+    # Nearly every event passes: look for a long string first, and build the path of one
+    # (a string per item) only once there is one to report.
+    if not _has_long_text(value):
+        return
+    _report_long_text(value, path)
+
+
+def _has_long_text(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) > MAX_TEXT_CHARS
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if len(key) > MAX_TEXT_CHARS or _has_long_text(item):
+                return True
+    elif isinstance(value, list):
+        for item in value:
+            if _has_long_text(item):
+                return True
+    return False
+
+
+def _report_long_text(value: Any, path: str) -> None:
     if isinstance(value, str):
         if len(value) > MAX_TEXT_CHARS:
             raise DecodeError(
@@ -879,8 +901,8 @@ def _check_text_lengths(value: Any, path: str) -> None:
             )
     elif isinstance(value, dict):
         for key, item in value.items():
-            _check_text_lengths(key, f"{path} key")
-            _check_text_lengths(item, f"{path}[{key!r}]" if path else key)
+            _report_long_text(key, f"{path} key")
+            _report_long_text(item, f"{path}[{key!r}]" if path else key)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _check_text_lengths(item, f"{path}[{index}]")
+            _report_long_text(item, f"{path}[{index}]")

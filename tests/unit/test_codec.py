@@ -254,6 +254,41 @@ def test_text_up_to_the_limit_is_fine_and_longer_text_is_refused() -> None:
     assert caught.value.detail == f"url: longer than {MAX_TEXT_CHARS} characters"
 
 
+@pytest.mark.parametrize(
+    ("kind", "value", "where"),
+    [
+        (
+            EventKind.ORDER,
+            order_json(
+                items=[
+                    {"product_id": "p-1", "quantity": 1, "unit_price": 1.0},
+                    {"product_id": "p" * (MAX_TEXT_CHARS + 1), "quantity": 1, "unit_price": 1.0},
+                ]
+            ),
+            "items[1]['product_id']",
+        ),
+        (
+            EventKind.IDENTIFY,
+            as_json(
+                {
+                    "event_id": "e",
+                    "occurred_at": NOW,
+                    "identity": {"user_id": "u"},
+                    "traits": {"t" * (MAX_TEXT_CHARS + 1): "x"},
+                }
+            ),
+            "traits key",
+        ),
+    ],
+)
+def test_long_text_deep_in_an_event_is_refused_with_where_it_is(
+    kind: EventKind, value: bytes, where: str
+) -> None:
+    error = decode_error(kind, value)
+    assert error.reason == R.SCHEMA_VIOLATION
+    assert error.detail == f"{where}: longer than {MAX_TEXT_CHARS} characters"
+
+
 def test_many_brackets_without_deep_nesting_are_fine() -> None:
     items = [{"product_id": f"p-{i}", "quantity": 1, "unit_price": 1.0} for i in range(500)]
     event = CODEC.decode(
