@@ -239,10 +239,7 @@ def test_sigkill_at_random_moments_changes_no_effect(
     try:
         wait_until(settled, timeout=120, interval=1.0)
     except AssertionError:
-        for worker in workers:  # their stacks go to their logs (cdp worker: SIGUSR1)
-            if worker.running and worker.process is not None:
-                worker.process.send_signal(signal.SIGUSR1)
-        raise
+        raise AssertionError(f"the profiles did not settle\n{group_report(workers)}") from None
     finally:
         final = observed()
         report = summarize(final, expected)
