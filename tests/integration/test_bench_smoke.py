@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ def test_benchmark_suite_runs_end_to_end_and_writes_its_results(tmp_path: Path) 
         capture_output=True,
         text=True,
         timeout=280,
+        # The suite's workers keep their state where the tests keep theirs (tests/conftest.py).
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     results = json.loads(output.read_text())
