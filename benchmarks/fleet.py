@@ -31,6 +31,26 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+@dataclass(frozen=True)
+class Histogram:
+    """A Prometheus histogram's observations: how many, their sum, how many within a bound."""
+
+    count: float
+    total_s: float
+    within: float
+
+    def since(self, before: Histogram) -> dict[str, float]:
+        """Mean and share beyond the bound of what was observed after ``before``."""
+        count = self.count - before.count
+        if not count:
+            return {"count": 0}
+        return {
+            "count": count,
+            "mean_ms": (self.total_s - before.total_s) / count * 1000,
+            "beyond_share": 1 - (self.within - before.within) / count,
+        }
+
+
 @dataclass
 class Worker:
     """One ``cdp worker`` process with its own data directory and API port."""
@@ -69,7 +89,19 @@ class Worker:
 
     def metric(self, sample: str) -> float:
         """``sample`` in the worker's ``/metrics``, summed over its label sets."""
-        return sample_total(httpx.get(f"{self.api}/metrics", timeout=5).text, sample)
+        return sample_total(self.exposition(), sample)
+
+    def histogram(self, name: str, within_s: float, **labels: str) -> Histogram:
+        """What the worker's histogram ``name`` (of the label sets with ``labels``) holds."""
+        text = self.exposition()
+        return Histogram(
+            sample_total(text, f"{name}_count", **labels),
+            sample_total(text, f"{name}_sum", **labels),
+            sample_total(text, f"{name}_bucket", le=str(within_s), **labels),
+        )
+
+    def exposition(self) -> str:
+        return httpx.get(f"{self.api}/metrics", timeout=5).text
 
     def rss(self) -> int:
         assert self.process is not None

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from streams.observability import BROKER_REACHABLE
+from streams.observability import BROKER_REACHABLE, EVENT_LOOP_LAG_SECONDS
 
 if TYPE_CHECKING:
     from streams.app import Runtime
 
 log = logging.getLogger(__name__)
+
+LAG_SAMPLE_INTERVAL_S = 0.05
 
 
 def not_ready_reasons(
@@ -61,8 +63,21 @@ class BrokerProbe:
         BROKER_REACHABLE.set(1 if reachable else 0)
 
 
+async def watch_event_loop_lag() -> None:
+    """Observe, for as long as the worker runs, how late the event loop wakes a sleeper.
+
+    Lookups are served on the loop the stages run on; this is their wait in the queue.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + LAG_SAMPLE_INTERVAL_S
+        await asyncio.sleep(LAG_SAMPLE_INTERVAL_S)
+        EVENT_LOOP_LAG_SECONDS.observe(max(0.0, loop.time() - due))
+
+
 def install(runtime: Runtime) -> BrokerProbe:
     settings = runtime.settings
     probe = BrokerProbe(runtime.bootstrap, timeout_s=settings.broker_probe_timeout_seconds)
     runtime.app.timer(interval=settings.broker_probe_interval_seconds)(probe.probe)
+    runtime.app.task(watch_event_loop_lag)
     return probe

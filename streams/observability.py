@@ -68,6 +68,13 @@ LOOKUP_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+EVENT_LOOP_LAG_SECONDS = Histogram(
+    "cdp_event_loop_lag_seconds",
+    "How late the worker's event loop woke a timer, sampled 20 times a second: about how long "
+    "a lookup waits before the worker starts on it.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 READY = Gauge(
     "cdp_ready",
     "1 when the worker has joined its group, recovered its tables and processes events.",
@@ -136,11 +143,12 @@ REREAD_PARTITIONS = Counter(
 )
 
 
-def sample_total(exposition: str, sample: str) -> float:
-    """The sum of ``sample`` over all its label sets in a worker's ``/metrics`` text."""
+def sample_total(exposition: str, sample: str, **labels: str) -> float:
+    """The sum of ``sample`` in a worker's ``/metrics`` text over its label sets that have
+    ``labels``."""
     return sum(
         found.value
         for family in text_string_to_metric_families(exposition)
         for found in family.samples
-        if found.name == sample
+        if found.name == sample and labels.items() <= found.labels.items()
     )

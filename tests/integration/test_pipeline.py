@@ -22,6 +22,7 @@ from streams.broker import EmbeddedBroker, free_port, is_listening, start_broker
 from streams.codec import Codec
 from streams.events import Event, EventKind, Identity
 from streams.identity.messages import COMMAND_HEADER
+from streams.observability import sample_total
 from streams.producer import EventProducer
 from streams.settings import Settings
 
@@ -206,7 +207,10 @@ def test_bad_requests_get_4xx_with_a_message(worker: Worker) -> None:
         assert response.status_code == status, (path, params, response.text)
         assert response.json()["message"]
     assert worker.get("/health").json() == {"status": "ok"}
-    assert "cdp_lookup_seconds_bucket" in worker.get("/metrics").text
+    metrics = worker.get("/metrics").text
+    assert "cdp_lookup_seconds_bucket" in metrics
+    # The event loop's lag is sampled for as long as the worker runs.
+    assert sample_total(metrics, "cdp_event_loop_lag_seconds_count") > 0
 
 
 def test_personal_data_needs_the_api_token_and_stays_out_of_the_logs(
