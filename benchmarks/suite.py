@@ -220,7 +220,8 @@ class Bench:
         clock.close()
         result: dict[str, Any] = {"rate": rate, **summary_ms(clock.latencies(sent))}
         if lookups:
-            result["lookups"] = {**lookup_result, "in_the_worker": waited}
+            result["lookups"] = lookup_result
+        result["in_the_worker"] = waited
         result["ready_with_local_state_s"] = self.restart(deployment)
         deployment.stop()
         return result
@@ -384,7 +385,7 @@ def machine() -> dict[str, Any]:
 def report(results: dict[str, Any], console: Console) -> None:
     t, lat, rec = results["throughput"], results["latency"], results["recovery"]
     lookups = lat["half_of_max_with_lookups"].get("lookups", {})
-    waited = lookups.get("in_the_worker", {})
+    waited = lat["half_of_max_with_lookups"].get("in_the_worker", {})
     rows = [
         (
             "throughput, 1 worker",

@@ -2,9 +2,9 @@
 
 Every worker a test starts opens a RocksDB database per table partition (16 here), and
 RocksDB syncs about ten times to open one. On a disk whose syncs are slow, as on one CI
-machine, where they took up to 1.7 s, a worker spent a minute opening its state while
-holding the GIL (rocksdict does not release it), so it missed heartbeats and was not
-ready in time. The databases are as real on a tmpfs; what the tests check, state that
+machine, where opening one database took up to 1.7 s, a worker spent a minute opening its
+state while holding the GIL (rocksdict does not release it), so it missed heartbeats and
+was not ready in time. The databases are as real on a tmpfs; what the tests check, state that
 outlives a killed process, holds there too, since the page cache outlives a process.
 """
 

@@ -27,7 +27,10 @@ def test_benchmark_suite_runs_end_to_end_and_writes_its_results(tmp_path: Path) 
     assert throughput["core_in_memory"]["events_per_s"] > 0
     assert results["latency"]["fixed_rate"]["count"] > 0
     assert results["latency"]["half_of_max"]["count"] > 0
-    assert results["latency"]["half_of_max_with_lookups"]["lookups"]["count"] > 0
+    with_lookups = results["latency"]["half_of_max_with_lookups"]
+    assert with_lookups["lookups"]["count"] > 0
+    assert with_lookups["in_the_worker"]["event_loop_lag"]["count"] > 0
+    assert with_lookups["in_the_worker"]["handling"]["count"] > 0
     assert results["recovery"]["restore_profiles_per_s"] > 0
     assert results["recovery"]["disk_bytes"] > 0
     assert "restore from the changelog" in run.stdout
