@@ -386,6 +386,7 @@ def report(results: dict[str, Any], console: Console) -> None:
     t, lat, rec = results["throughput"], results["latency"], results["recovery"]
     lookups = lat["half_of_max_with_lookups"].get("lookups", {})
     waited = lat["half_of_max_with_lookups"].get("in_the_worker", {})
+    lag, handling = waited.get("event_loop_lag", {}), waited.get("handling", {})
     rows = [
         (
             "throughput, 1 worker",
@@ -434,10 +435,10 @@ def report(results: dict[str, Any], console: Console) -> None:
         ),
         (
             "  in the worker: event-loop lag (a lookup's wait to be started on); handling",
-            f"lag mean {waited.get('event_loop_lag', {}).get('mean_ms', float('nan')):.1f} ms, "
-            f"{waited.get('event_loop_lag', {}).get('beyond_share', float('nan')):.0%} of samples "
-            f"over {TARGETS['lookup_p99_ms']} ms; handling mean "
-            f"{waited.get('handling', {}).get('mean_ms', float('nan')):.2f} ms",
+            f"lag mean {lag.get('mean_ms', float('nan')):.1f} ms, "
+            f"{lag.get('beyond_share', float('nan')):.0%} of samples over "
+            f"{TARGETS['lookup_p99_ms']} ms; handling mean "
+            f"{handling.get('mean_ms', float('nan')):.2f} ms",
             "",
             None,
         ),
