@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
@@ -17,6 +18,8 @@ from streams.codec import MAX_IDENTIFIER_CHARS, now_ms
 from streams.events import IdentifierKind, identifier_key
 from streams.identity.resolver import Owner
 from streams.observability import LOOKUP_SECONDS, READY, REGISTRY
+from streams.partitioning import key_partition
+from streams.pending import partition_reader
 from streams.profiles.model import Profile, load_stored
 
 if TYPE_CHECKING:
@@ -77,19 +80,31 @@ def install(runtime: Runtime) -> None:
     if token:
         hop_headers["Authorization"] = f"Bearer {token}"
     hop_timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
+    # Straight from the key's partition database: Faust's ``get`` asks every database of
+    # the table in turn for a key it has not seen, a third of a decision's time.
+    read_profile = partition_reader(runtime.profiles)
+    read_identity = partition_reader(runtime.identities)
+
+    partitions = runtime.settings.partitions
 
     def authorized(authorization: str | None) -> bool:
         return token is None or bearer_token_matches(authorization, token)
 
-    def owner_url(table: Any, key: bytes, forwarded: bool) -> str | None:
-        """Base URL of the worker owning ``key`` in ``table``, or None when it is this one."""
+    def locate(table: Any, key: bytes, forwarded: bool) -> int | str:
+        """The partition of ``key`` in ``table`` when this worker owns it, else the base URL
+        of the worker that does."""
+        partition = key_partition(key, partitions)
+        # Owned here, the common case, without Faust's router: it hashes the key again with
+        # aiokafka's slower murmur2 and builds a URL object to compare.
+        if app.assignor.is_active(TP(table.changelog_topic_name, partition)):
+            return partition
         try:
             url = app.router.key_store(table.name, key)
         except KeyError as exc:
             raise NotReadyError("partition ownership is not known yet; retry shortly") from exc
         own = app.conf.canonical_url
         if (url.host, url.port) == (own.host, own.port):
-            return None
+            return partition
         if forwarded:
             raise NotReadyError("the key's partition is moving between workers; retry shortly")
         return str(url).rstrip("/")
@@ -116,11 +131,11 @@ def install(runtime: Runtime) -> None:
         """
         for hop in range(MAX_FORWARDS):
             key = profile_id.encode()
-            remote = owner_url(runtime.profiles, key, forwarded and hop == 0)
-            if remote is not None:
-                status, body = await fetch_remote(f"{remote}/profiles/{profile_id}")
+            owner = locate(runtime.profiles, key, forwarded and hop == 0)
+            if isinstance(owner, str):
+                status, body = await fetch_remote(f"{owner}/profiles/{profile_id}")
                 return Profile.from_dict(body) if status == 200 else None
-            stored: bytes | None = runtime.profiles.get(key)
+            stored = read_profile(key, owner)
             if stored is None:
                 return None
             found = load_stored(stored)
@@ -130,12 +145,12 @@ def install(runtime: Runtime) -> None:
         raise NotReadyError("the profile is being merged; retry shortly")
 
     async def profile_id_for(key: str, forwarded: bool) -> str | None:
-        remote = owner_url(runtime.identities, key.encode(), forwarded)
-        if remote is not None:
-            status, body = await fetch_remote(f"{remote}/identities/{key}")
+        owner = locate(runtime.identities, key.encode(), forwarded)
+        if isinstance(owner, str):
+            status, body = await fetch_remote(f"{owner}/identities/{key}")
             return str(body["profile_id"]) if status == 200 else None
-        owner: bytes | None = runtime.identities.get(key.encode())
-        return Owner.decode(owner).profile_id if owner is not None else None
+        stored = read_identity(key.encode(), owner)
+        return Owner.decode(stored).profile_id if stored is not None else None
 
     async def profile_for(key: str, forwarded: bool) -> Profile | None:
         profile_id = await profile_id_for(key, forwarded)
