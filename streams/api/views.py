@@ -84,7 +84,6 @@ def install(runtime: Runtime) -> None:
     # the table in turn for a key it has not seen, a third of a decision's time.
     read_profile = partition_reader(runtime.profiles)
     read_identity = partition_reader(runtime.identities)
-
     partitions = runtime.settings.partitions
 
     def authorized(authorization: str | None) -> bool:
@@ -145,11 +144,12 @@ def install(runtime: Runtime) -> None:
         raise NotReadyError("the profile is being merged; retry shortly")
 
     async def profile_id_for(key: str, forwarded: bool) -> str | None:
-        owner = locate(runtime.identities, key.encode(), forwarded)
+        encoded = key.encode()
+        owner = locate(runtime.identities, encoded, forwarded)
         if isinstance(owner, str):
             status, body = await fetch_remote(f"{owner}/identities/{key}")
             return str(body["profile_id"]) if status == 200 else None
-        stored = read_identity(key.encode(), owner)
+        stored = read_identity(encoded, owner)
         return Owner.decode(stored).profile_id if stored is not None else None
 
     async def profile_for(key: str, forwarded: bool) -> Profile | None:
