@@ -242,7 +242,6 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 def write_profile_changelog(
     bootstrap: str,
     topic: str,
-    partitions: int,
     profiles: int,
     templates: list[tuple[bytes, bytes]],
 ) -> None:
@@ -253,14 +252,17 @@ def write_profile_changelog(
     Each is a real stored profile (``templates``: key and value from a worker's changelog)
     under a new profile id.
     """
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    # Each key in its own partition, as the worker's sender places it: lookups read it there.
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "partitioner": "murmur2_random"}
+    )
     for n in range(profiles):
         template_id, template = templates[n % len(templates)]
         profile_id = b"p_%024d" % n
         value = template.replace(template_id, profile_id)
         while True:
             try:
-                producer.produce(topic, key=profile_id, value=value, partition=n % partitions)
+                producer.produce(topic, key=profile_id, value=value)
                 break
             except BufferError:
                 producer.poll(0.1)

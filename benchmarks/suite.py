@@ -252,7 +252,6 @@ class Bench:
         write_profile_changelog(
             self.broker.bootstrap,
             changelog,
-            plan.partitions,
             plan.profiles,
             stored_profiles(self.broker.bootstrap, changelog_topics(source.settings)[1]),
         )

@@ -96,18 +96,16 @@ def test_a_worker_without_local_state_restores_a_long_changelog_in_bulk(
     changelog = changelog_topics(settings)[1]
     create_topic(broker, changelog, settings.partitions, **{"cleanup.policy": "compact"})
     count = settings.partitions * (BULK_RESTORE_MIN_RECORDS + 200)
-    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20})
+    # Each key in its own partition, as the worker's sender places it: lookups read it there.
+    producer = Producer(
+        {"bootstrap.servers": broker.bootstrap, "linger.ms": 20, "partitioner": "murmur2_random"}
+    )
     profiles = {}
     for n in range(count):
         profile = Profile.new(f"p_{n:024d}")
         profile.traits = {"n": Stamped(str(n), n)}
         profiles[profile.profile_id] = profile
-        producer.produce(
-            changelog,
-            key=profile.profile_id.encode(),
-            value=profile.to_json(),
-            partition=n % settings.partitions,
-        )
+        producer.produce(changelog, key=profile.profile_id.encode(), value=profile.to_json())
         if n % 1_000 == 0:
             producer.poll(0)
     assert producer.flush(30) == 0
