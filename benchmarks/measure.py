@@ -17,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, To
 from streams.codec import Codec
 from streams.demo.traffic import ShopperSimulation
 from streams.events import Event
+from streams.partitioning import LIBRDKAFKA_PARTITIONER
 from streams.producer import EventProducer
 from streams.settings import Settings
 
@@ -252,9 +253,10 @@ def write_profile_changelog(
     Each is a real stored profile (``templates``: key and value from a worker's changelog)
     under a new profile id.
     """
-    # Each key in its own partition, as the worker's sender places it: lookups read it there.
+    # Each key in the partition its hash gives, as the worker's sender places it: lookups
+    # read it only there.
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 20, "partitioner": "murmur2_random"}
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "partitioner": LIBRDKAFKA_PARTITIONER}
     )
     for n in range(profiles):
         template_id, template = templates[n % len(templates)]

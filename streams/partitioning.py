@@ -10,6 +10,9 @@ from __future__ import annotations
 import functools
 import struct
 
+# librdkafka's name for the same placement (murmur2; a random partition only for a null key).
+LIBRDKAFKA_PARTITIONER = "murmur2_random"
+
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 _WORDS = struct.Struct("<I")

@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from streams.codec import Codec
 from streams.events import Event
 from streams.identity.resolver import routing_key
+from streams.partitioning import LIBRDKAFKA_PARTITIONER
 from streams.settings import OutputFormat, Settings, get_settings
 
 
@@ -47,7 +48,7 @@ class EventProducer:
             {
                 "bootstrap.servers": bootstrap,
                 # Kafka's default partitioner, as Java clients and the worker partition keys.
-                "partitioner": "murmur2_random",
+                "partitioner": LIBRDKAFKA_PARTITIONER,
                 "linger.ms": linger_ms,
                 "enable.idempotence": False,
                 "acks": "all",

@@ -16,6 +16,8 @@ import os
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from streams.partitioning import LIBRDKAFKA_PARTITIONER
+
 log = logging.getLogger(__name__)
 
 # Exit status of a worker that stopped at once, without committing (see below).
@@ -81,7 +83,7 @@ class RecordSender:
                 "bootstrap.servers": bootstrap,
                 # Keys land where Faust and the Java client put them (murmur2), so the table
                 # partition of a key is the same as the topic partition it is sent to.
-                "partitioner": "murmur2_random",
+                "partitioner": LIBRDKAFKA_PARTITIONER,
                 # Retries keep each partition's order: the stages rely on per-key order.
                 "enable.idempotence": True,
                 "acks": "all",

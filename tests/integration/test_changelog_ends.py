@@ -20,6 +20,7 @@ from streams.faust_fixes import (
     restore_partitions,
 )
 from streams.observability import sample_total
+from streams.partitioning import LIBRDKAFKA_PARTITIONER
 from streams.profiles.model import Profile, Stamped
 
 from .conftest import Worker, settings_from, worker_env
@@ -96,9 +97,14 @@ def test_a_worker_without_local_state_restores_a_long_changelog_in_bulk(
     changelog = changelog_topics(settings)[1]
     create_topic(broker, changelog, settings.partitions, **{"cleanup.policy": "compact"})
     count = settings.partitions * (BULK_RESTORE_MIN_RECORDS + 200)
-    # Each key in its own partition, as the worker's sender places it: lookups read it there.
+    # Each key in the partition its hash gives, as the worker's sender places it: lookups
+    # read it only there.
     producer = Producer(
-        {"bootstrap.servers": broker.bootstrap, "linger.ms": 20, "partitioner": "murmur2_random"}
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "linger.ms": 20,
+            "partitioner": LIBRDKAFKA_PARTITIONER,
+        }
     )
     profiles = {}
     for n in range(count):
