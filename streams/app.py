@@ -130,7 +130,7 @@ def raw_table(app: faust.App, name: str, settings: Settings) -> Any:
 
 
 def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
-    from streams import pipeline
+    from streams import collector, pipeline
     from streams.api import views
 
     app = build_faust_app(settings, bootstrap)
@@ -162,6 +162,7 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
     )
     pipeline.install(runtime)
     views.install(runtime)
+    collector.install(runtime)
     return runtime
 
 

@@ -75,6 +75,19 @@ EVENT_LOOP_LAG_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+GC_PAUSE_SECONDS = Histogram(
+    "cdp_gc_pause_seconds",
+    "How long each run of Python's cyclic garbage collector stopped the worker, by generation "
+    "(2 is a full collection).",
+    ["generation"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+GC_FROZEN_OBJECTS = Gauge(
+    "cdp_gc_frozen_objects",
+    "Objects made while the worker started that the garbage collector no longer walks.",
+    registry=REGISTRY,
+)
 READY = Gauge(
     "cdp_ready",
     "1 when the worker has joined its group, recovered its tables and processes events.",

@@ -211,6 +211,9 @@ def test_bad_requests_get_4xx_with_a_message(worker: Worker) -> None:
     assert "cdp_lookup_seconds_bucket" in metrics
     # The event loop's lag is sampled for as long as the worker runs.
     assert sample_total(metrics, "cdp_event_loop_lag_seconds_count") > 0
+    # What the worker made while starting is out of the garbage collector's reach once ready.
+    assert sample_total(metrics, "cdp_gc_frozen_objects") > 10_000
+    assert sample_total(metrics, "cdp_gc_pause_seconds_count", generation="2") >= 1
 
 
 def test_personal_data_needs_the_api_token_and_stays_out_of_the_logs(
