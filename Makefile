@@ -37,7 +37,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install
-	$(BIN)/python -m benchmarks.suite --profile $(if $(EVENTS),--events $(EVENTS),) $(if $(PROFILES),--profiles $(PROFILES),)
+	$(BIN)/python -m benchmarks.suite --profile $(if $(EVENTS),--events $(EVENTS),) $(if $(PROFILES),--profiles $(PROFILES),) $(if $(SHOPPERS),--shoppers $(SHOPPERS),) $(if $(MIX),--mix $(MIX),)
 
 # Prometheus config, alert rules and their unit tests (promtool: Debian package `prometheus`).
 check-deploy:

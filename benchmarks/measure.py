@@ -7,7 +7,7 @@ import asyncio
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
@@ -41,9 +41,13 @@ def summary_ms(samples_s: list[float]) -> dict[str, float]:
     }
 
 
-def shopper_events(count: int, shoppers: int, seed: int) -> Iterator[Event]:
-    """The demo's shopper model: anonymous sessions, sign-ups, logins, orders, email."""
-    return ShopperSimulation(seed=seed, shoppers=shoppers).stream(count, now_ms=_wall_ms)
+def shopper_events(
+    count: int, shoppers: int, seed: int, mix: Mapping[str, float] | None = None
+) -> Iterator[Event]:
+    """The demo's shopper model: anonymous sessions, sign-ups, logins, orders, email, in
+    the proportions of ``mix`` (the demo's own by default)."""
+    simulation = ShopperSimulation(seed=seed, shoppers=shoppers, mix=mix)
+    return simulation.stream(count, now_ms=_wall_ms)
 
 
 def _wall_ms() -> int:

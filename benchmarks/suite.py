@@ -43,6 +43,7 @@ from benchmarks.measure import (
 )
 from streams.app import changelog_topics
 from streams.broker import free_port, start_broker
+from streams.demo.traffic import ACTIONS, parse_mix
 from streams.events import Event
 from streams.topics import ensure_topics
 
@@ -70,6 +71,11 @@ class Plan:
     lookup_rate: float
     profiles: int
     partitions: int
+    mix: dict[str, float] | None = None
+    """Event mix of the load (see ``streams.demo.traffic.parse_mix``); None: the demo's."""
+
+    def load(self, count: int, seed: int) -> Iterator[Event]:
+        return shopper_events(count, self.shoppers, seed, self.mix)
 
 
 FULL = Plan(
@@ -156,7 +162,7 @@ class Bench:
         spy = self.record_profile(deployment) if workers == 1 and self.profile else None
         self.produce(
             deployment,
-            shopper_events(plan.events, plan.shoppers, seed=workers),
+            plan.load(plan.events, seed=workers),
             plan.events,
             f"throughput, {workers} worker(s): produce",
         )
@@ -196,7 +202,7 @@ class Bench:
         deployment = self.deployment(1)
         clock = SegmentChangeClock(self.broker.bootstrap, deployment.settings)
         count = int(rate * plan.duration_s)
-        events = list(shopper_events(count, plan.shoppers, seed=int(rate)))
+        events = list(plan.load(count, seed=int(rate)))
         emails = sorted({e.identity.email for e in events if e.identity.email}) or ["x@example.com"]
         load = LookupLoad(deployment.workers[0].api, emails, plan.lookup_rate, token(deployment))
         lookup_result: dict[str, Any] = {}
@@ -334,7 +340,7 @@ def run(plan: Plan, console: Console, profile: Path | None = None) -> dict[str, 
     with tempfile.TemporaryDirectory() as root, Progress(*columns, console=console) as progress:
         bench = Bench(plan, Path(root), progress, profile)
         try:
-            core = core_ceiling(list(shopper_events(plan.events, plan.shoppers, seed=1)))
+            core = core_ceiling(list(plan.load(plan.events, seed=1)))
             one = bench.throughput(1)
             two = bench.throughput(2)
             half = max(1.0, one["events_per_s"] / 2)
@@ -489,6 +495,10 @@ def report(results: dict[str, Any], console: Console) -> None:
     for measure, result, target, met in rows:
         table.add_row(measure, result, target, "" if met is None else ("yes" if met else "no"))
     console.print(table)
+    plan = results["plan"]
+    mix = plan.get("mix")
+    mixed = ", ".join(f"{name}={weight:g}" for name, weight in mix.items()) if mix else "the demo's"
+    console.print(f"load: {plan['shoppers']:,} shoppers, event mix {mixed}")
 
 
 def main() -> None:
@@ -496,6 +506,13 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: seconds, not minutes")
     parser.add_argument("--events", type=int, help="backlog size for throughput")
     parser.add_argument("--profiles", type=int, help="profiles in the changelog for restore")
+    parser.add_argument("--shoppers", type=int, help="simulated shoppers the load comes from")
+    parser.add_argument(
+        "--mix",
+        type=parse_mix,
+        help="event mix as name=weight pairs, e.g. page-view=80,order=20 (names: event "
+        f"kinds or actions: {', '.join(ACTIONS)})",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument(
         "--profile",
@@ -510,6 +527,10 @@ def main() -> None:
         plan.events = args.events
     if args.profiles:
         plan.profiles = args.profiles
+    if args.shoppers:
+        plan.shoppers = args.shoppers
+    if args.mix:
+        plan.mix = args.mix
     console = Console()
     # A fresh clone has no results folder; the flame graph is written into it mid-run.
     for written in (args.output, args.profile):

@@ -195,15 +195,29 @@ def demo(
         float, typer.Option(help="Shopper actions per second (each is 1 to 4 events).")
     ] = 300,
     shoppers: Annotated[int, typer.Option(help="Simulated shoppers.")] = 2000,
+    mix: Annotated[
+        str | None,
+        typer.Option(
+            help="Event mix as name=weight pairs, e.g. page-view=80,order=20; names are event "
+            "kinds or the simulation's actions. Default: a shop's day, mostly browsing."
+        ),
+    ] = None,
 ) -> None:
     """Broker, worker and simulated shoppers, with a live view of what the pipeline does."""
     from streams.demo.runner import DemoOptions, run_demo
+    from streams.demo.traffic import parse_mix
+
+    try:
+        weights = parse_mix(mix) if mix is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--mix") from exc
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with kafka(settings, log_file=settings.data_dir / "broker.log") as bootstrap:
         ensure_topics(bootstrap, settings)
-        code = run_demo(settings, bootstrap, DemoOptions(duration, rate, shoppers), console)
+        options = DemoOptions(duration, rate, shoppers, weights)
+        code = run_demo(settings, bootstrap, options, console)
     raise typer.Exit(code)
 
 

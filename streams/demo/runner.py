@@ -30,6 +30,8 @@ class DemoOptions:
     rate: float
     """Shopper actions per second."""
     shoppers: int
+    mix: dict[str, float] | None = None
+    """Event mix (see :func:`streams.demo.traffic.parse_mix`); None: the simulation's default."""
 
 
 def run_demo(settings: Settings, bootstrap: str, options: DemoOptions, console: Console) -> int:
@@ -61,7 +63,9 @@ def _run(
     codec = Codec(settings.schemas_dir, max_event_bytes=settings.max_event_bytes)
     # A new seed every run: the same seed would replay the same event ids, which the
     # worker rightly ignores as duplicates.
-    simulation = ShopperSimulation(seed=time.time_ns() % 2**31, shoppers=options.shoppers)
+    simulation = ShopperSimulation(
+        seed=time.time_ns() % 2**31, shoppers=options.shoppers, mix=options.mix
+    )
     producer = EventProducer(bootstrap, settings=settings, codec=codec, fmt=OutputFormat.AVRO)
     consumer = Consumer(
         {

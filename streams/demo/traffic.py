@@ -235,6 +235,30 @@ def _expand_mix(mix: Mapping[str, float]) -> dict[str, float]:
     return {action: weight for action, weight in weights.items() if weight > 0}
 
 
+def parse_mix(text: str) -> dict[str, float]:
+    """A mix written as ``name=weight`` pairs, comma-separated (``page-view=80,order=20``).
+
+    Names are actions or event kinds, as :class:`ShopperSimulation` takes them; weights are
+    relative. Raises ValueError naming what is wrong.
+    """
+    mix: dict[str, float] = {}
+    for item in text.split(","):
+        name, equals, weight = item.partition("=")
+        name = name.strip()
+        if not equals or not name:
+            raise ValueError(f"mix entry {item.strip()!r} is not name=weight")
+        if name in mix:
+            raise ValueError(f"mix names {name!r} twice")
+        try:
+            mix[name] = float(weight)
+        except ValueError:
+            raise ValueError(
+                f"mix weight for {name!r} is not a number: {weight.strip()!r}"
+            ) from None
+    _expand_mix(mix)
+    return mix
+
+
 def _build_catalogue(rng: Random) -> tuple[Product, ...]:
     products = []
     for category in CATEGORIES:

@@ -12,7 +12,10 @@ from pathlib import Path
 def test_benchmark_suite_runs_end_to_end_and_writes_its_results(tmp_path: Path) -> None:
     output = tmp_path / "latest.json"
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.suite", "--smoke", "--output", str(output)],
+        [
+            *(sys.executable, "-m", "benchmarks.suite", "--smoke", "--output", str(output)),
+            *("--shoppers", "250", "--mix", "page-view=7,identify=2,order=1"),
+        ],
         capture_output=True,
         text=True,
         timeout=280,
@@ -34,3 +37,5 @@ def test_benchmark_suite_runs_end_to_end_and_writes_its_results(tmp_path: Path) 
     assert results["recovery"]["restore_profiles_per_s"] > 0
     assert results["recovery"]["disk_bytes"] > 0
     assert "restore from the changelog" in run.stdout
+    assert results["plan"]["mix"] == {"page-view": 7.0, "identify": 2.0, "order": 1.0}
+    assert "load: 250 shoppers, event mix page-view=7, identify=2, order=1" in run.stdout

@@ -268,7 +268,10 @@ def test_invalid_segment_file_fails_at_start_naming_the_segment(
 def test_demo_runs_for_a_duration_and_exits_cleanly(broker: EmbeddedBroker, tmp_path: Path) -> None:
     env = worker_env(broker, tmp_path, COLUMNS="120")
     result = subprocess.run(
-        [sys.executable, "-m", "streams", "demo", "--duration", "15", "--rate", "200"],
+        [
+            *(sys.executable, "-m", "streams", "demo", "--duration", "15", "--rate", "200"),
+            *("--mix", "page-view=6,identify=2,order=1,email=1"),
+        ],
         env=env,
         capture_output=True,
         timeout=150,
@@ -284,6 +287,20 @@ def test_demo_runs_for_a_duration_and_exits_cleanly(broker: EmbeddedBroker, tmp_
     except httpx.HTTPError:
         still_up = False
     assert not still_up, "the demo must stop its worker"
+
+
+def test_the_demo_refuses_a_mix_it_cannot_use_before_starting_anything(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "demo", "--mix", "page-view=lots"],
+        env={**os.environ, "CDP_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "weight for 'page-view' is not a number: 'lots'" in result.stderr
+    assert not (tmp_path / "data").exists()
 
 
 def test_every_worker_answers_lookups_for_keys_another_worker_owns(

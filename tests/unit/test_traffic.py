@@ -17,6 +17,7 @@ from streams.demo.traffic import (
     DEFAULT_MIX,
     SITE,
     ShopperSimulation,
+    parse_mix,
 )
 from streams.events import Event, EventKind
 from streams.settings import PROJECT_ROOT
@@ -256,6 +257,28 @@ def test_a_mix_of_mail_only_still_starts_from_sign_ups() -> None:
 def test_invalid_mixes_are_rejected(mix: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="mix"):
         ShopperSimulation(mix=mix)
+
+
+def test_a_mix_is_written_as_name_weight_pairs() -> None:
+    assert parse_mix("page-view=80, order=20") == {"page-view": 80.0, "order": 20.0}
+    assert parse_mix("email=1.5,signup=0.5") == {"email": 1.5, "signup": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("page-view", "'page-view' is not name=weight"),
+        ("=3", "'=3' is not name=weight"),
+        ("page-view=lots", "weight for 'page-view' is not a number: 'lots'"),
+        ("order=1,order=2", "names 'order' twice"),
+        ("nope=1", "unknown mix entry 'nope'"),
+        ("order=-1", "negative"),
+        ("order=0", "must not all be zero"),
+    ],
+)
+def test_a_mix_that_cannot_be_used_is_refused_with_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_mix(text)
 
 
 def test_the_catalogue_and_actions_are_well_formed() -> None:
