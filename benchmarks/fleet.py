@@ -11,11 +11,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from streams.broker import free_port
 from streams.observability import sample_total
-from streams.process import spawn_worker, wait_ready
+from streams.process import local_http, spawn_worker, wait_ready
 from streams.settings import Settings
 
 
@@ -101,7 +99,7 @@ class Worker:
         )
 
     def exposition(self) -> str:
-        return httpx.get(f"{self.api}/metrics", timeout=5).text
+        return local_http().get(f"{self.api}/metrics").text
 
     def rss(self) -> int:
         assert self.process is not None

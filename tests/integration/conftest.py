@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams.broker import EmbeddedBroker, free_port, start_broker
 from streams.codec import Codec
-from streams.process import spawn_worker, wait_ready
+from streams.process import local_http, spawn_worker, wait_ready
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -83,7 +83,7 @@ class Worker:
         """A GET with the worker's API token, if it has one."""
         token = self.env.get("CDP_API_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.get(f"{self.api}{path}", params=params, headers=headers, timeout=5)
+        return local_http().get(f"{self.api}{path}", params=params, headers=headers)
 
 
 # Of every topic and table of the test workers (profile ids depend on it).
