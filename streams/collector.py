@@ -2,7 +2,7 @@
 
 A full collection walks every tracked object. A started worker holds about 110,000 of them
 (modules, classes, functions, Faust's services) that live as long as the process, and on
-2 cores a full collection took 60-90 ms with the event loop stopped: every lookup and every
+2 cores a full collection took 60-120 ms with the event loop stopped: every lookup and every
 event waiting meanwhile was that much later. Once the tables are recovered those objects
 are moved out of the collector's reach (``gc.freeze``), so a full collection walks only
 what the worker made since. Python's thresholds stay: a young generation of 10,000 objects

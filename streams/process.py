@@ -28,8 +28,8 @@ def spawn_worker(env: Mapping[str, str], log_file: Path | None) -> subprocess.Po
 def local_http() -> httpx.Client:
     """One HTTP client for the worker API calls of this process, reused: each ``httpx.get``
     builds a client and its TLS context (the CA bundle, even for plain HTTP), about 70 ms
-    of CPU a call; polling ``/ready`` every 50 ms with it took a core from the worker being
-    waited for."""
+    of CPU a call; polling ``/ready`` every 50 ms with it took more than half a core from
+    the worker being waited for."""
     return httpx.Client(timeout=5)
 
 
