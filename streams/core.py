@@ -183,6 +183,7 @@ def _derive(
     previous = before if before.segment_rules == rules.segment_fingerprint else None
     evaluation = evaluate(rules.segments, after, now_ms, previous)
     after.segment_rules = rules.segment_fingerprint
+    after.segment_recheck_at = evaluation.recheck_at
     changes = diff(
         after.profile_id,
         after.segments,

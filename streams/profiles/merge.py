@@ -19,8 +19,8 @@ had every event of both profiles arrived at one profile:
   time, cart items keep the latest add time, recent event ids interleave the newest ids
   of both sides (they carry no time) so each side keeps its most recent ones;
 - ``segments`` stay ``into``'s, with the fingerprint of the rules they were evaluated
-  under, and ``segment_sequence`` is the max of both: the shell re-evaluates segments
-  after a merge and emits the difference with a fresh sequence;
+  under and their recheck time, and ``segment_sequence`` is the max of both: the shell
+  re-evaluates segments after a merge and emits the difference with a fresh sequence;
 - journey bookkeeping keeps, per journey and step, the earliest trigger time, so a person
   never receives a non-repeating journey twice because they once had two profiles.
 
@@ -100,6 +100,7 @@ MERGED_FIELDS: frozenset[str] = frozenset(
         "segments",
         "segment_sequence",
         "segment_rules",
+        "segment_recheck_at",
         "journeys",
         "recent_event_ids",
         "refused_identifiers",

@@ -24,7 +24,8 @@ import orjson
 from streams.events import IdentifierKind, identifier_key
 
 # 2: events are remembered by fingerprint (event_fingerprint), not by their full id.
-SCHEMA_VERSION = 2
+# 3: segment_recheck_at; segments stored before it are evaluated in full at the next change.
+SCHEMA_VERSION = 3
 MERGE_MARKER_PREFIX = "merge:"
 
 RECENT_PRODUCTS_LIMIT = 20
@@ -117,6 +118,9 @@ class Profile:
     # Fingerprint of the segment definitions `segments` was evaluated under
     # (streams.segments.evaluator.fingerprint); "" before the first evaluation.
     segment_rules: str = ""
+    # Wall-clock ms from which a time-based segment may have changed with no change to the
+    # profile (streams.segments.clock); None: no such instant is ahead.
+    segment_recheck_at: int | None = None
     journeys: dict[str, dict[str, int]] = field(default_factory=dict)  # journey -> step -> ms
     # Fingerprints of the last applied events (event_fingerprint) and markers of merges
     # (MERGE_MARKER_PREFIX). A dict, not a tuple: O(1) membership, and insertion order
@@ -203,6 +207,7 @@ class Profile:
             "segments": list(self.segments),
             "segment_sequence": self.segment_sequence,
             "segment_rules": self.segment_rules,
+            "segment_recheck_at": self.segment_recheck_at,
             "journeys": {j: dict(steps) for j, steps in self.journeys.items()},
             "recent_event_ids": list(self.recent_event_ids),
         }
@@ -211,6 +216,7 @@ class Profile:
     def from_dict(cls, d: Mapping[str, Any]) -> Profile:
         ids, views, cart = d["identities"], d["views"], d["cart"]
         orders, email, news = d["orders"], d["email"], d["newsletter"]
+        schema = d.get("schema", 1)
         return cls(
             profile_id=d["profile_id"],
             anonymous_ids=tuple(ids["anonymous_ids"]),
@@ -244,9 +250,11 @@ class Profile:
             clicked_categories=dict(email["clicked_categories"]),
             segments=tuple(d["segments"]),
             segment_sequence=d["segment_sequence"],
-            segment_rules=d.get("segment_rules", ""),
+            # Without a recheck time the stored segments cannot be trusted to be current.
+            segment_rules=d.get("segment_rules", "") if schema >= 3 else "",
+            segment_recheck_at=d.get("segment_recheck_at"),
             journeys={j: dict(steps) for j, steps in d["journeys"].items()},
-            recent_event_ids=_remembered(d["recent_event_ids"], d.get("schema", 1)),
+            recent_event_ids=_remembered(d["recent_event_ids"], schema),
             refused_identifiers=dict(ids.get("refused", {})),
         )
 
@@ -449,6 +457,17 @@ def cel_sources(paths: Iterable[str]) -> frozenset[str]:
     """
     return frozenset(attribute for path in paths for attribute in _CEL_SOURCES[path])
 
+
+#: The paths whose value is a timestamp -> the Profile attribute (epoch ms or None) it is.
+CEL_TIMESTAMPS: dict[str, str] = {
+    **{p: a for p, (a, convert) in _CEL_FIELD_SOURCES.items() if convert is ms_to_datetime},
+    **{
+        f"{group}.{member}": attribute
+        for group, members in _CEL_GROUP_SOURCES.items()
+        for member, (attribute, convert) in members.items()
+        if convert is ms_to_datetime
+    },
+}
 
 #: Every path a segment expression may reference below ``profile``: top-level names,
 #: group names, and ``group.member`` names.

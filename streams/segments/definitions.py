@@ -19,6 +19,7 @@ import yaml
 
 from streams.expressions import cel
 from streams.profiles.model import CEL_PATHS, CEL_TOP_LEVEL, Profile, cel_sources, cel_variable
+from streams.segments.clock import ClockTerm, clock_terms
 
 _GROUPS = frozenset(p.partition(".")[0] for p in CEL_PATHS if "." in p)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -57,6 +58,9 @@ class SegmentDefinition:
     sources: frozenset[str] = field(default=frozenset(), compare=False)
     # True when `program` is the expression flattened (see flattened).
     flat: bool = field(default=False, compare=False)
+    # Where the clock enters the expression (streams.segments.clock): no terms when it
+    # does not, None when it does in a form not analysed (then it runs at every change).
+    clock: tuple[ClockTerm, ...] | None = field(default=(), compare=False)
 
 
 def read_entries(
@@ -164,6 +168,7 @@ def load_segments(path: Path | None = None) -> list[SegmentDefinition]:
             paths,
             cel_sources(paths),
             flat=flat is not None,
+            clock=clock_terms(when),
         )
         try:
             result = program.execute(cel_variables((definition,), empty, now))
@@ -179,23 +184,25 @@ def cel_variables(
     definitions: Sequence[SegmentDefinition], profile: Profile, now: datetime
 ) -> dict[str, Any]:
     """The variables ``definitions`` are evaluated over, for ``profile`` at ``now``."""
-    flat, nested = _reads(tuple(definitions))
+    flat, nested, clock = _reads(tuple(definitions))
     variables = profile.cel_variables(flat)
     if nested:
         variables["profile"] = profile.cel_view(nested)
-    variables["now"] = now
+    if clock:
+        variables["now"] = now
     return variables
 
 
 @functools.lru_cache(maxsize=64)
 def _reads(
     definitions: tuple[SegmentDefinition, ...],
-) -> tuple[frozenset[str], frozenset[str]]:
-    """The paths ``definitions`` read as variables, and those they read in the ``profile``
-    map; worked out once per set of definitions, not at every evaluation."""
+) -> tuple[frozenset[str], frozenset[str], bool]:
+    """The paths ``definitions`` read as variables, those they read in the ``profile``
+    map, and whether they read the clock; worked out once per set of definitions, not at
+    every evaluation."""
     flat = frozenset(p for d in definitions if d.flat for p in d.paths)
     nested = minimal_paths(p for d in definitions if not d.flat for p in d.paths)
-    return flat, nested
+    return flat, nested, any(d.time_based for d in definitions)
 
 
 def flattened(expression: str) -> tuple[cel.Program, frozenset[str]] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from typing import Any
 
 from streams.expressions import cel
 from streams.profiles.model import Profile, ms_to_datetime
+from streams.segments.clock import ClockTerm, next_change
 from streams.segments.definitions import SegmentDefinition, cel_variables
 
 ENTERED = "entered"
@@ -20,6 +22,8 @@ class Evaluation:
     members: frozenset[str]
     # Segment name -> error text, for expressions that failed on this profile.
     errors: dict[str, str]
+    # The profile's next recheck time (Profile.segment_recheck_at) under these definitions.
+    recheck_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +57,10 @@ def evaluate(
 
     ``previous`` is the profile before the change that made ``profile``, its ``segments``
     evaluated under these same definitions (``segment_rules`` is their :func:`fingerprint`).
-    An expression that does not read the clock then keeps its result unless an attribute it
-    reads changed, and only the others run: converting profile values into CEL values costs
-    far more than executing.
+    An expression then keeps its result unless an attribute it reads changed or, for one
+    reading the clock, the clock reached ``previous.segment_recheck_at``; only the others
+    run: converting profile values into CEL values costs far more than executing. A clock
+    that steps back (another worker's) keeps the later result.
 
     An expression that fails for this profile makes it a non-member and is reported in
     ``errors``: one odd profile must never stop the worker.
@@ -63,15 +68,23 @@ def evaluate(
     members: list[str] = []
     due: Sequence[SegmentDefinition] = definitions
     if previous is not None:
+        recheck_at = previous.segment_recheck_at
+        clock_due = recheck_at is not None and now_ms >= recheck_at
         due = []
         for definition in definitions:
-            if definition.time_based or _changed(definition.sources, previous, profile):
+            clock = definition.clock
+            if (
+                clock is None
+                or (clock and clock_due)
+                or _changed(definition.sources, previous, profile)
+            ):
                 due.append(definition)
             elif definition.name in previous.segments:
                 members.append(definition.name)
     errors: dict[str, str] = {}
+    recheck_at = next_change(_clock_terms(tuple(definitions)), profile, now_ms)
     if not due:
-        return Evaluation(frozenset(members), errors)
+        return Evaluation(frozenset(members), errors, recheck_at)
     # One context for all expressions due: building it is the expensive part.
     context = cel.Context(cel_variables(due, profile, ms_to_datetime(now_ms)))
     for definition in due:
@@ -84,7 +97,12 @@ def evaluate(
             members.append(definition.name)
         elif result is not False:
             errors[definition.name] = f"expression gave {type(result).__name__}, not bool"
-    return Evaluation(frozenset(members), errors)
+    return Evaluation(frozenset(members), errors, recheck_at)
+
+
+@functools.lru_cache(maxsize=64)
+def _clock_terms(definitions: tuple[SegmentDefinition, ...]) -> tuple[ClockTerm, ...]:
+    return tuple(term for d in definitions for term in d.clock or ())
 
 
 def fingerprint(definitions: Sequence[SegmentDefinition]) -> str:

@@ -174,3 +174,20 @@ def test_a_profile_stored_with_full_event_ids_still_recognises_their_replays() -
 
     assert process(upgraded, "p_1", seen, RULES, NOW).duplicate
     assert merged_into(upgraded) == ["p_other"]
+
+
+def test_segments_stored_before_recheck_times_are_evaluated_in_full_at_the_next_change() -> None:
+    """Profiles stored before schema 3 have no segment_recheck_at to trust their segments by."""
+    e = page_view("toys", "p1", "add_to_cart", at=NOW, event_id="cart")
+    stored = process(None, "p_1", e, RULES, NOW).profile.to_dict()
+    stored["schema"] = 2
+    del stored["segment_recheck_at"]
+    # Not what a full evaluation gives: kept only if the stored segments were trusted.
+    stored["segments"] = ["customer"]
+
+    upgraded = Profile.from_dict(stored)
+    later = process(upgraded, "p_1", page_view("toys"), RULES, NOW + 60_000)
+
+    assert upgraded.segment_rules == ""
+    assert [(c.segment, c.change) for c in later.segment_changes] == [("customer", "exited")]
+    assert later.profile.segment_recheck_at == NOW + 3_600_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -239,13 +240,96 @@ def test_an_expression_whose_inputs_did_not_change_is_not_run_again(tmp_path: Pa
     assert evaluate(definitions, ordered, T0, previous=previous).members == frozenset()
 
 
-def test_time_based_expressions_run_on_every_change(tmp_path: Path) -> None:
-    path = one_segment(tmp_path, 'now - profile.last_seen < duration("1h")')
+def evaluated(definitions: Sequence[SegmentDefinition], profile: Profile, now: int) -> Profile:
+    """``profile`` as the worker stores it after evaluating ``definitions`` at ``now``."""
+    result = evaluate(definitions, profile, now)
+    stored = profile.clone()
+    stored.segments = tuple(sorted(result.members))
+    stored.segment_rules = fingerprint(definitions)
+    stored.segment_recheck_at = result.recheck_at
+    return stored
+
+
+def test_a_clock_expression_runs_again_once_the_clock_reaches_the_recheck_time(
+    tmp_path: Path,
+) -> None:
+    path = one_segment(tmp_path, 'now - profile.last_seen > duration("1h")')
     definitions = load_segments(path)
-    previous = fold([page_view("toys", at=T0)])
-    previous.segments, previous.segment_rules = ("seg_a",), fingerprint(definitions)
+    previous = evaluated(definitions, fold([page_view("toys", at=T0)]), T0)
+    assert previous.segments == ()
+    assert previous.segment_recheck_at == T0 + HOUR
+    # Recorded as a member although the clock says otherwise: a rerun would drop it.
+    previous.segments = ("seg_a",)
     unchanged = previous.clone()
-    assert evaluate(definitions, unchanged, T0 + DAY, previous=previous).members == frozenset()
+    assert evaluate(definitions, unchanged, T0 + HOUR - 1, previous).members == {"seg_a"}
+    assert evaluate(definitions, unchanged, T0 + HOUR, previous).members == frozenset()
+    # A change to what the expression reads runs it whatever the clock says.
+    seen = previous.clone()
+    seen.last_seen = T0 - 2 * HOUR
+    assert evaluate(definitions, seen, T0 + 1, previous).members == {"seg_a"}
+
+
+def test_the_recheck_time_is_the_first_instant_a_clock_term_may_flip() -> None:
+    p = fold([email_event("opened", at=T0), page_view("toys", "p1", "add_to_cart", at=T0 + 5)])
+    assert evaluate(DEFAULTS, p, T0 + 10).recheck_at == T0 + 5 + HOUR
+    assert evaluate(DEFAULTS, p, T0 + 5 + HOUR).recheck_at == T0 + 5 + HOUR + 1
+    assert evaluate(DEFAULTS, p, T0 + 2 * HOUR).recheck_at == T0 + 30 * DAY
+    # Nothing left to flip: "never" is the epoch, whose edges are long past.
+    assert evaluate(DEFAULTS, p, T0 + 31 * DAY).recheck_at is None
+    assert evaluate(DEFAULTS, Profile.new("p"), T0).recheck_at is None
+
+
+def test_a_clock_expression_in_another_form_runs_at_every_change(tmp_path: Path) -> None:
+    path = one_segment(tmp_path, 'now > profile.last_seen + duration("1h")')
+    definitions = load_segments(path)
+    assert definitions[0].clock is None
+    previous = evaluated(definitions, fold([page_view("toys", at=T0)]), T0)
+    assert previous.segments == ()
+    assert previous.segment_recheck_at is None
+    assert evaluate(definitions, previous.clone(), T0 + DAY, previous).members == {"seg_a"}
+
+
+# Every comparison, both signs, whole and odd durations, and a term under a negation.
+CLOCK_SEGMENTS = """
+segments:
+  - {name: lt, when: 'now - profile.last_seen < duration("90m")'}
+  - {name: le, when: 'now - profile.last_seen <= duration("1h30m")'}
+  - {name: gt, when: 'now - profile.first_seen > duration("1500ms")'}
+  - {name: ge, when: 'now - profile.first_seen >= duration("2h")'}
+  - {name: ahead, when: 'now - profile.email.last_click_at < duration("-1m")'}
+  - name: lapsed
+    when: 'profile.page_views > 1 && !(now - profile.email.last_open_at <= duration("0.5h"))'
+"""
+
+
+@functools.cache
+def clock_definitions() -> tuple[SegmentDefinition, ...]:
+    with tempfile.TemporaryDirectory() as root:
+        path = Path(root) / "segments.yaml"
+        path.write_text(CLOCK_SEGMENTS)
+        return (*load_segments(path), *DEFAULTS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(unique_events(), st.integers(-3 * HOUR, 3 * HOUR), st.data())
+def test_skipping_clock_expressions_until_the_recheck_time_changes_no_membership(
+    events: list[Event], start: int, data: st.DataObject
+) -> None:
+    definitions = clock_definitions()
+    assert all(d.clock for d in definitions if d.time_based)
+    profile = fold(events)
+    now = T0 + start
+    stored = evaluated(definitions, profile, now)
+    for _ in range(6):
+        recheck = stored.segment_recheck_at
+        # Anywhere ahead, and right at the recheck time's edges, where a mistake would show.
+        edges = [] if recheck is None else [recheck - 1 - now, recheck - now, recheck + 1 - now]
+        now += data.draw(st.one_of(st.integers(0, 2 * HOUR), st.sampled_from([0, *edges])))
+        result = evaluate(definitions, stored.clone(), now, stored)
+        full = evaluate(definitions, profile, now)
+        assert result.members == full.members
+        assert result.recheck_at == full.recheck_at
+        stored = evaluated(definitions, profile, now)
 
 
 def test_segments_evaluated_under_other_definitions_are_evaluated_in_full(tmp_path: Path) -> None:

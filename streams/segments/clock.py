@@ -1,0 +1,114 @@
+"""When the clock alone can change a time-based segment's result, worked out from its text.
+
+A time-based expression written in the documented idiom reads the clock only in terms
+``now - profile.<timestamp> <op> duration("<d>")``. Each such term flips at one instant,
+the timestamp plus the duration, so for a given profile the expression's result can change
+without a change to the profile only at those instants. Knowing the next one lets the
+evaluator skip the expression at every event before it (its conversion into CEL values is
+most of a segment evaluation's cost), and tells a timer when the profile is due.
+
+Expressions that use ``now`` any other way (as a timestamp of its own, inside arithmetic,
+in parentheses, in a comprehension) are not analysed: they run at every change of the
+profile, as before.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fractions import Fraction
+
+from streams.profiles.model import CEL_TIMESTAMPS, Profile
+
+_STRING_LITERAL = re.compile(r"""'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*\"""")
+# `now` the variable: not a member (`x.now`) nor part of a longer name.
+_NOW = re.compile(r"(?<![.\w])now(?!\w)")
+_PATH = r"profile\s*\.\s*([A-Za-z_]\w*)(?:\s*\.\s*([A-Za-z_]\w*))?"
+_TERM = re.compile(
+    r"(?<![.\w])now\s*-\s*" + _PATH + r"\s*(<=|>=|<|>)\s*duration\s*\(\s*\"([^\"\\]*)\"\s*\)"
+)
+# What may not stand next to a term: an operator that binds tighter than the comparison
+# (or, before it, a comparison: they group from the left) would make `now - t` or the
+# duration an operand of something else.
+_BINDS_BEFORE = frozenset("+-*/%!=<>")
+_BINDS_AFTER = frozenset("+-*/%.[(")
+_IN = re.compile(r"(?<![.\w])in$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|us|µs|ns|m|s)")
+_NANOSECONDS = {
+    "h": 3_600_000_000_000,
+    "m": 60_000_000_000,
+    "s": 1_000_000_000,
+    "ms": 1_000_000,
+    "us": 1_000,
+    "µs": 1_000,
+    "ns": 1,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ClockTerm:
+    """``now - <attribute> <op> duration``: flips when the clock passes attribute + duration."""
+
+    attribute: str  # the Profile attribute, epoch ms or None ("never", the epoch in CEL)
+    duration_ms: int
+
+
+def clock_terms(expression: str) -> tuple[ClockTerm, ...] | None:
+    """The clock terms of ``expression``, or ``None`` when it reads ``now`` otherwise.
+
+    An expression without ``now`` has none: the clock cannot change its result.
+    """
+    masked = _STRING_LITERAL.sub(lambda m: "_" * len(m.group(0)), expression)
+    uses = [m.start() for m in _NOW.finditer(masked)]
+    terms: list[ClockTerm] = []
+    for start in uses:
+        # Matched on the real text, for the duration's literal; `masked` places the start.
+        match = _TERM.match(expression, start)
+        if match is None or not _stands_alone(expression, match.start(), match.end()):
+            return None
+        head, member, _, literal = match.groups()
+        attribute = CEL_TIMESTAMPS.get(head if member is None else f"{head}.{member}")
+        duration_ms = _duration_ms(literal)
+        if attribute is None or duration_ms is None:
+            return None
+        terms.append(ClockTerm(attribute, duration_ms))
+    return tuple(terms)
+
+
+def next_change(terms: Iterable[ClockTerm], profile: Profile, now_ms: int) -> int | None:
+    """The first instant after ``now_ms`` at which one of ``terms`` may flip for ``profile``;
+    ``None`` when none can any more.
+
+    ``<`` and ``>=`` flip at timestamp + duration, ``<=`` and ``>`` a millisecond later; both
+    are candidates, so the operator need not be known.
+    """
+    due: int | None = None
+    for term in terms:
+        edge = (getattr(profile, term.attribute) or 0) + term.duration_ms
+        for instant in (edge, edge + 1):
+            if instant > now_ms and (due is None or instant < due):
+                due = instant
+    return due
+
+
+def _stands_alone(text: str, start: int, end: int) -> bool:
+    before = text[:start].rstrip()
+    after = text[end:].lstrip()
+    if before and (before[-1] in _BINDS_BEFORE or _IN.search(before)):
+        return False
+    return not (after and after[0] in _BINDS_AFTER)
+
+
+def _duration_ms(literal: str) -> int | None:
+    """A CEL duration literal in whole milliseconds; ``None`` for what is not one."""
+    sign = -1 if literal.startswith("-") else 1
+    text = literal.lstrip("+-")
+    parts = list(_DURATION_PART.finditer(text))
+    if not parts or "".join(p.group(0) for p in parts) != text:
+        return None
+    nanoseconds = sum((Fraction(p.group(1)) * _NANOSECONDS[p.group(2)] for p in parts), Fraction())
+    milliseconds = nanoseconds / 1_000_000
+    if milliseconds.denominator != 1:
+        return None
+    return sign * int(milliseconds)
