@@ -284,14 +284,22 @@ class Profile:
                 view[head] = _CEL_GETTERS[head](self)
         return view
 
-    def cel_variables(self, paths: Iterable[str]) -> dict[str, Any]:
-        """The values at ``paths``, each as a variable of its own (:func:`cel_variable`).
+    def cel_variables(
+        self, paths: Iterable[str], keys: Mapping[str, frozenset[str]] | None = None
+    ) -> dict[str, Any]:
+        """The values at ``paths``, each as a variable of its own (:func:`cel_variable`);
+        the maps at the paths in ``keys`` hold only those keys.
 
         What an expression rewritten to read its paths so is evaluated over: the CEL
         binding converts a map at about a microsecond per key, and the nested view is maps
         within a map.
         """
-        return {_CEL_VARIABLES[path]: _CEL_GETTERS[path](self) for path in paths}
+        variables = {_CEL_VARIABLES[path]: _CEL_GETTERS[path](self) for path in paths}
+        for path, wanted in (keys or {}).items():
+            variable = _CEL_VARIABLES[path]
+            whole = variables[variable]
+            variables[variable] = {key: whole[key] for key in wanted if key in whole}
+        return variables
 
 
 def event_fingerprint(event_id: str) -> str:
@@ -458,6 +466,11 @@ def cel_sources(paths: Iterable[str]) -> frozenset[str]:
     return frozenset(attribute for path in paths for attribute in _CEL_SOURCES[path])
 
 
+#: The paths whose value is a map of its own (not a group): what an expression may read by
+#: literal keys alone (``"toys" in profile.views_by_category``).
+CEL_MAPS: frozenset[str] = frozenset(
+    {"traits", "consent", "views_by_category", "categories_purchased", "email.clicked_categories"}
+)
 #: The paths whose value is a timestamp -> the Profile attribute (epoch ms or None) it is.
 CEL_TIMESTAMPS: dict[str, str] = {
     **{p: a for p, (a, convert) in _CEL_FIELD_SOURCES.items() if convert is ms_to_datetime},

@@ -18,7 +18,14 @@ from typing import Any
 import yaml
 
 from streams.expressions import cel
-from streams.profiles.model import CEL_PATHS, CEL_TOP_LEVEL, Profile, cel_sources, cel_variable
+from streams.profiles.model import (
+    CEL_MAPS,
+    CEL_PATHS,
+    CEL_TOP_LEVEL,
+    Profile,
+    cel_sources,
+    cel_variable,
+)
 from streams.segments.clock import ClockTerm, clock_terms
 
 _GROUPS = frozenset(p.partition(".")[0] for p in CEL_PATHS if "." in p)
@@ -29,6 +36,13 @@ _STRING_LITERAL_PIECES = re.compile(f"({_STRING_LITERAL.pattern})")
 _PROFILE_REF = re.compile(r"\bprofile\b(\s*\.\s*([A-Za-z_]\w*)(\s*\.\s*([A-Za-z_]\w*))?)?")
 # The variable itself, not a member of something else (`x.profile`).
 _PROFILE_VARIABLE = re.compile(r"(?<![.\w])" + _PROFILE_REF.pattern)
+# How a map is read by a literal key: `m["k"]`, `m.k` (not a method, `m.size()`), `"k" in m`.
+_PLAIN_LITERAL = r"""(?:"([^"\\]*)"|'([^'\\]*)')"""
+_INDEXED = re.compile(r"\s*\[\s*" + _PLAIN_LITERAL + r"\s*\]")
+_MEMBER = re.compile(r"\s*\.\s*([A-Za-z_]\w*)(?!\w)(?!\s*\()")
+_TESTED = re.compile(_PLAIN_LITERAL + r"\s+in\s*$")
+# What may stand before the literal of `"k" in m` without taking it as its operand.
+_BEFORE_TESTED = ("(", "&&", "||", "?", ":", ",")
 
 
 class DefinitionError(ValueError):
@@ -53,9 +67,13 @@ class SegmentDefinition:
     # Paths below `profile` the expression reads: as variables of their own when `flat`
     # (see flattened), else in the `profile` map (Profile.cel_view).
     paths: frozenset[str] = field(default=frozenset(), compare=False)
-    # The Profile attributes those paths are computed from: unless it is time based, the
-    # expression's result can change only when one of these does.
+    # The Profile attributes those paths are computed from: the expression's result can
+    # change only when one of these does, or one of `keyed_sources` at one of its keys, or
+    # (see `clock`) the clock.
     sources: frozenset[str] = field(default=frozenset(), compare=False)
+    # Maps read by literal keys alone (literal_keys), as Profile attributes and by path.
+    keyed_sources: tuple[tuple[str, frozenset[str]], ...] = field(default=(), compare=False)
+    keys: Mapping[str, frozenset[str]] = field(default_factory=dict, compare=False)
     # True when `program` is the expression flattened (see flattened).
     flat: bool = field(default=False, compare=False)
     # Where the clock enters the expression (streams.segments.clock): no terms when it
@@ -157,8 +175,12 @@ def load_segments(path: Path | None = None) -> list[SegmentDefinition]:
         if unknown:
             raise read.fail(f"unknown profile field(s): {', '.join(unknown)}")
         flat = flattened(when)
+        keys: dict[str, frozenset[str]] = {}
         if flat is not None:
             program, paths = flat
+            keys = literal_keys(program.source, paths)
+        whole = cel_sources(paths - keys.keys())
+        keyed = {a: k for path, k in keys.items() for a in cel_sources([path]) if a not in whole}
         definition = SegmentDefinition(
             name,
             when,
@@ -166,7 +188,9 @@ def load_segments(path: Path | None = None) -> list[SegmentDefinition]:
             description,
             time_based,
             paths,
-            cel_sources(paths),
+            whole,
+            tuple(sorted(keyed.items())),
+            keys,
             flat=flat is not None,
             clock=clock_terms(when),
         )
@@ -184,8 +208,8 @@ def cel_variables(
     definitions: Sequence[SegmentDefinition], profile: Profile, now: datetime
 ) -> dict[str, Any]:
     """The variables ``definitions`` are evaluated over, for ``profile`` at ``now``."""
-    flat, nested, clock = _reads(tuple(definitions))
-    variables = profile.cel_variables(flat)
+    flat, keys, nested, clock = _reads(tuple(definitions))
+    variables = profile.cel_variables(flat, keys)
     if nested:
         variables["profile"] = profile.cel_view(nested)
     if clock:
@@ -196,13 +220,20 @@ def cel_variables(
 @functools.lru_cache(maxsize=64)
 def _reads(
     definitions: tuple[SegmentDefinition, ...],
-) -> tuple[frozenset[str], frozenset[str], bool]:
-    """The paths ``definitions`` read as variables, those they read in the ``profile``
-    map, and whether they read the clock; worked out once per set of definitions, not at
-    every evaluation."""
-    flat = frozenset(p for d in definitions if d.flat for p in d.paths)
+) -> tuple[frozenset[str], dict[str, frozenset[str]], frozenset[str], bool]:
+    """The paths ``definitions`` read as variables, the keys of those maps among them that
+    all read by literal keys alone, the paths they read in the ``profile`` map, and whether
+    they read the clock; worked out once per set of definitions, not at every evaluation."""
+    flat = [d for d in definitions if d.flat]
+    read_whole = {p for d in flat for p in d.paths - d.keys.keys()}
+    keys: dict[str, frozenset[str]] = {}
+    for d in flat:
+        for path, wanted in d.keys.items():
+            if path not in read_whole:
+                keys[path] = keys.get(path, frozenset()) | wanted
     nested = minimal_paths(p for d in definitions if not d.flat for p in d.paths)
-    return flat, nested, any(d.time_based for d in definitions)
+    paths = frozenset(p for d in flat for p in d.paths)
+    return paths, keys, nested, any(d.time_based for d in definitions)
 
 
 def flattened(expression: str) -> tuple[cel.Program, frozenset[str]] | None:
@@ -247,6 +278,38 @@ def flattened(expression: str) -> tuple[cel.Program, frozenset[str]] | None:
     if "profile" in program.variables():
         return None
     return program, frozenset(paths)
+
+
+def literal_keys(source: str, paths: Iterable[str]) -> dict[str, frozenset[str]]:
+    """The maps among ``paths`` (:data:`CEL_MAPS`) that the flattened expression ``source``
+    reads by literal keys alone, each with those keys.
+
+    Such an expression gives the same result over the map restricted to those keys, and
+    its result cannot change while their entries do not; any other read (``size(m)``,
+    ``m.exists(..)``, ``k in m`` for a computed ``k``) leaves the map out.
+    """
+    masked = _STRING_LITERAL.sub(lambda m: "_" * len(m.group(0)), source)
+    found: dict[str, frozenset[str]] = {}
+    for path in CEL_MAPS.intersection(paths):
+        uses = re.finditer(rf"(?<![.\w]){cel_variable(path)}(?!\w)", masked)
+        keys = [_literal_key(source, use.start(), use.end()) for use in uses]
+        if keys and None not in keys:
+            found[path] = frozenset(key for key in keys if key is not None)
+    return found
+
+
+def _literal_key(source: str, start: int, end: int) -> str | None:
+    """The literal key the map variable at ``source[start:end]`` is read by, if it is."""
+    read = _INDEXED.match(source, end) or _MEMBER.match(source, end)
+    if read is not None:
+        return next(g for g in read.groups() if g is not None)
+    tested = _TESTED.search(source, 0, start)
+    if tested is None or source[end:].lstrip()[:1] in (".", "["):
+        return None
+    before = source[: tested.start()].rstrip()
+    if before and not before.endswith(_BEFORE_TESTED):
+        return None
+    return next(g for g in tested.groups() if g is not None)
 
 
 def referenced_paths(expression: str) -> frozenset[str]:

@@ -76,7 +76,7 @@ def evaluate(
             if (
                 clock is None
                 or (clock and clock_due)
-                or _changed(definition.sources, previous, profile)
+                or _changed(definition, previous, profile)
             ):
                 due.append(definition)
             elif definition.name in previous.segments:
@@ -115,12 +115,16 @@ def fingerprint(definitions: Sequence[SegmentDefinition]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def _changed(sources: frozenset[str], before: Profile, after: Profile) -> bool:
+def _changed(definition: SegmentDefinition, before: Profile, after: Profile) -> bool:
     # Containers are replaced, never mutated (see streams.profiles.model), so an identical
     # object is an unchanged value; equality decides the rest.
-    for attribute in sources:
+    for attribute in definition.sources:
         old, new = getattr(before, attribute), getattr(after, attribute)
         if old is not new and old != new:
+            return True
+    for attribute, keys in definition.keyed_sources:
+        old, new = getattr(before, attribute), getattr(after, attribute)
+        if old is not new and any(old.get(key) != new.get(key) for key in keys):
             return True
     return False
 

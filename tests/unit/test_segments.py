@@ -19,6 +19,7 @@ from streams.segments.definitions import (
     DefinitionError,
     SegmentDefinition,
     flattened,
+    literal_keys,
     load_segments,
     referenced_paths,
 )
@@ -180,6 +181,50 @@ def test_not_flattened(expression: str) -> None:
     assert flattened(expression) is None
 
 
+MAPS = {"traits", "consent", "views_by_category", "email.clicked_categories"}
+
+
+@pytest.mark.parametrize(
+    ("source", "keys"),
+    [
+        (
+            '"toys" in profile__views_by_category && profile__views_by_category["toys"] >= 3'
+            " || 'toys' in profile__email__clicked_categories",
+            {"views_by_category": {"toys"}, "email.clicked_categories": {"toys"}},
+        ),
+        (
+            'profile__traits.first_name == "Ann" && has(profile__consent.email_marketing)',
+            {"traits": {"first_name"}, "consent": {"email_marketing"}},
+        ),
+        # A key read of a value of the map: the map itself is read by `b` alone.
+        ('"a" in profile__traits.b', {"traits": {"b"}}),
+        ('(x || "a" in profile__traits) ? 1 : 2', {"traits": {"a"}}),
+        # The map read otherwise: as a whole, by a method, by a computed or tested key.
+        ("size(profile__traits) > 1", {}),
+        ("profile__traits.size() > 1", {}),
+        ('profile__views_by_category.exists(k, k == "x")', {}),
+        ('x + "a" in profile__traits', {}),
+        ('r"a" in profile__traits', {}),
+        ('profile__traits[k] == "a"', {}),
+        ('profile__traits == {"a": "b"}', {}),
+        ('"a" in profile__traits && size(profile__traits) > 1', {}),
+    ],
+)
+def test_literal_keys(source: str, keys: dict[str, set[str]]) -> None:
+    assert literal_keys(source, MAPS) == {path: frozenset(k) for path, k in keys.items()}
+
+
+def test_an_interest_runs_again_only_when_its_own_category_changed() -> None:
+    [toys] = [d for d in DEFAULTS if d.name == "interest_toys"]
+    previous = fold([page_view("toys", event_id=f"view-{n}") for n in range(3)])
+    previous.segments, previous.segment_rules = (), fingerprint([toys])
+    # Recorded as a non-member although three toy views make it one: a rerun would add it.
+    baking = fold([page_view("baking", event_id="view-baking")], previous)
+    assert evaluate([toys], baking, T0, previous).members == frozenset()
+    more_toys = fold([page_view("toys", event_id="view-toys")], previous)
+    assert evaluate([toys], more_toys, T0, previous).members == {"interest_toys"}
+
+
 def test_expressions_not_flattened_are_evaluated_over_the_profile_map(tmp_path: Path) -> None:
     text = (
         "segments:\n"
@@ -216,6 +261,16 @@ segments:
     when: 'profile.page_views == 0 && profile.orders.count == 0'
   - name: recent
     when: 'now - profile.last_seen < duration("1h")'
+  - name: cat1_buyer
+    when: '"cat1" in profile.categories_purchased && profile.categories_purchased.cat1 > 1'
+  - name: browsing_wide
+    when: 'size(profile.views_by_category) > 2'
+  - name: cat2_or_wide
+    when: '"cat2" in profile.views_by_category || size(profile.views_by_category) > 3'
+  - name: cat3_reader
+    when: >-
+      "cat3" in profile.views_by_category && profile.views_by_category["cat3"] >= 2
+      || "cat3" in profile.email.clicked_categories
 """
 
 
