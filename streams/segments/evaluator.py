@@ -67,22 +67,25 @@ def evaluate(
     """
     members: list[str] = []
     due: Sequence[SegmentDefinition] = definitions
+    read, terms = _inputs(tuple(definitions))
     if previous is not None:
         recheck_at = previous.segment_recheck_at
         clock_due = recheck_at is not None and now_ms >= recheck_at
+        changed = _changed(read, previous, profile)
         due = []
         for definition in definitions:
             clock = definition.clock
             if (
                 clock is None
                 or (clock and clock_due)
-                or _changed(definition, previous, profile)
+                or not changed.isdisjoint(definition.sources)
+                or _changed_at_keys(definition, changed, previous, profile)
             ):
                 due.append(definition)
             elif definition.name in previous.segments:
                 members.append(definition.name)
     errors: dict[str, str] = {}
-    recheck_at = next_change(_clock_terms(tuple(definitions)), profile, now_ms)
+    recheck_at = next_change(terms, profile, now_ms)
     if not due:
         return Evaluation(frozenset(members), errors, recheck_at)
     # One context for all expressions due: building it is the expensive part.
@@ -101,8 +104,16 @@ def evaluate(
 
 
 @functools.lru_cache(maxsize=64)
-def _clock_terms(definitions: tuple[SegmentDefinition, ...]) -> tuple[ClockTerm, ...]:
-    return tuple(term for d in definitions for term in d.clock or ())
+def _inputs(
+    definitions: tuple[SegmentDefinition, ...],
+) -> tuple[frozenset[str], tuple[ClockTerm, ...]]:
+    """The Profile attributes ``definitions`` read, and their clock terms."""
+    read = frozenset(
+        attribute
+        for d in definitions
+        for attribute in (*d.sources, *(attribute for attribute, _ in d.keyed_sources))
+    )
+    return read, tuple(term for d in definitions for term in d.clock or ())
 
 
 def fingerprint(definitions: Sequence[SegmentDefinition]) -> str:
@@ -115,17 +126,27 @@ def fingerprint(definitions: Sequence[SegmentDefinition]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def _changed(definition: SegmentDefinition, before: Profile, after: Profile) -> bool:
+def _changed(attributes: frozenset[str], before: Profile, after: Profile) -> frozenset[str]:
+    """Those of ``attributes`` whose values differ: each compared once per evaluation,
+    however many expressions read it."""
     # Containers are replaced, never mutated (see streams.profiles.model), so an identical
     # object is an unchanged value; equality decides the rest.
-    for attribute in definition.sources:
-        old, new = getattr(before, attribute), getattr(after, attribute)
-        if old is not new and old != new:
-            return True
+    return frozenset(
+        attribute
+        for attribute in attributes
+        if (old := getattr(before, attribute)) is not (new := getattr(after, attribute))
+        and old != new
+    )
+
+
+def _changed_at_keys(
+    definition: SegmentDefinition, changed: frozenset[str], before: Profile, after: Profile
+) -> bool:
     for attribute, keys in definition.keyed_sources:
-        old, new = getattr(before, attribute), getattr(after, attribute)
-        if old is not new and any(old.get(key) != new.get(key) for key in keys):
-            return True
+        if attribute in changed:
+            old, new = getattr(before, attribute), getattr(after, attribute)
+            if any(old.get(key) != new.get(key) for key in keys):
+                return True
     return False
 
 
