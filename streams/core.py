@@ -104,8 +104,17 @@ def process(
     after = apply(before, event, recent_ids=rules.recent_ids, caps=rules.caps)
     if admission.refused:
         with_refused(after, admission.refused, RefusalReason.CAP_EXCEEDED)
-    outcome = _derive(before, after, event, event.event_id, event.occurred_at, rules, now_ms)
-    return dataclasses.replace(outcome, claims=admission.claims, refused=admission.refused)
+    return _derive(
+        before,
+        after,
+        event,
+        event.event_id,
+        event.occurred_at,
+        rules,
+        now_ms,
+        claims=admission.claims,
+        refused=admission.refused,
+    )
 
 
 def absorb(
@@ -177,6 +186,9 @@ def _derive(
     occurred_at: int,
     rules: Rules,
     now_ms: int,
+    *,
+    claims: tuple[str, ...] = (),
+    refused: tuple[str, ...] = (),
 ) -> Outcome:
     """Complete ``after`` (a fresh object nobody else holds) with segments and journeys."""
     # Segments evaluated under other definitions (or never) are evaluated in full.
@@ -204,4 +216,6 @@ def _derive(
         segment_changes=changes,
         triggers=tuple(triggers),
         evaluation_errors=evaluation.errors,
+        claims=claims,
+        refused=refused,
     )
