@@ -48,9 +48,31 @@ class Rules:
     caps: IdentifierCaps = DEFAULT_CAPS
     segment_fingerprint: str = field(init=False, compare=False)
     """What profiles record their segments were evaluated under."""
+    _blank: Profile | None = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "segment_fingerprint", fingerprint(self.segments))
+        object.__setattr__(self, "_blank", None)
+
+    def blank(self, now_ms: int) -> Profile:
+        """What a new profile is evaluated against: an empty profile with its segments at
+        ``now_ms``, so a new profile's first event runs only the expressions whose inputs it
+        changed, not all of them.
+
+        It is a stored profile like any other to the evaluator, recheck time included;
+        evaluated once, and again once the clock reaches that recheck time (an empty
+        profile's clock terms flip at the epoch plus each duration: in practice never).
+        """
+        blank = self._blank
+        recheck_at = None if blank is None else blank.segment_recheck_at
+        if blank is None or (recheck_at is not None and now_ms >= recheck_at):
+            blank = Profile.new("")
+            evaluation = evaluate(self.segments, blank, now_ms)
+            blank.segments = tuple(sorted(evaluation.members))
+            blank.segment_rules = self.segment_fingerprint
+            blank.segment_recheck_at = evaluation.recheck_at
+            object.__setattr__(self, "_blank", blank)
+        return blank
 
     @classmethod
     def load(
@@ -96,6 +118,7 @@ def process(
     gives it to this profile; every other new identifier of the event is claimed.
     """
     before = _existing(profile, profile_id)
+    previous = rules.blank(now_ms) if profile is None else None
     if event_fingerprint(event.event_id) in before.recent_event_ids:
         return Outcome(profile=before, duplicate=True)
     admission = admit(before, event.identity, rules.caps, owned)
@@ -114,6 +137,7 @@ def process(
         now_ms,
         claims=admission.claims,
         refused=admission.refused,
+        previous=previous,
     )
 
 
@@ -189,10 +213,15 @@ def _derive(
     *,
     claims: tuple[str, ...] = (),
     refused: tuple[str, ...] = (),
+    previous: Profile | None = None,
 ) -> Outcome:
-    """Complete ``after`` (a fresh object nobody else holds) with segments and journeys."""
+    """Complete ``after`` (a fresh object nobody else holds) with segments and journeys.
+
+    ``previous`` stands in for ``before`` in the evaluation (a new profile's blank).
+    """
     # Segments evaluated under other definitions (or never) are evaluated in full.
-    previous = before if before.segment_rules == rules.segment_fingerprint else None
+    if previous is None and before.segment_rules == rules.segment_fingerprint:
+        previous = before
     evaluation = evaluate(rules.segments, after, now_ms, previous)
     after.segment_rules = rules.segment_fingerprint
     after.segment_recheck_at = evaluation.recheck_at

@@ -191,3 +191,29 @@ def test_segments_stored_before_recheck_times_are_evaluated_in_full_at_the_next_
     assert upgraded.segment_rules == ""
     assert [(c.segment, c.change) for c in later.segment_changes] == [("customer", "exited")]
     assert later.profile.segment_recheck_at == NOW + 3_600_000
+
+
+def rules_of(tmp_path: Path, segments: str) -> Rules:
+    path, journeys = tmp_path / "s.yaml", tmp_path / "j.yaml"
+    path.write_text(f"segments:\n{segments}")
+    journeys.write_text("journeys: []\n")
+    return Rules.load(path, journeys)
+
+
+def test_a_new_profile_enters_the_segments_an_empty_profile_is_in(tmp_path: Path) -> None:
+    """Its first event is evaluated against an empty profile's segments, but it enters them."""
+    rules = rules_of(tmp_path, "  - {name: prospect, when: 'profile.orders.count == 0'}\n")
+    outcome = process(None, "p-1", page_view("toys"), rules, NOW)
+    assert [(c.segment, c.change) for c in outcome.segment_changes] == [("prospect", "entered")]
+    assert outcome.profile.segments == ("prospect",)
+
+
+def test_the_blank_is_evaluated_again_once_the_clock_passes_an_edge_of_it(tmp_path: Path) -> None:
+    # An empty profile's last order is the epoch: this flips for it an hour after NOW.
+    after = NOW + 3_600_000
+    rules = rules_of(
+        tmp_path,
+        f"  - {{name: late, when: 'now - profile.last_order_at >= duration(\"{after}ms\")'}}\n",
+    )
+    assert process(None, "p-1", page_view("toys"), rules, NOW).profile.segments == ()
+    assert process(None, "p-2", page_view("toys"), rules, after).profile.segments == ("late",)
