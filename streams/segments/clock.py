@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
+from streams.expressions import mask_string_literals
 from streams.profiles.model import CEL_TIMESTAMPS, Profile
 
-_STRING_LITERAL = re.compile(r"""'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*\"""")
 # `now` the variable: not a member (`x.now`) nor part of a longer name.
 _NOW = re.compile(r"(?<![.\w])now(?!\w)")
 _PATH = r"profile\s*\.\s*([A-Za-z_]\w*)(?:\s*\.\s*([A-Za-z_]\w*))?"
@@ -59,11 +59,11 @@ def clock_terms(expression: str) -> tuple[ClockTerm, ...] | None:
 
     An expression without ``now`` has none: the clock cannot change its result.
     """
-    masked = _STRING_LITERAL.sub(lambda m: "_" * len(m.group(0)), expression)
+    masked = mask_string_literals(expression)
     uses = [m.start() for m in _NOW.finditer(masked)]
     terms: list[ClockTerm] = []
     for start in uses:
-        # Matched on the real text, for the duration's literal; `masked` places the start.
+        # Matched on the real text, for the duration's literal; `masked` found the start.
         match = _TERM.match(expression, start)
         if match is None or not _stands_alone(expression, match.start(), match.end()):
             return None

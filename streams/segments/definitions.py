@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from streams.expressions import cel
+from streams.expressions import STRING_LITERAL, cel, mask_string_literals
 from streams.profiles.model import (
     CEL_MAPS,
     CEL_PATHS,
@@ -30,9 +30,8 @@ from streams.segments.clock import ClockTerm, clock_terms
 
 _GROUPS = frozenset(p.partition(".")[0] for p in CEL_PATHS if "." in p)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-# String literals are blanked before scanning so their text is not mistaken for fields.
-_STRING_LITERAL = re.compile(r"""'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*\"""")
-_STRING_LITERAL_PIECES = re.compile(f"({_STRING_LITERAL.pattern})")
+# An expression split into code and its string literals (the odd pieces), for the rewrite.
+_STRING_LITERAL_PIECES = re.compile(f"({STRING_LITERAL.pattern})")
 _PROFILE_REF = re.compile(r"\bprofile\b(\s*\.\s*([A-Za-z_]\w*)(\s*\.\s*([A-Za-z_]\w*))?)?")
 # The variable itself, not a member of something else (`x.profile`).
 _PROFILE_VARIABLE = re.compile(r"(?<![.\w])" + _PROFILE_REF.pattern)
@@ -288,7 +287,7 @@ def literal_keys(source: str, paths: Iterable[str]) -> dict[str, frozenset[str]]
     its result cannot change while their entries do not; any other read (``size(m)``,
     ``m.exists(..)``, ``k in m`` for a computed ``k``) leaves the map out.
     """
-    masked = _STRING_LITERAL.sub(lambda m: "_" * len(m.group(0)), source)
+    masked = mask_string_literals(source)
     found: dict[str, frozenset[str]] = {}
     for path in CEL_MAPS.intersection(paths):
         uses = re.finditer(rf"(?<![.\w]){cel_variable(path)}(?!\w)", masked)
@@ -320,7 +319,7 @@ def referenced_paths(expression: str) -> frozenset[str]:
     conversion time.
     """
     paths: set[str] = set()
-    for match in _PROFILE_REF.finditer(_STRING_LITERAL.sub('""', expression)):
+    for match in _PROFILE_REF.finditer(STRING_LITERAL.sub('""', expression)):
         head, tail = match.group(2), match.group(4)
         if head is None:
             return frozenset(CEL_TOP_LEVEL)
