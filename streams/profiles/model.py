@@ -443,13 +443,17 @@ _CEL_GETTERS: dict[str, _Getter] = {
         for member, get in members.items()
     },
 }
-_CEL_SOURCES: dict[str, frozenset[str]] = {
-    **{path: frozenset([attribute]) for path, (attribute, _) in _CEL_FIELD_SOURCES.items()},
+# Every path whose value is one attribute's: the top-level fields and the groups' members.
+_CEL_VALUE_SOURCES: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
+    **_CEL_FIELD_SOURCES,
     **{
-        f"{group}.{member}": frozenset([attribute])
+        f"{group}.{member}": source
         for group, members in _CEL_GROUP_SOURCES.items()
-        for member, (attribute, _) in members.items()
+        for member, source in members.items()
     },
+}
+_CEL_SOURCES: dict[str, frozenset[str]] = {
+    **{path: frozenset([attribute]) for path, (attribute, _) in _CEL_VALUE_SOURCES.items()},
     **{
         group: frozenset(attribute for attribute, _ in members.values())
         for group, members in _CEL_GROUP_SOURCES.items()
@@ -473,13 +477,9 @@ CEL_MAPS: frozenset[str] = frozenset(
 )
 #: The paths whose value is a timestamp -> the Profile attribute (epoch ms or None) it is.
 CEL_TIMESTAMPS: dict[str, str] = {
-    **{p: a for p, (a, convert) in _CEL_FIELD_SOURCES.items() if convert is ms_to_datetime},
-    **{
-        f"{group}.{member}": attribute
-        for group, members in _CEL_GROUP_SOURCES.items()
-        for member, (attribute, convert) in members.items()
-        if convert is ms_to_datetime
-    },
+    path: attribute
+    for path, (attribute, convert) in _CEL_VALUE_SOURCES.items()
+    if convert is ms_to_datetime
 }
 
 #: Every path a segment expression may reference below ``profile``: top-level names,
