@@ -36,6 +36,8 @@ __all__ = [
     "absorb",
     "hand_over",
     "process",
+    "recheck",
+    "recheck_cause",
     "release_identifier",
 ]
 
@@ -163,6 +165,26 @@ def absorb(
     after = merge(before, other, recent_ids=rules.recent_ids, caps=rules.caps)
     after.recent_event_ids = remember(after.recent_event_ids, marker, rules.recent_ids)
     return _derive(before, after, None, cause_event_id, occurred_at, rules, now_ms)
+
+
+def recheck(profile: Profile, at: int, rules: Rules) -> Outcome:
+    """Re-evaluate ``profile`` at its recheck time ``at``, when no event came since.
+
+    The evaluation runs at ``at``, not at the wall clock, and the changes name
+    :func:`recheck_cause` and occurred at ``at``: a recheck repeated after a crash emits
+    the same changes and triggers, with the same ids. A recheck whose time is no longer the
+    profile's (an event or an earlier recheck evaluated it since) or that was scheduled
+    under other definitions changes nothing; under other definitions the profile is
+    evaluated in full at its next change, as every stored profile is.
+    """
+    if profile.segment_recheck_at != at or profile.segment_rules != rules.segment_fingerprint:
+        return Outcome(profile=profile, duplicate=True)
+    return _derive(profile, profile.clone(), None, recheck_cause(at), at, rules, at)
+
+
+def recheck_cause(at: int) -> str:
+    """What segment changes and journey triggers of a recheck at ``at`` name as cause."""
+    return f"recheck:{at}"
 
 
 def release_identifier(

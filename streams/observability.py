@@ -43,6 +43,25 @@ SEGMENT_CHANGES = Counter(
     ["segment", "change"],
     registry=REGISTRY,
 )
+SEGMENT_RECHECKS = Counter(
+    "cdp_segment_rechecks_total",
+    "Profiles re-evaluated without an event because their recheck time came: evaluated, or"
+    " stale (an event or a merge evaluated the profile since).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+for _outcome in ("evaluated", "stale"):
+    SEGMENT_RECHECKS.labels(_outcome)
+SEGMENT_RECHECKS_SCHEDULED = Gauge(
+    "cdp_segment_rechecks_scheduled",
+    "Profiles of this worker's partitions with a time-based segment recheck to come.",
+    registry=REGISTRY,
+)
+SEGMENT_RECHECK_SCAN_SECONDS = Counter(
+    "cdp_segment_recheck_scan_seconds_total",
+    "Time spent reading assigned partitions' profiles for their recheck times.",
+    registry=REGISTRY,
+)
 JOURNEY_TRIGGERS = Counter(
     "cdp_journey_triggers_total",
     "Email-journey triggers emitted, by journey.",

@@ -21,6 +21,8 @@ from streams.identity.messages import INTERNAL, Out, RoutedEvent, Send, decode, 
 from streams.identity.resolver import routing_key
 from streams.ingest.agents import inputs
 from streams.profiles.agents import ProfileShell
+from streams.profiles.rechecks import RecheckTimer
+from streams.segments.schedule import RecheckSchedule
 from streams.stages import BatchedStage, dead_letter_failure, headers_of, key_and_value
 
 if TYPE_CHECKING:
@@ -44,7 +46,8 @@ def install(runtime: Runtime) -> None:
     app = runtime.app
     checked = inputs(runtime)
     identities = IdentityShell(runtime)
-    profiles = ProfileShell(runtime)
+    rechecks = RecheckSchedule()
+    profiles = ProfileShell(runtime, rechecks)
     internal = {runtime.internal_topic(out): out for out in INTERNAL}
     held: dict[Out, frozenset[int]] = {}
     held_in: int | None = None  # the consumer generation ``held`` is of
@@ -98,6 +101,9 @@ def install(runtime: Runtime) -> None:
     stage = BatchedStage(
         runtime, [*internal, *checked.topics], handle, (identities.table, profiles.table)
     )
+
+    timer = RecheckTimer(runtime, rechecks, stage, in_place.run)
+    app.task(timer.run)
 
     # The agents subscribe the worker to the topics; the stage takes their messages.
     @app.agent(runtime.identity_topic, name="identity")

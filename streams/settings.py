@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     journeys_file: Path | None = None
     session_timeout_seconds: float = 10.0
     heartbeat_interval_seconds: float = 1.0
+    recheck_interval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often due time-based segment rechecks run: how late one may be.",
+    )
     broker_probe_interval_seconds: float = Field(
         default=2.0, gt=0, description="How often readiness checks that the broker answers."
     )

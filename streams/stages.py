@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +141,19 @@ class BatchedStage:
             await share.yield_when_due()
         if self.open.messages:
             await self._seal()
+
+    async def run_unfetched(self, work: Iterable[Callable[[], None]]) -> None:
+        """Do ``work`` that no fetched message carries (the worker's own segment rechecks)
+        in the open batch, and seal it: it is written once its sends are delivered, like a
+        fetch's, and acknowledges nothing of its own."""
+        self._started()
+        sender = self.runtime.sender
+        share = LoopShare()
+        for item in work:
+            sender.deliveries = self.open.deliveries
+            item()
+            await share.yield_when_due()
+        await self._seal()
 
     async def _seal(self) -> None:
         batch = self.open

@@ -24,10 +24,12 @@ from streams.observability import (
     PROFILE_FORWARDS,
     SEGMENT_CHANGES,
     SEGMENT_EVALUATION_ERRORS,
+    SEGMENT_RECHECKS,
 )
 from streams.pending import PendingWrites
 from streams.profiles.model import Forward, Profile, dump_stored, load_stored
-from streams.profiles.steps import ProfileStep, profile_step
+from streams.profiles.steps import ProfileStep, Recheck, profile_step
+from streams.segments.schedule import RecheckSchedule
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -36,12 +38,13 @@ log = logging.getLogger(__name__)
 
 
 class ProfileShell:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, rechecks: RecheckSchedule) -> None:
         self.table = PendingWrites[Profile | Forward](runtime.profiles, load_stored, dump_stored)
+        self.rechecks = rechecks
         self._runtime = runtime
 
     def handle(
-        self, profile_id: str, message: InternalMessage, headers: Headers, partition: int
+        self, profile_id: str, message: InternalMessage | Recheck, headers: Headers, partition: int
     ) -> tuple[Send, ...]:
         """Apply ``message`` to ``profile_id``, which lives in ``partition``; its sends."""
         key = profile_id.encode()
@@ -49,12 +52,17 @@ class ProfileShell:
         step = profile_step(stored, profile_id, message, self._runtime.rules, now_ms())
         if step.store is not None:
             self.table.set(key, step.store, partition)
+            store = step.store
+            at = store.segment_recheck_at if isinstance(store, Profile) else None
+            self.rechecks.set(partition, profile_id, at)
         self._count(message, step, headers)
         if step.refused and isinstance(message, HandOver):
             log.info("refused to merge %s into %s: caps", profile_id, message.claim.profile_id)
         return step.sends
 
-    def _count(self, message: InternalMessage, step: ProfileStep, headers: Headers) -> None:
+    def _count(
+        self, message: InternalMessage | Recheck, step: ProfileStep, headers: Headers
+    ) -> None:
         # Outputs are counted from what the step sends, so every path (events, merges,
         # hand-overs, releases) is counted the same way.
         for send in step.sends:
@@ -69,6 +77,9 @@ class ProfileShell:
         if step.forwarded:
             PROFILE_FORWARDS.inc()
         outcome = step.outcome
+        if isinstance(message, Recheck):
+            evaluated = outcome is not None and not outcome.duplicate
+            SEGMENT_RECHECKS.labels("evaluated" if evaluated else "stale").inc()
         if outcome is None:
             return
         for segment in outcome.evaluation_errors:

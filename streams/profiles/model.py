@@ -345,6 +345,13 @@ def load_stored(data: bytes) -> Profile | Forward:
     return Profile.from_dict(raw)
 
 
+def stored_recheck_at(data: bytes) -> int | None:
+    """The ``segment_recheck_at`` of a profile table value, without building the profile
+    (``None`` for a forward, or a profile stored before schema 3)."""
+    recheck_at: int | None = orjson.loads(data).get("segment_recheck_at")
+    return recheck_at
+
+
 def dump_stored(stored: Profile | Forward) -> bytes:
     """The profile table value of ``stored`` (read back by :func:`load_stored`)."""
     return stored.to_json()

@@ -35,6 +35,14 @@ Stored = Profile | Forward | None
 
 
 @dataclass(frozen=True, slots=True)
+class Recheck:
+    """The worker's own message: the profile's recheck time ``at`` has come
+    (:mod:`streams.segments.schedule`). Handled in place only, never on a topic."""
+
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
 class ProfileStep:
     store: Profile | Forward | None = None
     """The key's new value, or None to leave the table as it is."""
@@ -46,9 +54,11 @@ class ProfileStep:
 
 
 def profile_step(
-    stored: Stored, key: str, message: InternalMessage, rules: core.Rules, now_ms: int
+    stored: Stored, key: str, message: InternalMessage | Recheck, rules: core.Rules, now_ms: int
 ) -> ProfileStep:
     """What to store and send for ``message`` to profile ``key``, stored as ``stored``."""
+    if isinstance(message, Recheck):
+        return _recheck(stored, message, rules)
     if isinstance(message, Claim | Repoint):
         raise ValueError(f"a {message.command} command does not belong on the profile topic")
     if isinstance(message, HandOver):
@@ -92,6 +102,14 @@ def _fold(
     event = message.event
     outcome = core.process(profile, key, event, rules, now_ms, owned=message.owned)
     return _outputs(outcome, Cause(event.event_id, event.occurred_at))
+
+
+def _recheck(stored: Stored, message: Recheck, rules: core.Rules) -> ProfileStep:
+    # A profile merged away since its recheck was scheduled has nothing left to evaluate.
+    if not isinstance(stored, Profile):
+        return ProfileStep()
+    outcome = core.recheck(stored, message.at, rules)
+    return _outputs(outcome, Cause(core.recheck_cause(message.at), message.at))
 
 
 def _hand_over(stored: Stored, key: str, message: HandOver, rules: core.Rules) -> ProfileStep:

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.core import Outcome, Rules, process
-from streams.events import Event
+from streams.core import Outcome, Rules, process, recheck, recheck_cause
+from streams.events import Event, IdentifierKind
 from streams.identity.membership import merge_marker, merged_into
-from streams.profiles.model import Profile, event_fingerprint
+from streams.profiles.model import Forward, Profile, event_fingerprint
+from streams.profiles.steps import ProfileStep, Recheck, profile_step
 from tests.unit.test_reducer import T0, email_event, identify, order, page_view, unique_events
 
 RULES = Rules.load()
@@ -217,3 +218,76 @@ def test_the_blank_is_evaluated_again_once_the_clock_passes_an_edge_of_it(tmp_pa
     )
     assert process(None, "p-1", page_view("toys"), rules, NOW).profile.segments == ()
     assert process(None, "p-2", page_view("toys"), rules, after).profile.segments == ("late",)
+
+
+CART_REMINDER = """
+journeys:
+  - name: cart_reminder
+    trigger: {segment_entered: cart_abandoner}
+    step: reminder_1
+    consent: email_marketing
+"""
+
+
+def abandoned_cart(rules: Rules) -> Profile:
+    signup = identify(None, "subscribed", {"email_marketing": True}, email="a@b.c", at=NOW)
+    profile = process(None, "p-1", signup, rules, NOW).profile
+    cart = page_view("toys", "p1", "add_to_cart", at=NOW)
+    return process(profile, "p-1", cart, rules, NOW).profile
+
+
+def test_a_recheck_enters_the_segment_at_the_instant_the_clock_flips_it(tmp_path: Path) -> None:
+    journeys = tmp_path / "j.yaml"
+    journeys.write_text(CART_REMINDER)
+    rules = Rules.load(None, journeys)
+    profile = abandoned_cart(rules)
+    edge = NOW + 3_600_000
+    assert profile.segment_recheck_at == edge
+
+    at_edge = recheck(profile, edge, rules)
+    assert at_edge.segment_changes == ()
+    assert at_edge.triggers == ()
+    assert at_edge.profile.segment_recheck_at == edge + 1
+    after = recheck(at_edge.profile, edge + 1, rules)
+    assert [c.to_record() for c in after.segment_changes] == [
+        {
+            "profile_id": "p-1",
+            "segment": "cart_abandoner",
+            "change": "entered",
+            "sequence": profile.segment_sequence + 1,
+            "occurred_at": edge + 1,
+            "cause_event_id": recheck_cause(edge + 1),
+        }
+    ]
+    assert [t.journey for t in after.triggers] == ["cart_reminder"]
+    assert after.profile.segment_recheck_at is None
+    # Run again on the same stored profile (a crash before it was written): the same outputs.
+    assert records([recheck(at_edge.profile, edge + 1, rules)]) == records([after])
+
+
+def test_a_recheck_no_longer_the_profiles_own_changes_nothing(tmp_path: Path) -> None:
+    profile = abandoned_cart(RULES)
+    at = profile.segment_recheck_at
+    assert at is not None
+    # An event evaluated the profile since: its recheck time moved on.
+    assert recheck(profile, at - 1, RULES).duplicate
+    other = rules_of(tmp_path, "  - {name: prospect, when: 'profile.orders.count == 0'}\n")
+    assert recheck(profile, at, other).duplicate
+    assert not recheck(profile, at, RULES).duplicate
+
+
+def test_rechecks_at_each_recheck_time_agree_with_an_event_evaluated_later() -> None:
+    """A profile left alone ends, rechecked along the way, where its next event would find it."""
+    profile = abandoned_cart(RULES)
+    later = NOW + 40 * 86_400_000
+    left_alone = profile
+    while (at := left_alone.segment_recheck_at) is not None and at <= later:
+        left_alone = recheck(left_alone, at, RULES).profile
+    woken = process(profile, "p-1", page_view(None, at=later), RULES, later).profile
+    assert left_alone.segments == woken.segments
+
+
+def test_a_recheck_of_a_profile_merged_away_or_gone_does_nothing() -> None:
+    forward = Forward("p-2", IdentifierKind.EMAIL)
+    for stored in (forward, None):
+        assert profile_step(stored, "p-1", Recheck(NOW), RULES, NOW) == ProfileStep()

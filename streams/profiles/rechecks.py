@@ -1,0 +1,149 @@
+"""Profile shell: time-based segments re-evaluated when their time comes, not at an event.
+
+The profile shell keeps each written profile's recheck time in a
+:class:`~streams.segments.schedule.RecheckSchedule`; a partition newly assigned to this
+worker is read for them in the background, a slice at a time. Every
+``CDP_RECHECK_INTERVAL_SECONDS`` the due ones go through the profile step as
+:class:`~streams.profiles.steps.Recheck` messages, in the stage's open batch
+(:meth:`~streams.stages.BatchedStage.run_unfetched`), so their outputs and table writes
+take the path an event's take. A crash before a recheck's profile is written leaves the
+stored recheck time as it was: the next worker to hold the partition reads it and runs the
+recheck again, with the same outputs (:func:`streams.core.recheck`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from streams.codec import now_ms
+from streams.identity.messages import Out, Send
+from streams.observability import SEGMENT_RECHECK_SCAN_SECONDS, SEGMENT_RECHECKS_SCHEDULED
+from streams.profiles.model import stored_recheck_at
+from streams.profiles.steps import Recheck
+from streams.segments.schedule import RecheckSchedule
+from streams.stages import SLICE_SECONDS, BatchedStage
+
+if TYPE_CHECKING:
+    from streams.app import Runtime
+
+log = logging.getLogger(__name__)
+
+RunInPlace = Callable[[Send, dict[str, bytes], int], None]
+
+
+class RecheckTimer:
+    def __init__(
+        self,
+        runtime: Runtime,
+        schedule: RecheckSchedule,
+        stage: BatchedStage,
+        run_in_place: RunInPlace,
+    ) -> None:
+        self._runtime = runtime
+        self._schedule = schedule
+        self._stage = stage
+        self._run_in_place = run_in_place
+        self._generation: int | None = None
+        self._scanned: set[int] = set()
+        """Held partitions whose table was read to the end since they were assigned."""
+        self._scans: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Run due rechecks for as long as the worker runs."""
+        interval = self._runtime.settings.recheck_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            if not self._settled():
+                continue
+            self._follow_assignment()
+            due = self._schedule.pop_due(now_ms())
+            if due:
+                await self._stage.run_unfetched(
+                    [self._recheck(partition, key, at) for partition, key, at in due]
+                )
+            SEGMENT_RECHECKS_SCHEDULED.set(len(self._schedule))
+
+    def _settled(self) -> bool:
+        """Whether the partitions held are stable and their tables recovered."""
+        app = self._runtime.app
+        return (
+            app.flow_control.is_active()
+            and not app.rebalancing
+            and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        )
+
+    def _follow_assignment(self) -> None:
+        app = self._runtime.app
+        if self._generation == app.consumer_generation_id:
+            return
+        self._generation = app.consumer_generation_id
+        topic = self._runtime.internal_topic(Out.PROFILE)
+        held = {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
+        self._schedule.keep(held)
+        self._scanned &= held
+        # Scans of an earlier generation stopped where they were; these start over.
+        for partition in sorted(held - self._scanned):
+            scan = asyncio.ensure_future(self._scan(partition, self._generation))
+            self._scans.add(scan)
+            scan.add_done_callback(self._scan_done)
+
+    def _scan_done(self, scan: asyncio.Task[None]) -> None:
+        self._scans.discard(scan)
+        if not scan.cancelled() and scan.exception() is not None:
+            # Its profiles are rechecked from their next change on; the next assignment
+            # reads the partition again.
+            log.error("reading a partition's recheck times failed", exc_info=scan.exception())
+
+    def _recheck(self, partition: int, key: str, at: int) -> Callable[[], None]:
+        generation = self._generation
+
+        def run() -> None:
+            # A rebalance since the recheck came due: the partition's next holder reads it.
+            if not self._settled() or self._runtime.app.consumer_generation_id != generation:
+                return
+            try:
+                self._run_in_place(Send(Out.PROFILE, key, Recheck(at)), {}, partition)
+            except Exception:
+                # The stored profile is unchanged; it is rechecked at its next change.
+                log.exception("a segment recheck failed in partition %s", partition)
+
+        return run
+
+    async def _scan(self, partition: int, generation: int) -> None:
+        """Read a newly held partition's recheck times, a slice of the loop's time at a time.
+
+        No iterator outlives a slice: a rebalance between two slices may close the database.
+        """
+        app = self._runtime.app
+        last: bytes | None = None
+        while app.consumer_generation_id == generation:
+            if not self._settled():
+                await asyncio.sleep(self._runtime.settings.recheck_interval_seconds)
+                continue
+            began = time.perf_counter()
+            store = self._runtime.profiles.data
+            # Faust keeps the partition's changelog offset in the same database.
+            entries = store._db_for_partition(partition).iter()
+            if last is None:
+                entries.seek_to_first()
+            else:
+                entries.seek(last)
+                if entries.valid() and entries.key() == last:
+                    entries.next()
+            while entries.valid() and time.perf_counter() - began < SLICE_SECONDS:
+                last = entries.key()
+                if last != store.offset_key:
+                    at = stored_recheck_at(entries.value())
+                    self._schedule.offer(partition, last.decode(), at)
+                entries.next()
+            finished = not entries.valid()
+            del entries
+            SEGMENT_RECHECK_SCAN_SECONDS.inc(time.perf_counter() - began)
+            if finished:
+                self._scanned.add(partition)
+                return
+            await asyncio.sleep(0)

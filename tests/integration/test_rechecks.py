@@ -1,0 +1,138 @@
+"""Time-based segments flip without another event: the worker's rechecks, end to end."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from streams.broker import EmbeddedBroker
+from streams.codec import Codec
+from streams.events import EventKind
+from streams.observability import sample_total
+from streams.settings import PROJECT_ROOT
+
+from .conftest import Topics, Worker, wait_until, worker_env
+
+ABANDONED_AFTER_S = 4
+
+CART_REMINDER = """
+  - name: cart_reminder
+    trigger: {segment_entered: cart_abandoner}
+    step: reminder_1
+    consent: email_marketing
+    payload: [first_name, recently_viewed]
+"""
+
+
+def definitions(tmp_path: Path) -> dict[str, str]:
+    """The shipped definitions, with carts abandoned after seconds, and a journey on it."""
+    segments = (PROJECT_ROOT / "streams/segments/default_segments.yaml").read_text()
+    assert 'duration("1h")' in segments
+    segments_file = tmp_path / "segments.yaml"
+    segments_file.write_text(
+        segments.replace('duration("1h")', f'duration("{ABANDONED_AFTER_S}s")')
+    )
+    journeys_file = tmp_path / "journeys.yaml"
+    journeys = (PROJECT_ROOT / "streams/journeys/default_journeys.yaml").read_text()
+    journeys_file.write_text(journeys + CART_REMINDER)
+    return {"CDP_SEGMENTS_FILE": str(segments_file), "CDP_JOURNEYS_FILE": str(journeys_file)}
+
+
+def shopper(email: str) -> list[tuple[EventKind, dict[str, Any]]]:
+    """A subscriber who puts a product in the cart and leaves."""
+    now = int(time.time() * 1000)
+    identity = {"email": email}
+    return [
+        (
+            EventKind.IDENTIFY,
+            {
+                "event_id": uuid.uuid4().hex,
+                "occurred_at": now,
+                "identity": identity,
+                "newsletter": "subscribed",
+                "consent": {"email_marketing": True},
+            },
+        ),
+        (
+            EventKind.PAGE_VIEW,
+            {
+                "event_id": uuid.uuid4().hex,
+                "occurred_at": now,
+                "identity": identity,
+                "url": "https://shop.example/toys/pram",
+                "category": "toys",
+                "product_id": "pram",
+                "action": "add_to_cart",
+            },
+        ),
+    ]
+
+
+def abandoned(topics: Topics, timeout: float) -> list[dict[str, Any]]:
+    return topics.wait_for(
+        topics.settings.segment_changes_topic,
+        lambda seen: any(c["segment"] == "cart_abandoner" for c in seen),
+        timeout=timeout,
+    )
+
+
+def test_an_abandoned_cart_enters_its_segment_without_another_event(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    worker = make_worker(worker_env(broker, tmp_path, **definitions(tmp_path)))
+    topics = Topics(broker.bootstrap, worker.settings, Codec(worker.settings.schemas_dir))
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    added = time.time()
+    for kind, event in shopper(email):
+        topics.produce(worker.settings.input_topic(kind), event)
+    topics.flush()
+
+    changes = abandoned(topics, timeout=ABANDONED_AFTER_S + 10)
+    entered = [c for c in changes if c["segment"] == "cart_abandoner"]
+    assert [c["change"] for c in entered] == ["entered"]
+    assert entered[0]["cause_event_id"].startswith("recheck:")
+    assert time.time() - added >= ABANDONED_AFTER_S
+    triggers = topics.wait_for(
+        worker.settings.journeys_topic,
+        lambda seen: any(t["journey"] == "cart_reminder" for t in seen),
+    )
+    assert [t["email"] for t in triggers if t["journey"] == "cart_reminder"] == [email]
+    profile = worker.get("/profiles", email=email).json()
+    assert "cart_abandoner" in profile["segments"]
+    # The next recheck time, a millisecond past the edge, changes nothing and then none is due.
+    wait_until(lambda: worker.get("/profiles", email=email).json()["segment_recheck_at"] is None)
+    metrics = worker.get("/metrics").text
+    assert sample_total(metrics, "cdp_segment_rechecks_total", outcome="evaluated") >= 2
+    topics.poll()
+    changes = topics.seen[worker.settings.segment_changes_topic]
+    assert [c["change"] for c in changes if c["segment"] == "cart_abandoner"] == ["entered"]
+    topics.close()
+
+
+def test_a_recheck_due_while_no_worker_ran_comes_after_the_restart(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    env = worker_env(broker, tmp_path, **definitions(tmp_path))
+    worker = make_worker(env)
+    topics = Topics(broker.bootstrap, worker.settings, Codec(worker.settings.schemas_dir))
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    for kind, event in shopper(email):
+        topics.produce(worker.settings.input_topic(kind), event)
+    topics.flush()
+    wait_until(lambda: worker.get("/profiles", email=email).status_code == 200)
+    profile = worker.get("/profiles", email=email).json()
+    assert list(profile["cart"]["items"]) == ["pram"]
+    assert profile["segment_recheck_at"] is not None
+    # Killed before the recheck is due; the restarted worker learns of it from its table.
+    worker.kill()
+    restarted = make_worker(env)
+    changes = abandoned(topics, timeout=ABANDONED_AFTER_S + 30)
+    entered = [c for c in changes if c["segment"] == "cart_abandoner"]
+    assert [c["change"] for c in entered] == ["entered"]
+    # Rechecked at the edge, where "> 4s" is still false, and a millisecond later.
+    assert entered[0]["cause_event_id"] == f"recheck:{profile['segment_recheck_at'] + 1}"
+    assert "cart_abandoner" in restarted.get("/profiles", email=email).json()["segments"]
+    topics.close()
