@@ -123,13 +123,14 @@ def process(
     previous = rules.blank(now_ms) if profile is None else None
     if event_fingerprint(event.event_id) in before.recent_event_ids:
         return Outcome(profile=before, duplicate=True)
+    before, rechecks = _rechecked(before, rules, now_ms)
     admission = admit(before, event.identity, rules.caps, owned)
     if admission.identity is not event.identity:
         event = dataclasses.replace(event, identity=admission.identity)
     after = apply(before, event, recent_ids=rules.recent_ids, caps=rules.caps)
     if admission.refused:
         with_refused(after, admission.refused, RefusalReason.CAP_EXCEEDED)
-    return _derive(
+    outcome = _derive(
         before,
         after,
         event,
@@ -141,6 +142,7 @@ def process(
         refused=admission.refused,
         previous=previous,
     )
+    return _after(rechecks, outcome)
 
 
 def absorb(
@@ -162,9 +164,11 @@ def absorb(
     marker = merge_marker(other.profile_id)
     if marker in before.recent_event_ids:
         return Outcome(profile=before, duplicate=True)
+    before, rechecks = _rechecked(before, rules, now_ms)
     after = merge(before, other, recent_ids=rules.recent_ids, caps=rules.caps)
     after.recent_event_ids = remember(after.recent_event_ids, marker, rules.recent_ids)
-    return _derive(before, after, None, cause_event_id, occurred_at, rules, now_ms)
+    outcome = _derive(before, after, None, cause_event_id, occurred_at, rules, now_ms)
+    return _after(rechecks, outcome)
 
 
 def recheck(profile: Profile, at: int, rules: Rules) -> Outcome:
@@ -180,6 +184,46 @@ def recheck(profile: Profile, at: int, rules: Rules) -> Outcome:
     if profile.segment_recheck_at != at or profile.segment_rules != rules.segment_fingerprint:
         return Outcome(profile=profile, duplicate=True)
     return _derive(profile, profile.clone(), None, recheck_cause(at), at, rules, at)
+
+
+def _rechecked(profile: Profile, rules: Rules, now_ms: int) -> tuple[Profile, list[Outcome]]:
+    """``profile`` with every recheck due by ``now_ms`` done first, and their outcomes.
+
+    An event or a merge that comes after a recheck time but before the worker's recheck
+    (or after a crash lost the recheck's write) finds the profile as the recheck left it:
+    the clock's changes are the recheck's, with the recheck's cause and time, whichever
+    comes first. So they are the same in every run, crashed or not.
+    """
+    rechecks: list[Outcome] = []
+    while (
+        profile.segment_rules == rules.segment_fingerprint
+        and (at := profile.segment_recheck_at) is not None
+        and at <= now_ms
+    ):
+        outcome = recheck(profile, at, rules)
+        rechecks.append(outcome)
+        profile = outcome.profile
+    return profile, rechecks
+
+
+def _after(rechecks: list[Outcome], outcome: Outcome) -> Outcome:
+    """``outcome`` with the outputs of the rechecks done before it, in order.
+
+    A duplicate drops them: its profile is not stored, and the rechecks come again, the
+    same, from the worker's schedule or the next change.
+    """
+    if not rechecks or outcome.duplicate:
+        return outcome
+    outcomes = [*rechecks, outcome]
+    return Outcome(
+        profile=outcome.profile,
+        duplicate=False,
+        segment_changes=tuple(c for o in outcomes for c in o.segment_changes),
+        triggers=tuple(t for o in outcomes for t in o.triggers),
+        evaluation_errors={k: v for o in outcomes for k, v in o.evaluation_errors.items()},
+        claims=outcome.claims,
+        refused=outcome.refused,
+    )
 
 
 def recheck_cause(at: int) -> str:
@@ -198,10 +242,12 @@ def release_identifier(
     now_ms: int,
 ) -> Outcome:
     """Give up identifier ``key``, which the identity table refused to this profile."""
-    after = release(profile, key, owner, reason)
+    before, rechecks = _rechecked(profile, rules, now_ms)
+    after = release(before, key, owner, reason)
     if after is None:
         return Outcome(profile=profile, duplicate=True)
-    return _derive(profile, after, None, cause_event_id, occurred_at, rules, now_ms)
+    outcome = _derive(before, after, None, cause_event_id, occurred_at, rules, now_ms)
+    return _after(rechecks, outcome)
 
 
 def hand_over(profile: Profile, cause_event_id: str, occurred_at: int) -> tuple[SegmentChange, ...]:

@@ -291,3 +291,63 @@ def test_a_recheck_of_a_profile_merged_away_or_gone_does_nothing() -> None:
     forward = Forward("p-2", IdentifierKind.EMAIL)
     for stored in (forward, None):
         assert profile_step(stored, "p-1", Recheck(NOW), RULES, NOW) == ProfileStep()
+
+
+def test_an_event_after_a_recheck_time_finds_the_profile_as_the_recheck_left_it() -> None:
+    """Whether the worker's recheck or the next event comes first, the clock's changes are
+    the recheck's: same cause, same time, same sequence."""
+    profile = abandoned_cart(RULES)
+    edge = NOW + 3_600_000
+    view = page_view("toys", at=edge + 60_000, event_id="late-view")
+    woken = process(profile, "p-1", view, RULES, edge + 60_000)
+    rechecked = recheck(recheck(profile, edge, RULES).profile, edge + 1, RULES)
+    then_viewed = process(rechecked.profile, "p-1", view, RULES, edge + 60_000)
+    assert [(c.segment, c.cause_event_id) for c in woken.segment_changes] == [
+        ("cart_abandoner", recheck_cause(edge + 1))
+    ]
+    assert records([woken]) == records([rechecked, then_viewed])
+    assert woken.profile.to_dict() == then_viewed.profile.to_dict()
+
+
+@st.composite
+def timed_activity(draw: st.DrawFn) -> list[tuple[Event, int]]:
+    """Events of one shopper with gaps of up to two days between them, and when each is
+    handled (up to an hour after it occurred)."""
+    at = T0
+    timed = []
+    for n in range(draw(st.integers(1, 12))):
+        at += draw(st.integers(0, 2 * 86_400_000))
+        kind = draw(st.sampled_from(["cart", "order", "open", "click", "view"]))
+        event_id = f"e-{n}"
+        made = {
+            "cart": lambda: page_view("toys", "p1", "add_to_cart", at=at, event_id=event_id),
+            "order": lambda: order(items=[("p1", "toys")], at=at, event_id=event_id),
+            "open": lambda: email_event("opened", at=at, event_id=event_id),
+            "click": lambda: email_event("clicked", "toys", at=at, event_id=event_id),
+            "view": lambda: page_view("baking", at=at, event_id=event_id),
+        }[kind]()
+        timed.append((made, at + draw(st.integers(0, 3_600_000))))
+    return timed
+
+
+@settings(max_examples=150, deadline=None)
+@given(timed_activity())
+def test_rechecks_in_between_or_not_the_outputs_are_the_same(
+    timed: list[tuple[Event, int]],
+) -> None:
+    """A worker that runs every recheck on time and one that runs none (every event catches
+    up) emit the same changes and triggers and end with the same profile."""
+    signup = identify(None, "subscribed", {"email_marketing": True}, email="a@b.c", at=T0)
+    start = process(None, "p-1", signup, RULES, T0).profile
+    lazy, eager = start, start
+    lazy_outcomes, eager_outcomes = [], []
+    for event, handled_at in timed:
+        while (at := eager.segment_recheck_at) is not None and at <= handled_at:
+            outcome = recheck(eager, at, RULES)
+            eager_outcomes.append(outcome)
+            eager = outcome.profile
+        for outcomes, profile in ((lazy_outcomes, lazy), (eager_outcomes, eager)):
+            outcomes.append(process(profile, "p-1", event, RULES, handled_at))
+        lazy, eager = lazy_outcomes[-1].profile, eager_outcomes[-1].profile
+    assert records(lazy_outcomes) == records(eager_outcomes)
+    assert lazy.to_dict() == eager.to_dict()
