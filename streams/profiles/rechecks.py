@@ -54,6 +54,8 @@ class RecheckTimer:
 
     async def run(self) -> None:
         """Run due rechecks for as long as the worker runs."""
+        if not any(definition.clock for definition in self._runtime.rules.segments):
+            return  # no expression has clock terms: no profile gets a recheck time
         interval = self._runtime.settings.recheck_interval_seconds
         while True:
             await asyncio.sleep(interval)

@@ -320,12 +320,12 @@ def timed_activity(draw: st.DrawFn) -> list[tuple[Event, int]]:
         kind = draw(st.sampled_from(["cart", "order", "open", "click", "view"]))
         event_id = f"e-{n}"
         made = {
-            "cart": lambda: page_view("toys", "p1", "add_to_cart", at=at, event_id=event_id),
-            "order": lambda: order(items=[("p1", "toys")], at=at, event_id=event_id),
-            "open": lambda: email_event("opened", at=at, event_id=event_id),
-            "click": lambda: email_event("clicked", "toys", at=at, event_id=event_id),
-            "view": lambda: page_view("baking", at=at, event_id=event_id),
-        }[kind]()
+            "cart": page_view("toys", "p1", "add_to_cart", at=at, event_id=event_id),
+            "order": order(items=[("p1", "toys")], at=at, event_id=event_id),
+            "open": email_event("opened", at=at, event_id=event_id),
+            "click": email_event("clicked", "toys", at=at, event_id=event_id),
+            "view": page_view("baking", at=at, event_id=event_id),
+        }[kind]
         timed.append((made, at + draw(st.integers(0, 3_600_000))))
     return timed
 
@@ -340,7 +340,8 @@ def test_rechecks_in_between_or_not_the_outputs_are_the_same(
     signup = identify(None, "subscribed", {"email_marketing": True}, email="a@b.c", at=T0)
     start = process(None, "p-1", signup, RULES, T0).profile
     lazy, eager = start, start
-    lazy_outcomes, eager_outcomes = [], []
+    lazy_outcomes: list[Outcome] = []
+    eager_outcomes: list[Outcome] = []
     for event, handled_at in timed:
         while (at := eager.segment_recheck_at) is not None and at <= handled_at:
             outcome = recheck(eager, at, RULES)
