@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 class ProfileShell:
     def __init__(self, runtime: Runtime, rechecks: RecheckSchedule) -> None:
         self.table = PendingWrites[Profile | Forward](runtime.profiles, load_stored, dump_stored)
-        self.rechecks = rechecks
+        self._rechecks = rechecks
         self._runtime = runtime
 
     def handle(
@@ -54,7 +54,7 @@ class ProfileShell:
             self.table.set(key, step.store, partition)
             store = step.store
             at = store.segment_recheck_at if isinstance(store, Profile) else None
-            self.rechecks.set(partition, profile_id, at)
+            self._rechecks.set(partition, profile_id, at)
         self._count(message, step, headers)
         if step.refused and isinstance(message, HandOver):
             log.info("refused to merge %s into %s: caps", profile_id, message.claim.profile_id)

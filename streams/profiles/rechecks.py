@@ -104,8 +104,10 @@ class RecheckTimer:
         generation = self._generation
 
         def run() -> None:
-            # A rebalance since the recheck came due: the partition's next holder reads it.
             if not self._settled() or self._runtime.app.consumer_generation_id != generation:
+                # A rebalance since it came due: due again at the next round if this worker
+                # still holds the partition (forgotten with it if not).
+                self._schedule.offer(partition, key, at)
                 return
             try:
                 self._run_in_place(Send(Out.PROFILE, key, Recheck(at)), {}, partition)
