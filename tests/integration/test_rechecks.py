@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from streams.broker import EmbeddedBroker
 from streams.codec import Codec
@@ -135,4 +139,72 @@ def test_a_recheck_due_while_no_worker_ran_comes_after_the_restart(
     # Rechecked at the edge, where "> 4s" is still false, and a millisecond later.
     assert entered[0]["cause_event_id"] == f"recheck:{profile['segment_recheck_at'] + 1}"
     assert "cart_abandoner" in restarted.get("/profiles", email=email).json()["segments"]
+    topics.close()
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(300)
+def test_sigkill_around_rechecks_doubles_no_segment_change_and_no_trigger(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    """Carts come due for rechecks while the worker is killed and restarted: every shopper
+    enters cart_abandoner once, with one cause, and gets one reminder trigger id."""
+    rnd = random.Random(20261203)
+    env = worker_env(broker, tmp_path, **definitions(tmp_path))
+    worker = make_worker(env)
+    topics = Topics(broker.bootstrap, worker.settings, Codec(worker.settings.schemas_dir))
+    run = uuid.uuid4().hex[:6]
+    emails = [f"cart{i}-{run}@example.com" for i in range(16)]
+
+    carts = []
+    # Subscribed before the carts: the reminder goes only to subscribers.
+    for email in emails:
+        (kind, signup), cart = shopper(email)
+        topics.produce(worker.settings.input_topic(kind), signup)
+        carts.append(cart)
+    topics.flush()
+    wait_until(lambda: all(worker.get("/profiles", email=e).status_code == 200 for e in emails))
+
+    def produce() -> None:
+        for kind, cart in carts:
+            cart["occurred_at"] = int(time.time() * 1000)
+            topics.produce(worker.settings.input_topic(kind), cart)
+            topics.flush()
+            time.sleep(0.4)  # their recheck times spread over six seconds
+
+    feeder = threading.Thread(target=produce)
+    feeder.start()
+    # The first kill as the first recheck times come, the others right after restarts.
+    time.sleep(ABANDONED_AFTER_S + rnd.uniform(-0.5, 1.5))
+    for _ in range(3):
+        worker.kill()
+        worker.start()
+        time.sleep(rnd.uniform(0.0, 1.5))
+    feeder.join()
+
+    def settled() -> bool:
+        return all(
+            "cart_abandoner" in worker.get("/profiles", email=email).json()["segments"]
+            for email in emails
+        )
+
+    wait_until(settled, timeout=60, interval=1.0)
+    time.sleep(2.0)  # anything re-sent after the last restart reaches the topics
+    for _ in range(10):
+        topics.poll()
+    changes = [
+        c
+        for c in topics.seen[worker.settings.segment_changes_topic]
+        if c["segment"] == "cart_abandoner"
+    ]
+    causes = {(c["profile_id"], c["change"], c["cause_event_id"]) for c in changes}
+    assert len(causes) == len(emails), sorted(causes)
+    assert {change for _, change, _ in causes} == {"entered"}
+    reminded = {
+        (t["email"], t["trigger_id"])
+        for t in topics.seen[worker.settings.journeys_topic]
+        if t["journey"] == "cart_reminder"
+    }
+    # One trigger id per shopper, however often it was sent.
+    assert sorted(email for email, _ in reminded) == sorted(emails)
     topics.close()
