@@ -57,6 +57,12 @@ SEGMENT_RECHECKS_SCHEDULED = Gauge(
     "Profiles of this worker's partitions with a time-based segment recheck to come.",
     registry=REGISTRY,
 )
+SEGMENT_RECHECK_PARTITIONS_UNREAD = Gauge(
+    "cdp_segment_recheck_partitions_unread",
+    "Held partitions whose profiles are still being read for their recheck times (a recheck"
+    " of theirs may come late until then).",
+    registry=REGISTRY,
+)
 SEGMENT_RECHECK_SCAN_SECONDS = Counter(
     "cdp_segment_recheck_scan_seconds_total",
     "Time spent reading assigned partitions' profiles for their recheck times.",

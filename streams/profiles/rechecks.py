@@ -21,7 +21,11 @@ from typing import TYPE_CHECKING
 
 from streams.codec import now_ms
 from streams.identity.messages import Out, Send
-from streams.observability import SEGMENT_RECHECK_SCAN_SECONDS, SEGMENT_RECHECKS_SCHEDULED
+from streams.observability import (
+    SEGMENT_RECHECK_PARTITIONS_UNREAD,
+    SEGMENT_RECHECK_SCAN_SECONDS,
+    SEGMENT_RECHECKS_SCHEDULED,
+)
 from streams.profiles.model import stored_recheck_at
 from streams.profiles.steps import Recheck
 from streams.segments.schedule import RecheckSchedule
@@ -48,6 +52,7 @@ class RecheckTimer:
         self._stage = stage
         self._run_in_place = run_in_place
         self._generation: int | None = None
+        self._held: set[int] = set()
         self._scanned: set[int] = set()
         """Held partitions whose table was read to the end since they were assigned."""
         self._scans: set[asyncio.Task[None]] = set()
@@ -68,6 +73,7 @@ class RecheckTimer:
                     [self._recheck(partition, key, at) for partition, key, at in due]
                 )
             SEGMENT_RECHECKS_SCHEDULED.set(len(self._schedule))
+            SEGMENT_RECHECK_PARTITIONS_UNREAD.set(len(self._held - self._scanned))
 
     def _settled(self) -> bool:
         """Whether the partitions held are stable and their tables recovered."""
@@ -84,11 +90,11 @@ class RecheckTimer:
             return
         self._generation = app.consumer_generation_id
         topic = self._runtime.internal_topic(Out.PROFILE)
-        held = {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
-        self._schedule.keep(held)
-        self._scanned &= held
+        self._held = {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
+        self._schedule.keep(self._held)
+        self._scanned &= self._held
         # Scans of an earlier generation stopped where they were; these start over.
-        for partition in sorted(held - self._scanned):
+        for partition in sorted(self._held - self._scanned):
             scan = asyncio.ensure_future(self._scan(partition, self._generation))
             self._scans.add(scan)
             scan.add_done_callback(self._scan_done)
