@@ -195,12 +195,10 @@ def _rechecked(profile: Profile, rules: Rules, now_ms: int) -> tuple[Profile, li
     comes first. So they are the same in every run, crashed or not.
     """
     rechecks: list[Outcome] = []
-    while (
-        profile.segment_rules == rules.segment_fingerprint
-        and (at := profile.segment_recheck_at) is not None
-        and at <= now_ms
-    ):
+    while (at := profile.segment_recheck_at) is not None and at <= now_ms:
         outcome = recheck(profile, at, rules)
+        if outcome.duplicate:  # scheduled under other definitions
+            break
         rechecks.append(outcome)
         profile = outcome.profile
     return profile, rechecks

@@ -52,7 +52,8 @@ def install(runtime: Runtime) -> None:
     held: dict[Out, frozenset[int]] = {}
     held_in: int | None = None  # the consumer generation ``held`` is of
 
-    def holds(topic: Out, partition: int) -> bool:
+    def held_partitions(topic: Out) -> frozenset[int]:
+        """The partitions of the internal topic ``topic`` (and of its table) held now."""
         nonlocal held_in
         if held_in != app.consumer_generation_id:
             held_in = app.consumer_generation_id
@@ -60,7 +61,10 @@ def install(runtime: Runtime) -> None:
             held.clear()
             for name, out in internal.items():
                 held[out] = frozenset(tp.partition for tp in assignment if tp.topic == name)
-        return partition in held[topic]
+        return held[topic]
+
+    def holds(topic: Out, partition: int) -> bool:
+        return partition in held_partitions(topic)
 
     def apply(send: Send, headers: Headers, partition: int) -> tuple[Send, ...]:
         if send.topic is Out.IDENTITY:
@@ -102,7 +106,7 @@ def install(runtime: Runtime) -> None:
         runtime, [*internal, *checked.topics], handle, (identities.table, profiles.table)
     )
 
-    timer = RecheckTimer(runtime, rechecks, stage, in_place.run)
+    timer = RecheckTimer(runtime, rechecks, stage, in_place.run, held_partitions)
     app.task(timer.run)
 
     # The agents subscribe the worker to the topics; the stage takes their messages.

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RunInPlace = Callable[[Send, dict[str, bytes], int], None]
+HeldPartitions = Callable[[Out], frozenset[int]]
 
 
 class RecheckTimer:
@@ -46,13 +47,15 @@ class RecheckTimer:
         schedule: RecheckSchedule,
         stage: BatchedStage,
         run_in_place: RunInPlace,
+        held_partitions: HeldPartitions,
     ) -> None:
         self._runtime = runtime
         self._schedule = schedule
         self._stage = stage
         self._run_in_place = run_in_place
+        self._held_partitions = held_partitions
         self._generation: int | None = None
-        self._held: set[int] = set()
+        self._held: frozenset[int] = frozenset()
         self._scanned: set[int] = set()
         """Held partitions whose table was read to the end since they were assigned."""
         self._scans: set[asyncio.Task[None]] = set()
@@ -89,8 +92,7 @@ class RecheckTimer:
         if self._generation == app.consumer_generation_id:
             return
         self._generation = app.consumer_generation_id
-        topic = self._runtime.internal_topic(Out.PROFILE)
-        self._held = {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
+        self._held = self._held_partitions(Out.PROFILE)
         self._schedule.keep(self._held)
         self._scanned &= self._held
         # Scans of an earlier generation stopped where they were; these start over.
