@@ -7,6 +7,7 @@ decode and write a key as often as the other does.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -14,12 +15,18 @@ Value = TypeVar("Value")
 
 Changes = dict[bytes, tuple[Any, int]]
 
+# Decoded values kept after their batch, the least recently used going first. A shopper's
+# events come in bursts that span fetches, and each batch is written and forgotten within
+# milliseconds: without these, the next fetch read and decoded the same profile again.
+RECENT_VALUES = 4096
+
 
 class PendingWrites(Generic[Value]):
     """A table's values as the stage changes them: read through, written batch by batch.
 
-    A key changed by a batch that is not written yet is served from here; everything
-    else from the table, and only cached for the open batch.
+    A key changed by a batch that is not written yet is served from here, and so are the
+    last ``recent`` values batches were done with (until :meth:`forget_recent`); everything
+    else from the table.
     """
 
     def __init__(
@@ -28,6 +35,7 @@ class PendingWrites(Generic[Value]):
         decode: Callable[[bytes], Value],
         encode: Callable[[Value], bytes],
         read: Callable[[bytes, int], bytes | None] | None = None,
+        recent: int = RECENT_VALUES,
     ) -> None:
         self._table = table
         self._read = read or partition_reader(table)
@@ -39,13 +47,24 @@ class PendingWrites(Generic[Value]):
         self._unwritten: dict[bytes, int] = {}
         """Changed by a sealed batch not written yet: key -> that batch's number."""
         self._sealed = 0
+        self._recent: OrderedDict[bytes, Value | None] = OrderedDict()
+        """Values no batch holds any more, as the table has them (see RECENT_VALUES)."""
+        self._recent_size = recent
 
     def get(self, key: bytes, partition: int) -> Value | None:
         """The key's value; a table keeps a key in the partition of the messages about it."""
         if key not in self._values:
-            stored = self._read(key, partition)
-            self._values[key] = self._decode(stored) if stored is not None else None
+            if key in self._recent:
+                self._values[key] = self._recent.pop(key)
+            else:
+                stored = self._read(key, partition)
+                self._values[key] = self._decode(stored) if stored is not None else None
         return self._values[key]
+
+    def forget_recent(self) -> None:
+        """Drop the values kept after their batches: after a rebalance another worker may
+        have changed them, and the table is the truth."""
+        self._recent.clear()
 
     def set(self, key: bytes, value: Value, partition: int) -> None:
         """Change the key's value, which lives in ``partition`` (as in :meth:`get`)."""
@@ -60,7 +79,7 @@ class PendingWrites(Generic[Value]):
         for key in changes:
             self._unwritten[key] = number
         for key in [key for key in self._values if key not in self._unwritten]:
-            del self._values[key]
+            self._keep_recent(key, self._values.pop(key))
         return number, changes
 
     def write(self, sealed: tuple[int, Changes], put: Callable[[bytes, bytes, int], None]) -> None:
@@ -70,8 +89,13 @@ class PendingWrites(Generic[Value]):
             put(key, self._encode(value), partition)
             if self._unwritten.get(key) == number:
                 del self._unwritten[key]
-                if key not in self._changed:
-                    self._values.pop(key, None)
+                if key not in self._changed and key in self._values:
+                    self._keep_recent(key, self._values.pop(key))
+
+    def _keep_recent(self, key: bytes, value: Value | None) -> None:
+        self._recent[key] = value
+        if len(self._recent) > self._recent_size:
+            self._recent.popitem(last=False)
 
     @property
     def table(self) -> Any:

@@ -82,6 +82,8 @@ class Batch:
     messages: list[Message] = field(default_factory=list)
     deliveries: Deliveries = field(default_factory=Deliveries)
     changes: list[tuple[int, Changes]] = field(default_factory=list)
+    generation: int | None = None
+    """The consumer generation the batch was sealed in."""
 
 
 class BatchedStage:
@@ -103,6 +105,7 @@ class BatchedStage:
         self.sealed: asyncio.Queue[Batch] = asyncio.Queue()
         self.finished = asyncio.Event()
         self._finisher: asyncio.Future[None] | None = None
+        self._generation: int | None = None
         fetches.claim(runtime.app, topics, self.receive)
 
     async def run(self) -> None:
@@ -118,6 +121,7 @@ class BatchedStage:
     async def receive(self, messages: list[Message]) -> None:
         """Handle what one fetch brought for this stage; seal it as one batch or more."""
         self._started()
+        self._follow_generation()
         app = self.runtime.app
         consumer = app.consumer
         sender = self.runtime.sender
@@ -147,6 +151,7 @@ class BatchedStage:
         in the open batch, and seal it: it is written once its sends are delivered, like a
         fetch's, and acknowledges nothing of its own."""
         self._started()
+        self._follow_generation()
         sender = self.runtime.sender
         share = LoopShare()
         for item in work:
@@ -155,8 +160,20 @@ class BatchedStage:
             await share.yield_when_due()
         await self._seal()
 
+    def _follow_generation(self) -> None:
+        """After a rebalance the tables' values kept from earlier batches may be stale."""
+        generation = self.runtime.app.consumer_generation_id
+        if generation != self._generation:
+            self._generation = generation
+            self._forget_recent()
+
+    def _forget_recent(self) -> None:
+        for table in self.tables:
+            table.forget_recent()
+
     async def _seal(self) -> None:
         batch = self.open
+        batch.generation = self._generation
         batch.changes = [table.seal() for table in self.tables]
         batch.deliveries.seal()
         self.sealed.put_nowait(batch)
@@ -180,6 +197,9 @@ class BatchedStage:
                 for key, change in changes.items():
                     table.write((number, {key: change}), put)
                     await share.yield_when_due()
+            if batch.generation != self._generation:
+                # Written after a rebalance: what it kept of its values is not to be trusted.
+                self._forget_recent()
             changelog.seal()
             await changelog.done.wait()
             for writer in writers:

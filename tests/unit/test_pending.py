@@ -21,16 +21,46 @@ def into(table: dict[bytes, bytes]) -> Callable[[bytes, bytes, int], None]:
     return put
 
 
-def test_a_value_is_read_from_the_table_once_per_batch() -> None:
+def counting(table: dict[bytes, bytes], recent: int = 8) -> tuple[PendingWrites[str], list[bytes]]:
+    reads: list[bytes] = []
+
+    def read(key: bytes, _partition: int) -> bytes | None:
+        reads.append(key)
+        return table.get(key)
+
+    return PendingWrites(table, bytes.decode, str.encode, read, recent=recent), reads
+
+
+def test_a_value_is_read_from_the_table_once_until_a_rebalance() -> None:
     table = {b"k": b"stored"}
-    writes = pending(table)
+    writes, reads = counting(table)
     assert writes.get(b"k", 0) == "stored"
     table[b"k"] = b"changed by nobody we know"
     assert writes.get(b"k", 0) == "stored"
     writes.seal()
-    # Read-only values are not kept past their batch.
-    assert writes.get(b"k", 0) == "changed by nobody we know"
+    # Kept past its batch: only this stage writes the partition while it holds it.
+    assert writes.get(b"k", 0) == "stored"
     assert writes.get(b"missing", 0) is None
+    writes.seal()
+    assert writes.get(b"missing", 0) is None
+    assert reads == [b"k", b"missing"]
+    writes.forget_recent()  # what a stage does once the consumer generation changed
+    assert writes.get(b"k", 0) == "changed by nobody we know"
+    assert reads == [b"k", b"missing", b"k"]
+
+
+def test_written_values_are_kept_as_written_and_the_oldest_go_first() -> None:
+    table: dict[bytes, bytes] = {}
+    writes, reads = counting(table, recent=2)
+    for key in (b"a", b"b", b"c"):
+        writes.set(key, key.decode() * 2, 0)
+        writes.write(writes.seal(), into(table))
+    # "a" was the least recently used of three kept values, two at most.
+    assert [writes.get(key, 0) for key in (b"c", b"b", b"a")] == ["cc", "bb", "aa"]
+    assert reads == [b"a"]
+    writes.seal()
+    assert writes.get(b"c", 0) == "cc"  # "c" went out when "a" came back
+    assert reads == [b"a", b"c"]
 
 
 def test_a_sealed_change_is_served_until_written_and_then_stored() -> None:
