@@ -158,7 +158,7 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
         ),
         identities=raw_table(app, IDENTITIES_TABLE, settings),
         profiles=raw_table(app, PROFILES_TABLE, settings),
-        sender=RecordSender(bootstrap),
+        sender=RecordSender(bootstrap, linger_ms=settings.produce_linger_ms),
     )
     pipeline.install(runtime)
     views.install(runtime)

@@ -77,7 +77,9 @@ class Deliveries:
 
 
 class RecordSender:
-    def __init__(self, bootstrap: str, delivery_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, bootstrap: str, linger_ms: float = 5.0, delivery_timeout_s: float = 120.0
+    ) -> None:
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -87,7 +89,7 @@ class RecordSender:
                 # Retries keep each partition's order: the stages rely on per-key order.
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 1,
+                "linger.ms": linger_ms,
                 "message.timeout.ms": int(delivery_timeout_s * 1000),
             }
         )
