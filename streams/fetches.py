@@ -47,8 +47,8 @@ class FetchedForStages:
 
     A stage gets everything of one fetch in one call, whichever of its topics it came from:
     each call is a batch of its own (its deliveries, table writes and acknowledgements), and a
-    worker's one stage reads six topics, so a call per topic made six small batches of every
-    fetch.
+    worker's one stage reads the input topics and both internal ones, so a call per topic made
+    a fetch into as many small batches as it held topics.
     """
 
     def __init__(self, receivers: dict[str, Receiver]) -> None:

@@ -75,8 +75,8 @@ class Settings(BaseSettings):
     produce_linger_ms: float = Field(
         default=5.0,
         ge=0,
-        description="How long the worker's producer gathers records into one request; at 1 ms "
-        "its thread woke for nearly every record and held the stage's thread up (README).",
+        description="How long the worker's producer gathers records into one request: an "
+        "output reaches the broker up to this long after its timestamp.",
     )
     batch_max_messages: int = Field(
         default=500,
