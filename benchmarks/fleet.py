@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -10,6 +11,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.broker import free_port
 from streams.observability import sample_total
@@ -31,22 +34,44 @@ def rss_bytes(pid: int) -> int:
 
 @dataclass(frozen=True)
 class Histogram:
-    """A Prometheus histogram's observations: how many, their sum, how many within a bound."""
+    """A Prometheus histogram's observations: how many, their sum, and the cumulative count
+    at each bucket's upper bound, in the order of the bounds."""
 
     count: float
     total_s: float
-    within: float
+    buckets: tuple[tuple[float, float], ...]
 
-    def since(self, before: Histogram) -> dict[str, float]:
-        """Mean and share beyond the bound of what was observed after ``before``."""
+    def since(self, before: Histogram, bound_s: float) -> dict[str, float]:
+        """What was observed after ``before``: the mean, the share beyond ``bound_s`` (one of
+        the bucket bounds) and p50/p99 interpolated within their buckets, as Prometheus'
+        ``histogram_quantile`` does."""
         count = self.count - before.count
         if not count:
             return {"count": 0}
+        earlier = dict(before.buckets)
+        cumulative = [(bound, seen - earlier.get(bound, 0.0)) for bound, seen in self.buckets]
         return {
             "count": count,
             "mean_ms": (self.total_s - before.total_s) / count * 1000,
-            "beyond_share": 1 - (self.within - before.within) / count,
+            "beyond_share": 1 - dict(cumulative)[bound_s] / count,
+            "p50_ms": bucket_quantile(cumulative, 0.5) * 1000,
+            "p99_ms": bucket_quantile(cumulative, 0.99) * 1000,
         }
+
+
+def bucket_quantile(cumulative: list[tuple[float, float]], fraction: float) -> float:
+    """The ``fraction`` quantile of a histogram's cumulative bucket counts, linear within the
+    bucket it falls in; in the last (unbounded) bucket, the highest finite bound."""
+    rank = fraction * cumulative[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, seen in cumulative:
+        if seen >= rank:
+            if bound == math.inf:
+                return lower_bound
+            share = (rank - lower_count) / (seen - lower_count) if seen > lower_count else 1.0
+            return lower_bound + (bound - lower_bound) * share
+        lower_bound, lower_count = bound, seen
+    return lower_bound
 
 
 @dataclass
@@ -89,13 +114,24 @@ class Worker:
         """``sample`` in the worker's ``/metrics``, summed over its label sets."""
         return sample_total(self.exposition(), sample)
 
-    def histogram(self, name: str, within_s: float, **labels: str) -> Histogram:
-        """What the worker's histogram ``name`` (of the label sets with ``labels``) holds."""
-        text = self.exposition()
+    def histogram(self, name: str, **labels: str) -> Histogram:
+        """What the worker's histogram ``name`` (summed over its label sets with ``labels``)
+        holds."""
+        totals: dict[str, float] = {}
+        buckets: dict[float, float] = {}
+        for family in text_string_to_metric_families(self.exposition()):
+            for found in family.samples:
+                if not (found.name.startswith(name) and labels.items() <= found.labels.items()):
+                    continue
+                if found.name == f"{name}_bucket":
+                    bound = float(found.labels["le"])
+                    buckets[bound] = buckets.get(bound, 0.0) + found.value
+                else:
+                    totals[found.name] = totals.get(found.name, 0.0) + found.value
         return Histogram(
-            sample_total(text, f"{name}_count", **labels),
-            sample_total(text, f"{name}_sum", **labels),
-            sample_total(text, f"{name}_bucket", le=str(within_s), **labels),
+            totals.get(f"{name}_count", 0.0),
+            totals.get(f"{name}_sum", 0.0),
+            tuple(sorted(buckets.items())),
         )
 
     def exposition(self) -> str:

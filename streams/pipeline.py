@@ -10,6 +10,7 @@ each table has one writer and one batch covers an event from its input to its ou
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from streams.identity.agents import IdentityShell
 from streams.identity.messages import INTERNAL, Out, RoutedEvent, Send, decode, encode
 from streams.identity.resolver import routing_key
 from streams.ingest.agents import inputs
+from streams.observability import INPUT_WAIT_SECONDS
 from streams.profiles.agents import ProfileShell
 from streams.profiles.rechecks import RecheckTimer
 from streams.segments.schedule import RecheckSchedule
@@ -91,6 +93,7 @@ def install(runtime: Runtime) -> None:
             headers = headers_of(record)
             in_place.run(Send(out, key.decode(), decode(value, headers)), headers, record.partition)
             return
+        INPUT_WAIT_SECONDS.observe(max(0.0, time.time() - record.timestamp))
         event = checked.accept(record)
         if event is None:
             return
