@@ -4,7 +4,7 @@ Each event is decoded from Avro as the worker gets it from its input topic and h
 its identifier's partition, as an event keyed by the producer API is in the worker: what
 the identity and profile steps send each other is handled in place in that partition, and
 encoded and decoded as on the internal topics when it is for another. The tables are read
-and written through the worker's own :class:`~streams.pending.PendingWrites`, batch by
+and written through the worker's own :class:`~streams.runtime.pending.PendingWrites`, batch by
 batch as a stage under a backlog seals them (``CDP_BATCH_MAX_MESSAGES`` messages fetched),
 so a key is decoded once per batch and encoded once per batch that changed it, as in
 RocksDB; outputs are encoded as on their topics. What the worker
@@ -21,10 +21,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from streams.codec import Codec, now_ms
-from streams.core import Rules
-from streams.delivery import InPlace
 from streams.events import Event
-from streams.identity.messages import (
+from streams.identity.resolver import Owner, routing_key
+from streams.partitioning import key_partition
+from streams.profiles.model import Forward, Profile, dump_stored, load_stored
+from streams.runtime.pending import PendingWrites
+from streams.settings import Settings
+from streams.steps.identity import identity_step
+from streams.steps.in_place import InPlace
+from streams.steps.messages import (
     INTERNAL,
     OUTPUT_RECORDS,
     Out,
@@ -33,13 +38,8 @@ from streams.identity.messages import (
     decode,
     encode,
 )
-from streams.identity.resolver import Owner, routing_key
-from streams.identity.steps import identity_step
-from streams.partitioning import key_partition
-from streams.pending import PendingWrites
-from streams.profiles.model import Forward, Profile, dump_stored, load_stored
-from streams.profiles.steps import profile_step
-from streams.settings import Settings
+from streams.steps.process import Rules
+from streams.steps.profile import profile_step
 
 
 @dataclass
@@ -67,7 +67,7 @@ class InMemoryPipeline:
     """The worker's stage over in-memory topics and tables, ``settings.partitions`` of them.
 
     As in the worker, a message for the partition being handled is handled in place
-    (:class:`~streams.delivery.InPlace`); one for another partition is encoded onto a
+    (:class:`~streams.steps.in_place.InPlace`); one for another partition is encoded onto a
     queue, the internal topics' stand-in, and decoded from it.
     """
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.broker import free_port
-from streams.observability import sample_total
-from streams.process import local_http, spawn_worker, wait_ready
+from streams.runtime.broker import free_port
+from streams.runtime.metrics import sample_total
+from streams.runtime.processes import local_http, spawn_worker, wait_ready
 from streams.settings import Settings
 
 

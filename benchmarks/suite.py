@@ -41,11 +41,11 @@ from benchmarks.measure import (
     summary_ms,
     write_profile_changelog,
 )
-from streams.app import changelog_topics
-from streams.broker import free_port, start_broker
 from streams.demo.traffic import ACTIONS, parse_mix
 from streams.events import Event
-from streams.topics import ensure_topics
+from streams.runtime.app import changelog_topics
+from streams.runtime.broker import free_port, start_broker
+from streams.runtime.topics import ensure_topics
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 PROFILE = RESULTS.with_name("worker-profile.svg")

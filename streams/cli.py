@@ -18,13 +18,13 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from streams.broker import LOOPBACK, EmbeddedBroker, is_listening, start_broker
 from streams.events import EventKind
+from streams.runtime.broker import LOOPBACK, EmbeddedBroker, is_listening, start_broker
+from streams.runtime.topics import ensure_topics
 from streams.settings import Settings, get_settings
-from streams.topics import ensure_topics
 
 if TYPE_CHECKING:
-    from streams.ingest.dead_letters import DeadLetter
+    from streams.runtime.dead_letters import DeadLetter
 
 cli = typer.Typer(
     help="cdp-streams: Kafka-native customer data platform core.",
@@ -78,7 +78,7 @@ def worker() -> None:
     """Run a stream worker (uses CDP_KAFKA_BOOTSTRAP, else starts or reuses an embedded broker)."""
     from faust.worker import Worker
 
-    from streams.app import create_runtime, discard_untrusted_state, mark_stopped_cleanly
+    from streams.runtime.app import create_runtime, discard_untrusted_state, mark_stopped_cleanly
     from streams.segments.definitions import DefinitionError
 
     settings = get_settings()
@@ -252,7 +252,7 @@ def chosen_letters(
     settings: Settings, reason: list[str] | None, topic: list[str] | None, at: list[str] | None
 ) -> tuple[str, list[DeadLetter]]:
     from streams.codec import Codec
-    from streams.ingest.dead_letters import read, select
+    from streams.runtime.dead_letters import read, select
 
     bootstrap = running_kafka(settings)
     letters = read(bootstrap, settings.dead_letter_topic, Codec(settings.schemas_dir))
@@ -270,7 +270,7 @@ def list_dead_letters(
     ] = False,
 ) -> None:
     """Dead letters by reason and topic, and the latest ones with their details."""
-    from streams.ingest.dead_letters import count_by
+    from streams.runtime.dead_letters import count_by
 
     settings = get_settings()
     _, letters = chosen_letters(settings, reason, topic, at)
@@ -313,7 +313,7 @@ def replay_dead_letters(
     ] = False,
 ) -> None:
     """Publish chosen letters again to their original topic, with their key and headers."""
-    from streams.ingest.dead_letters import count_by, replay
+    from streams.runtime.dead_letters import count_by, replay
 
     if not (reason or topic or at or replay_all):
         err.print("[red]choose letters with --reason, --topic or --at, or pass --all[/]")

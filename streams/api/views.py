@@ -12,18 +12,18 @@ from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from streams import health
 from streams.api.decisions import newsletter_popup
 from streams.codec import MAX_IDENTIFIER_CHARS, now_ms
 from streams.events import IdentifierKind, identifier_key
 from streams.identity.resolver import Owner
-from streams.observability import LOOKUP_SECONDS, READY, REGISTRY
 from streams.partitioning import key_partition
-from streams.pending import partition_reader
 from streams.profiles.model import Profile, load_stored
+from streams.runtime import health
+from streams.runtime.metrics import LOOKUP_SECONDS, READY, REGISTRY
+from streams.runtime.pending import partition_reader
 
 if TYPE_CHECKING:
-    from streams.app import Runtime
+    from streams.runtime.app import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from rich.live import Live
 from streams.codec import Codec
 from streams.demo.dashboard import DemoStats, render, summary
 from streams.demo.traffic import ShopperSimulation
-from streams.process import spawn_worker, wait_ready
 from streams.producer import EventProducer
+from streams.runtime.processes import spawn_worker, wait_ready
 from streams.settings import OutputFormat, Settings
 
 WORKER_START_TIMEOUT_S = 90.0

@@ -42,7 +42,7 @@ def profile_id_for(key: str, partitions: int) -> str:
     """The id of the profile identifier ``key`` founds: a hash of the key, in its partition.
 
     In the same partition as the key, so that the profile's messages are handled where the
-    identifier's are, with no hop between them (:mod:`streams.delivery`). Salts are tried
+    identifier's are, with no hop between them (:mod:`streams.steps.in_place`). Salts are tried
     in order until the hash lands there (about ``partitions`` tries), so the id is the same
     on every run. The number of partitions is fixed for a deployment's life: the tables'
     keys are partitioned by it too.

@@ -12,7 +12,7 @@ had every event of both profiles arrived at one profile:
 - statements (traits, consent, newsletter) keep the latest per key, ties broken exactly as
   the reducer breaks them (its ``_newer``), so ``merge`` commutes on them;
 - bounded lists are unions within the model's limits (identifiers: within the caps, a
-  safety net: :mod:`streams.identity.membership` refuses merges that would exceed them);
+  safety net: :mod:`streams.identity.identifiers` refuses merges that would exceed them);
   identities and purchased products
   put the list of the more recent profile first (by ``last_seen`` / ``last_order_at``;
   ties go to ``into``), recent products keep the latest view per product ordered by view

@@ -112,7 +112,7 @@ class Profile:
     last_open_at: int | None = None
     last_click_at: int | None = None
     clicked_categories: dict[str, int] = field(default_factory=dict)
-    # Derived state owned by streams.core.
+    # Derived state owned by streams.steps.process.
     segments: tuple[str, ...] = ()  # sorted
     segment_sequence: int = 0
     # Fingerprint of the segment definitions `segments` was evaluated under

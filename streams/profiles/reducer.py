@@ -41,7 +41,7 @@ def apply(
 
     ``profile`` is never mutated. ``recent_ids`` bounds the remembered event ids, and so
     how far back a replay is recognised. ``caps`` bound the identifier lists, the most
-    recently seen kept; :mod:`streams.identity.membership` decides which identifiers may
+    recently seen kept; :mod:`streams.identity.identifiers` decides which identifiers may
     join at all, so callers that use it never reach the bound.
     """
     fingerprint = event_fingerprint(event.event_id)

@@ -17,11 +17,11 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.broker import EmbeddedBroker, free_port, start_broker
 from streams.codec import Codec
-from streams.process import local_http, spawn_worker, wait_ready
+from streams.runtime.broker import EmbeddedBroker, free_port, start_broker
+from streams.runtime.processes import local_http, spawn_worker, wait_ready
+from streams.runtime.topics import ensure_topics
 from streams.settings import Settings
-from streams.topics import ensure_topics
 
 WORKER_READY_TIMEOUT_S = 60.0
 

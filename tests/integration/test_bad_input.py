@@ -7,10 +7,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from streams.broker import EmbeddedBroker
 from streams.codec import Codec
 from streams.events import EventKind
-from streams.observability import sample_total
+from streams.runtime.broker import EmbeddedBroker
+from streams.runtime.metrics import sample_total
 from tests import bad_inputs
 
 from .conftest import Topics, Worker, wait_until, worker_env

@@ -11,17 +11,17 @@ import rocksdict
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from streams.app import changelog_topics
-from streams.broker import EmbeddedBroker
-from streams.faust_fixes import (
+from streams.partitioning import LIBRDKAFKA_PARTITIONER
+from streams.profiles.model import Profile, Stamped
+from streams.runtime.app import changelog_topics
+from streams.runtime.broker import EmbeddedBroker
+from streams.runtime.faust_fixes import (
     BULK_RESTORE_MIN_RECORDS,
     PartitionRestore,
     last_offsets,
     restore_partitions,
 )
-from streams.observability import sample_total
-from streams.partitioning import LIBRDKAFKA_PARTITIONER
-from streams.profiles.model import Profile, Stamped
+from streams.runtime.metrics import sample_total
 
 from .conftest import Worker, settings_from, worker_env
 

@@ -8,9 +8,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from streams.broker import EmbeddedBroker
 from streams.codec import Codec
 from streams.events import EventKind
+from streams.runtime.broker import EmbeddedBroker
 
 from .conftest import Topics, Worker, run_cdp, wait_until, worker_env
 from .test_pipeline import sign_up

@@ -25,13 +25,13 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.broker import EmbeddedBroker, free_port
 from streams.codec import Codec
-from streams.core import Rules, process
 from streams.events import Event, EventKind, IdentifierKind, Identity, identifier_key
 from streams.identity.resolver import profile_id_for
 from streams.producer import EventProducer
 from streams.profiles.model import Profile, event_fingerprint
+from streams.runtime.broker import EmbeddedBroker, free_port
+from streams.steps.process import Rules, process
 
 from .conftest import PARTITIONS, Topics, Worker, wait_until, worker_env
 

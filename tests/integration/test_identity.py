@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.broker import EmbeddedBroker
 from streams.codec import Codec
 from streams.events import EventKind
 from streams.identity.resolver import profile_id_for
+from streams.runtime.broker import EmbeddedBroker
 
 from .conftest import PARTITIONS, Topics, Worker, wait_until, worker_env
 from .test_pipeline import now_ms, page_view, sign_up

@@ -18,13 +18,13 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.api.views import FORWARDED_HEADER
-from streams.broker import EmbeddedBroker, free_port, is_listening, start_broker
 from streams.codec import Codec
 from streams.events import Event, EventKind, Identity
-from streams.identity.messages import COMMAND_HEADER
-from streams.observability import sample_total
 from streams.producer import EventProducer
+from streams.runtime.broker import EmbeddedBroker, free_port, is_listening, start_broker
+from streams.runtime.metrics import sample_total
 from streams.settings import Settings
+from streams.steps.messages import COMMAND_HEADER
 
 from .conftest import Topics, Worker, run_cdp, settings_from, wait_until, worker_env
 
@@ -103,7 +103,7 @@ def test_events_become_profiles_segment_changes_and_triggers(
     stranger = worker.get("/decisions/newsletter-popup", anonymous_id="never-seen").json()
     assert stranger["show"] is True
 
-    # The tables' databases are opened as streams.state sizes them, not with Faust's options.
+    # The tables' databases are opened as streams.runtime.state sizes them, not as Faust does.
     database_options = list(worker.settings.data_dir.rglob("OPTIONS-*"))
     assert database_options
     assert all("\n  compression=kZSTD" in f.read_text() for f in database_options)

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from streams.broker import EmbeddedBroker
 from streams.codec import Codec
 from streams.events import EventKind
-from streams.observability import sample_total
+from streams.runtime.broker import EmbeddedBroker
+from streams.runtime.metrics import sample_total
 from streams.settings import PROJECT_ROOT
 
 from .conftest import Topics, Worker, wait_until, worker_env

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import EmbeddedBroker, free_port, start_broker
 from streams.codec import Codec
 from streams.events import EventKind
+from streams.runtime.broker import EmbeddedBroker, free_port, start_broker
 
 from .conftest import Topics, Worker, wait_until, worker_env
 from .test_pipeline import page_view

@@ -8,9 +8,9 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from streams import sender
-from streams.broker import EmbeddedBroker
-from streams.sender import Deliveries, RecordSender
+from streams.runtime import sender
+from streams.runtime.broker import EmbeddedBroker
+from streams.runtime.sender import Deliveries, RecordSender
 
 
 def test_records_queued_while_the_poller_idles_are_reported_at_once(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from streams.delivery import RECEIVED_AT_HEADER, Headers, InPlace
-from streams.identity.messages import Out, Send
 from streams.partitioning import key_partition
+from streams.steps.in_place import RECEIVED_AT_HEADER, Headers, InPlace
+from streams.steps.messages import Out, Send
 
 PARTITIONS = 4
 

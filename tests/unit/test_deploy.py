@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.observability import REGISTRY
+from streams.runtime.metrics import REGISTRY
 from streams.settings import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"

@@ -10,8 +10,8 @@ import faust
 import pytest
 from faust.types import TP
 
-from streams import faust_fixes
-from streams.faust_fixes import Seeks, ends_to_read
+from streams.runtime import faust_fixes
+from streams.runtime.faust_fixes import Seeks, ends_to_read
 
 
 def test_a_fetch_before_any_seek_is_fresh() -> None:

@@ -10,7 +10,7 @@ import pytest
 from faust.transport.consumer import Consumer
 from faust.types import AppT, Message
 
-from streams import fetches
+from streams.runtime import fetches
 
 
 class App:

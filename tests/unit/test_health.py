@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import time
 
-from streams import health
-from streams.observability import REGISTRY
+from streams.runtime import health
+from streams.runtime.metrics import REGISTRY
 
 
 def lag_sample(name: str) -> float:

@@ -4,7 +4,7 @@
 and picks which partition moves next at random, which is what several workers and
 partitions do to the order in which messages of different keys are handled. A message for
 the partition being handled is handled in place, as in the worker
-(:class:`~streams.delivery.InPlace`), unless the cluster is told the partition is not held
+(:class:`~streams.steps.in_place.InPlace`), unless the cluster is told the partition is not held
 (never, or at random: partitions moving between workers). Whatever the order, every person
 must end as one profile holding all their events exactly once.
 """
@@ -20,10 +20,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.core import Rules
-from streams.delivery import Headers, InPlace
 from streams.events import Event, IdentifierKind, identifier_key
-from streams.identity.messages import (
+from streams.identity.resolver import Owner, profile_id_for, routing_key
+from streams.journeys.rules import JourneyTrigger
+from streams.partitioning import key_partition
+from streams.profiles.model import Forward, IdentifierCaps, Profile
+from streams.steps.identity import identity_step
+from streams.steps.in_place import Headers, InPlace
+from streams.steps.messages import (
     INTERNAL,
     IdentityMerge,
     InternalMessage,
@@ -31,12 +35,8 @@ from streams.identity.messages import (
     RoutedEvent,
     Send,
 )
-from streams.identity.resolver import Owner, profile_id_for, routing_key
-from streams.identity.steps import identity_step
-from streams.journeys.rules import JourneyTrigger
-from streams.partitioning import key_partition
-from streams.profiles.model import Forward, IdentifierCaps, Profile
-from streams.profiles.steps import profile_step
+from streams.steps.process import Rules
+from streams.steps.profile import profile_step
 from tests.unit.test_reducer import T0, email_event, identify, order, page_view
 
 RULES = Rules.load()

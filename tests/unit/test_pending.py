@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from streams.pending import PendingWrites
+from streams.runtime.pending import PendingWrites
 
 
 def pending(table: dict[bytes, bytes]) -> PendingWrites[str]:

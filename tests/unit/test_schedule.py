@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.segments.schedule import RecheckSchedule
+from streams.runtime.recheck_schedule import RecheckSchedule
 
 
 def test_due_rechecks_come_earliest_first_and_only_once() -> None:

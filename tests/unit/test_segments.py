@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.core import Rules, process
 from streams.events import Event
 from streams.expressions import cel
 from streams.profiles.model import Profile, ms_to_datetime
@@ -24,6 +23,7 @@ from streams.segments.definitions import (
     referenced_paths,
 )
 from streams.segments.evaluator import ENTERED, EXITED, diff, evaluate, fingerprint
+from streams.steps.process import Rules, process
 from tests.unit.test_reducer import T0, email_event, fold, identify, order, page_view, unique_events
 
 HOUR = 3_600_000

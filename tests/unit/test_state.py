@@ -10,7 +10,7 @@ from faust.stores.rocksdb import RocksDBOptions
 from faust.types import TP
 
 from streams.profiles.model import Profile
-from streams.state import (
+from streams.runtime.state import (
     DICTIONARY_BYTES,
     SizedRocksDBOptions,
     StateSizing,

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from streams.observability import BROKER_REACHABLE, EVENT_LOOP_LAG_SECONDS
+from streams.runtime.metrics import BROKER_REACHABLE, EVENT_LOOP_LAG_SECONDS
 
 if TYPE_CHECKING:
-    from streams.app import Runtime
+    from streams.runtime.app import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The commands the identity and profile steps send each other, next to the events.
 
 Commands travel with the events they are ordered with, keyed by what they act on: handled
-in place when the key lives in the partition being handled (:mod:`streams.delivery`), on
+in place when the key lives in the partition being handled (:mod:`streams.steps.in_place`), on
 the internal topics when not, told apart there by the ``cdp-command`` header (events carry
 none):
 
@@ -210,7 +210,7 @@ class Send:
     """A command or RoutedEvent (internal topics) or an output record (``to_record()``)."""
     waits_its_turn: bool = False
     """Handled after what its topic holds already, never in place: a question asked again
-    until another message, on its way, has arrived (:mod:`streams.delivery`)."""
+    until another message, on its way, has arrived (:mod:`streams.steps.in_place`)."""
 
 
 @dataclass(frozen=True, slots=True)

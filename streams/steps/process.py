@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streams.events import Event
-from streams.identity.membership import admit, merge_marker, release, with_refused
+from streams.identity.identifiers import admit, merge_marker, release, with_refused
 from streams.identity.resolver import RefusalReason
 from streams.journeys.definitions import JourneyDefinition, load_journeys
 from streams.journeys.rules import JourneyTrigger, decide, record

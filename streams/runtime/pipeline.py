@@ -1,10 +1,10 @@
 """The worker's stage: the input topics and both internal topics, partition by partition.
 
-One :class:`~streams.stages.BatchedStage` takes every message of them. An input message is
-checked (:mod:`streams.ingest.agents`) and its event resolved under its strongest
+One :class:`~streams.runtime.stages.BatchedStage` takes every message of them. An input message is
+checked (:mod:`streams.runtime.ingest_shell`) and its event resolved under its strongest
 identifier; the identity and profile shells handle what arrives on the internal topics.
 Whatever the steps send each other is handled in place when it belongs to the partition
-being handled, and sent over its topic when not (:mod:`streams.delivery`). One stage, so
+being handled, and sent over its topic when not (:mod:`streams.steps.in_place`). One stage, so
 each table has one writer and one batch covers an event from its input to its outputs.
 """
 
@@ -16,19 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import Message
 
-from streams.delivery import RECEIVED_AT_HEADER, Headers, InPlace
-from streams.identity.agents import IdentityShell
-from streams.identity.messages import INTERNAL, Out, RoutedEvent, Send, decode, encode
 from streams.identity.resolver import routing_key
-from streams.ingest.agents import inputs
-from streams.observability import INPUT_WAIT_SECONDS
-from streams.profiles.agents import ProfileShell
-from streams.profiles.rechecks import RecheckTimer
-from streams.segments.schedule import RecheckSchedule
-from streams.stages import BatchedStage, dead_letter_failure, headers_of, key_and_value
+from streams.runtime.identity_shell import IdentityShell
+from streams.runtime.ingest_shell import inputs
+from streams.runtime.metrics import INPUT_WAIT_SECONDS
+from streams.runtime.profile_shell import ProfileShell
+from streams.runtime.recheck_schedule import RecheckSchedule
+from streams.runtime.rechecks import RecheckTimer
+from streams.runtime.stages import BatchedStage, dead_letter_failure, headers_of, key_and_value
+from streams.steps.in_place import RECEIVED_AT_HEADER, Headers, InPlace
+from streams.steps.messages import INTERNAL, Out, RoutedEvent, Send, decode, encode
 
 if TYPE_CHECKING:
-    from streams.app import Runtime
+    from streams.runtime.app import Runtime
 
 
 @dataclass(frozen=True)

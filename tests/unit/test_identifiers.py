@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from streams.events import IdentifierKind, Identity
-from streams.identity import messages
-from streams.identity.membership import admit, exceeds_caps, merge_marker, release
+from streams.identity.identifiers import admit, exceeds_caps, merge_marker, release
 from streams.identity.resolver import RefusalReason
 from streams.profiles.model import IdentifierCaps, Profile
+from streams.steps import messages
 from tests.unit.test_reducer import identify
 
 CAPS = IdentifierCaps(user_ids=1, emails=2, anonymous_ids=2)

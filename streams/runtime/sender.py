@@ -4,7 +4,7 @@ producer.
 Faust's ``topic.send`` costs about 200 µs of the event loop per record, more than the rest
 of an event's processing; librdkafka's ``produce`` costs a few µs and delivers from its own
 threads. Each record counts against the :class:`Deliveries` of the batch that sent it, so a
-stage knows when everything a batch sent is out (:mod:`streams.stages`).
+stage knows when everything a batch sent is out (:mod:`streams.runtime.stages`).
 """
 
 from __future__ import annotations

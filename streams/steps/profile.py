@@ -1,7 +1,7 @@
 """The profile step for one message, purely: ``profile_step(stored, key, message, ...)``.
 
 A profile's partition receives events and the merge commands of
-:mod:`streams.identity.messages`. A profile merged into another leaves a
+:mod:`streams.steps.messages`. A profile merged into another leaves a
 :class:`~streams.profiles.model.Forward` behind, and everything that still arrives for it
 is passed on, so events and merges that race each other end up in the same place.
 
@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams import core
-from streams.identity.membership import exceeds_caps, merged_into, owner_of
-from streams.identity.messages import (
+from streams.identity.identifiers import exceeds_caps, merged_into, owner_of
+from streams.identity.resolver import RefusalReason
+from streams.profiles.model import Forward, Profile
+from streams.steps import process
+from streams.steps.messages import (
     Absorb,
     Cause,
     Claim,
@@ -28,8 +30,6 @@ from streams.identity.messages import (
     RoutedEvent,
     Send,
 )
-from streams.identity.resolver import RefusalReason
-from streams.profiles.model import Forward, Profile
 
 Stored = Profile | Forward | None
 
@@ -37,7 +37,7 @@ Stored = Profile | Forward | None
 @dataclass(frozen=True, slots=True)
 class Recheck:
     """The worker's own message: the profile's recheck time ``at`` has come
-    (:mod:`streams.segments.schedule`). Handled in place only, never on a topic."""
+    (:mod:`streams.runtime.recheck_schedule`). Handled in place only, never on a topic."""
 
     at: int
 
@@ -47,14 +47,14 @@ class ProfileStep:
     store: Profile | Forward | None = None
     """The key's new value, or None to leave the table as it is."""
     sends: tuple[Send, ...] = ()
-    outcome: core.Outcome | None = None
+    outcome: process.Outcome | None = None
     """What the core decided, when it ran (for metrics); ``outcome.duplicate``: a replay."""
     refused: tuple[RefusalReason, ...] = ()
     forwarded: bool = False
 
 
 def profile_step(
-    stored: Stored, key: str, message: InternalMessage | Recheck, rules: core.Rules, now_ms: int
+    stored: Stored, key: str, message: InternalMessage | Recheck, rules: process.Rules, now_ms: int
 ) -> ProfileStep:
     """What to store and send for ``message`` to profile ``key``, stored as ``stored``."""
     if isinstance(message, Recheck):
@@ -97,22 +97,22 @@ def _forward(forward: Forward, key: str, message: RoutedEvent | Absorb | Release
 
 
 def _fold(
-    profile: Profile | None, key: str, message: RoutedEvent, rules: core.Rules, now_ms: int
+    profile: Profile | None, key: str, message: RoutedEvent, rules: process.Rules, now_ms: int
 ) -> ProfileStep:
     event = message.event
-    outcome = core.process(profile, key, event, rules, now_ms, owned=message.owned)
+    outcome = process.process(profile, key, event, rules, now_ms, owned=message.owned)
     return _outputs(outcome, Cause(event.event_id, event.occurred_at))
 
 
-def _recheck(stored: Stored, message: Recheck, rules: core.Rules) -> ProfileStep:
+def _recheck(stored: Stored, message: Recheck, rules: process.Rules) -> ProfileStep:
     # A profile merged away since its recheck was scheduled has nothing left to evaluate.
     if not isinstance(stored, Profile):
         return ProfileStep()
-    outcome = core.recheck(stored, message.at, rules)
-    return _outputs(outcome, Cause(core.recheck_cause(message.at), message.at))
+    outcome = process.recheck(stored, message.at, rules)
+    return _outputs(outcome, Cause(process.recheck_cause(message.at), message.at))
 
 
-def _hand_over(stored: Stored, key: str, message: HandOver, rules: core.Rules) -> ProfileStep:
+def _hand_over(stored: Stored, key: str, message: HandOver, rules: process.Rules) -> ProfileStep:
     """This weaker profile is the same person as the claimant: merge into it, or refuse."""
     claim = message.claim
     if isinstance(stored, Forward):
@@ -128,7 +128,7 @@ def _hand_over(stored: Stored, key: str, message: HandOver, rules: core.Rules) -
         release = Release(message.key, key, reason, claim.cause)
         return ProfileStep(sends=(Send(Out.PROFILE, claim.profile_id, release),), refused=(reason,))
     cause = claim.cause
-    exits = core.hand_over(profile, cause.event_id, cause.occurred_at)
+    exits = process.hand_over(profile, cause.event_id, cause.occurred_at)
     identifiers = tuple(dict.fromkeys([message.key, *profile.identifier_keys()]))
     absorb = Absorb(key, profile.to_dict(), identifiers, cause)
     return ProfileStep(
@@ -141,11 +141,11 @@ def _hand_over(stored: Stored, key: str, message: HandOver, rules: core.Rules) -
 
 
 def _absorb(
-    profile: Profile | None, key: str, message: Absorb, rules: core.Rules, now_ms: int
+    profile: Profile | None, key: str, message: Absorb, rules: process.Rules, now_ms: int
 ) -> ProfileStep:
     other = Profile.from_dict(message.profile)
     cause = message.cause
-    outcome = core.absorb(profile, key, other, cause.event_id, cause.occurred_at, rules, now_ms)
+    outcome = process.absorb(profile, key, other, cause.event_id, cause.occurred_at, rules, now_ms)
     step = _outputs(outcome, cause)
     # Re-pointed only now, so events of these identifiers reach this profile after the
     # state they add to (a replay too: it must be recognised). Repeated on a replayed merge.
@@ -166,12 +166,12 @@ def _absorb(
 
 
 def _release(
-    profile: Profile | None, message: Release, rules: core.Rules, now_ms: int
+    profile: Profile | None, message: Release, rules: process.Rules, now_ms: int
 ) -> ProfileStep:
     if profile is None:
         return ProfileStep()
     cause = message.cause
-    outcome = core.release_identifier(
+    outcome = process.release_identifier(
         profile,
         message.key,
         message.owner,
@@ -184,7 +184,7 @@ def _release(
     return _outputs(outcome, cause)
 
 
-def _outputs(outcome: core.Outcome, cause: Cause) -> ProfileStep:
+def _outputs(outcome: process.Outcome, cause: Cause) -> ProfileStep:
     if outcome.duplicate:
         return ProfileStep(outcome=outcome)
     profile = outcome.profile

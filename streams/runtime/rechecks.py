@@ -1,14 +1,14 @@
 """Profile shell: time-based segments re-evaluated when their time comes, not at an event.
 
 The profile shell keeps each written profile's recheck time in a
-:class:`~streams.segments.schedule.RecheckSchedule`; a partition newly assigned to this
+:class:`~streams.runtime.recheck_schedule.RecheckSchedule`; a partition newly assigned to this
 worker is read for them in the background, a slice at a time. Every
 ``CDP_RECHECK_INTERVAL_SECONDS`` the due ones go through the profile step as
-:class:`~streams.profiles.steps.Recheck` messages, in the stage's open batch
-(:meth:`~streams.stages.BatchedStage.run_unfetched`), so their outputs and table writes
+:class:`~streams.steps.profile.Recheck` messages, in the stage's open batch
+(:meth:`~streams.runtime.stages.BatchedStage.run_unfetched`), so their outputs and table writes
 take the path an event's take. A crash before a recheck's profile is written leaves the
 stored recheck time as it was: the next worker to hold the partition reads it and runs the
-recheck again, with the same outputs (:func:`streams.core.recheck`).
+recheck again, with the same outputs (:func:`streams.steps.process.recheck`).
 """
 
 from __future__ import annotations
@@ -20,19 +20,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from streams.codec import now_ms
-from streams.identity.messages import Out, Send
-from streams.observability import (
+from streams.profiles.model import stored_recheck_at
+from streams.runtime.metrics import (
     SEGMENT_RECHECK_PARTITIONS_UNREAD,
     SEGMENT_RECHECK_SCAN_SECONDS,
     SEGMENT_RECHECKS_SCHEDULED,
 )
-from streams.profiles.model import stored_recheck_at
-from streams.profiles.steps import Recheck
-from streams.segments.schedule import RecheckSchedule
-from streams.stages import SLICE_SECONDS, BatchedStage
+from streams.runtime.recheck_schedule import RecheckSchedule
+from streams.runtime.stages import SLICE_SECONDS, BatchedStage
+from streams.steps.messages import Out, Send
+from streams.steps.profile import Recheck
 
 if TYPE_CHECKING:
-    from streams.app import Runtime
+    from streams.runtime.app import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""Profile shell: the profile table around :func:`streams.profiles.steps.profile_step`.
+"""Profile shell: the profile table around :func:`streams.steps.profile.profile_step`.
 
-:mod:`streams.pipeline` hands it every message for a profile in a partition this worker
+:mod:`streams.runtime.pipeline` hands it every message for a profile in a partition this worker
 holds, from the internal profile topic or in place; it is the one writer of the profile
 table, and counts what the steps decide.
 """
@@ -12,9 +12,8 @@ import time
 from typing import TYPE_CHECKING
 
 from streams.codec import now_ms
-from streams.delivery import RECEIVED_AT_HEADER, Headers
-from streams.identity.messages import Absorb, HandOver, InternalMessage, Out, RoutedEvent, Send
-from streams.observability import (
+from streams.profiles.model import Forward, Profile, dump_stored, load_stored
+from streams.runtime.metrics import (
     EVENT_TO_OUTPUT_SECONDS,
     EVENTS,
     IDENTIFIERS_PER_PROFILE,
@@ -26,13 +25,14 @@ from streams.observability import (
     SEGMENT_EVALUATION_ERRORS,
     SEGMENT_RECHECKS,
 )
-from streams.pending import PendingWrites
-from streams.profiles.model import Forward, Profile, dump_stored, load_stored
-from streams.profiles.steps import ProfileStep, Recheck, profile_step
-from streams.segments.schedule import RecheckSchedule
+from streams.runtime.pending import PendingWrites
+from streams.runtime.recheck_schedule import RecheckSchedule
+from streams.steps.in_place import RECEIVED_AT_HEADER, Headers
+from streams.steps.messages import Absorb, HandOver, InternalMessage, Out, RoutedEvent, Send
+from streams.steps.profile import ProfileStep, Recheck, profile_step
 
 if TYPE_CHECKING:
-    from streams.app import Runtime
+    from streams.runtime.app import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 dead-lettered.
 
 The worker's stage runs this on the input topics' messages and resolves the events
-(:mod:`streams.pipeline`), so an event whose identifier lives in the partition it arrived on
+(:mod:`streams.runtime.pipeline`), so an event whose identifier lives in the partition it arrived on
 is handled there, with no hop over an internal topic.
 """
 
@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import Message
 
-from streams.app import raw_topic
 from streams.codec import DeadLetterReason, DecodeError
 from streams.events import Event, EventKind
 from streams.identity.resolver import blocklist, without_blocked
-from streams.observability import IDENTIFIERS_BLOCKED
-from streams.stages import send_dead_letter
+from streams.runtime.app import raw_topic
+from streams.runtime.metrics import IDENTIFIERS_BLOCKED
+from streams.runtime.stages import send_dead_letter
 
 if TYPE_CHECKING:
-    from streams.app import Runtime
+    from streams.runtime.app import Runtime
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams import collector
-from streams.observability import REGISTRY
+from streams.runtime import gc_tuning
+from streams.runtime.metrics import REGISTRY
 
 
 def pauses(generation: int) -> tuple[float, float]:
@@ -21,7 +21,7 @@ def pauses(generation: int) -> tuple[float, float]:
 
 @pytest.fixture
 def pause_clock() -> Iterator[None]:
-    clock = collector.PauseClock()
+    clock = gc_tuning.PauseClock()
     gc.callbacks.append(clock)
     yield
     gc.callbacks.remove(clock)
@@ -48,7 +48,7 @@ def test_every_collection_is_timed_by_generation() -> None:
 def test_objects_alive_at_the_freeze_are_left_out_of_full_collections() -> None:
     kept = [[n] for n in range(50_000)]
     assert id(kept[0]) in walked()
-    frozen = collector.freeze_long_lived()
+    frozen = gc_tuning.freeze_long_lived()
     assert frozen >= len(kept)
     assert REGISTRY.get_sample_value("cdp_gc_frozen_objects") == frozen
     assert id(kept[0]) not in walked()

@@ -1,6 +1,6 @@
-"""Identity shell: the identity table around :func:`streams.identity.steps.identity_step`.
+"""Identity shell: the identity table around :func:`streams.steps.identity.identity_step`.
 
-:mod:`streams.pipeline` hands it every message about an identifier in a partition this
+:mod:`streams.runtime.pipeline` hands it every message about an identifier in a partition this
 worker holds, from the internal identity topic or in place; it is the one writer of the
 identity table.
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from streams.identity.messages import Claim, InternalMessage, Send
 from streams.identity.resolver import Owner, redacted
-from streams.identity.steps import identity_step
-from streams.observability import IDENTITY_LINKS, IDENTITY_LINKS_REFUSED
-from streams.pending import PendingWrites
+from streams.runtime.metrics import IDENTITY_LINKS, IDENTITY_LINKS_REFUSED
+from streams.runtime.pending import PendingWrites
+from streams.steps.identity import identity_step
+from streams.steps.messages import Claim, InternalMessage, Send
 
 if TYPE_CHECKING:
-    from streams.app import Runtime
+    from streams.runtime.app import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import gc
 import time
 from typing import TYPE_CHECKING, Any
 
-from streams.observability import GC_FROZEN_OBJECTS, GC_PAUSE_SECONDS
+from streams.runtime.metrics import GC_FROZEN_OBJECTS, GC_PAUSE_SECONDS
 
 if TYPE_CHECKING:
-    from streams.app import Runtime
+    from streams.runtime.app import Runtime
 
 
 class PauseClock:

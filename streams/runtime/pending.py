@@ -1,6 +1,6 @@
 """A table's values as a stage changes them, batch by batch: :class:`PendingWrites`.
 
-Pure (no Faust): the worker's stages (:mod:`streams.stages`) put it in front of their
+Pure (no Faust): the worker's stages (:mod:`streams.runtime.stages`) put it in front of their
 RocksDB tables, and the benchmark's in-memory core in front of dicts, so both read,
 decode and write a key as often as the other does.
 """

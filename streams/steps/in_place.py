@@ -13,7 +13,7 @@ A new profile's id lands in its founding identifier's partition
 that identifier, so most events are handled in the partition they arrive in from start to
 end; merges across partitions take the topics. A crash changes nothing either: what was
 handled in place is written and acknowledged with the message that began it
-(:mod:`streams.stages`), so a replay handles it again, as a replay of the topic would.
+(:mod:`streams.runtime.stages`), so a replay handles it again, as a replay of the topic would.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from streams.identity.messages import INTERNAL, Out, Send
 from streams.partitioning import key_partition
+from streams.steps.messages import INTERNAL, Out, Send
 
 Headers = dict[str, bytes]
 

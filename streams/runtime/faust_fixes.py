@@ -31,7 +31,7 @@ from faust.utils import venusian
 from mode.utils.futures import notify
 from rocksdict import WriteBatch, WriteOptions
 
-from streams.observability import (
+from streams.runtime.metrics import (
     REBALANCE_SKIPPED_MESSAGES,
     REREAD_PARTITIONS,
     RESTORE_SECONDS,

@@ -3,7 +3,7 @@
 Faust's per-message path (its conductor, channel queue and stream; one ``await`` per send;
 one changelog record per table write) costs far more than the stages' own logic. A stage
 here takes the messages of its topics straight from the fetcher, everything one fetch
-brought at a time (:mod:`streams.fetches`), handles them one by one, and sends, writes and
+brought at a time (:mod:`streams.runtime.fetches`), handles them one by one, and sends, writes and
 acknowledges them in batches. A batch is what one fetch brought, at most
 ``CDP_BATCH_MAX_MESSAGES``: small while the stage keeps up (no added latency), large under a
 backlog.
@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import TP, Message
 
-from streams import fetches
 from streams.codec import DeadLetterReason, dead_letter_record, now_ms
-from streams.observability import DEAD_LETTERS, EVENTS, REBALANCE_SKIPPED_MESSAGES
-from streams.pending import Changes, PendingWrites
-from streams.sender import Deliveries, RecordSender, exit_without_committing
+from streams.runtime import fetches
+from streams.runtime.metrics import DEAD_LETTERS, EVENTS, REBALANCE_SKIPPED_MESSAGES
+from streams.runtime.pending import Changes, PendingWrites
+from streams.runtime.sender import Deliveries, RecordSender, exit_without_committing
 
 if TYPE_CHECKING:
-    from streams.app import Runtime
+    from streams.runtime.app import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from typing import Any
 import faust
 from confluent_kafka.admin import AdminClient
 
-from streams import faust_fixes, fetches
 from streams.codec import Codec
-from streams.core import Rules
-from streams.identity.messages import INTERNAL, OUTPUT_RECORDS, Out, Send, encode
-from streams.sender import RecordSender
+from streams.runtime import faust_fixes, fetches
+from streams.runtime.sender import RecordSender
+from streams.runtime.state import StateSizing, store_url, table_options
 from streams.settings import Settings
-from streams.state import StateSizing, store_url, table_options
+from streams.steps.messages import INTERNAL, OUTPUT_RECORDS, Out, Send, encode
+from streams.steps.process import Rules
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Runtime:
     def queue(self, send: Send, headers: dict[str, bytes] | None = None) -> None:
         """Queue what a step asked to send; ``headers`` travel along on the internal topics.
 
-        Delivered by the end of the batch (:mod:`streams.stages`)."""
+        Delivered by the end of the batch (:mod:`streams.runtime.stages`)."""
         settings = self.settings
         if send.topic in INTERNAL:
             value, own_headers = encode(send.message)
@@ -117,7 +117,7 @@ def raw_topic(app: faust.App, *names: str, **options: Any) -> Any:
 
 
 def raw_table(app: faust.App, name: str, settings: Settings) -> Any:
-    """A table of plain bytes in RocksDB, opened as :mod:`streams.state` sizes it."""
+    """A table of plain bytes in RocksDB, opened as :mod:`streams.runtime.state` sizes it."""
     sizing = StateSizing(settings.state_block_cache_bytes, settings.state_write_buffer_bytes)
     return app.Table(
         name,
@@ -130,8 +130,8 @@ def raw_table(app: faust.App, name: str, settings: Settings) -> Any:
 
 
 def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
-    from streams import collector, pipeline
     from streams.api import views
+    from streams.runtime import gc_tuning, pipeline
 
     app = build_faust_app(settings, bootstrap)
     partitions = settings.partitions
@@ -162,7 +162,7 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
     )
     pipeline.install(runtime)
     views.install(runtime)
-    collector.install(runtime)
+    gc_tuning.install(runtime)
     return runtime
 
 

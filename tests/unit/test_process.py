@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.core import Outcome, Rules, process, recheck, recheck_cause
 from streams.events import Event, IdentifierKind
-from streams.identity.membership import merge_marker, merged_into
+from streams.identity.identifiers import merge_marker, merged_into
 from streams.profiles.model import Forward, Profile, event_fingerprint
-from streams.profiles.steps import ProfileStep, Recheck, profile_step
+from streams.steps.process import Outcome, Rules, process, recheck, recheck_cause
+from streams.steps.profile import ProfileStep, Recheck, profile_step
 from tests.unit.test_reducer import T0, email_event, identify, order, page_view, unique_events
 
 RULES = Rules.load()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.identity.messages import (
+from streams.identity.resolver import ClaimOutcome, Owner, RefusalReason, decide_claim
+from streams.steps.messages import (
     Claim,
     HandOver,
     InternalMessage,
@@ -19,7 +20,6 @@ from streams.identity.messages import (
     RoutedEvent,
     Send,
 )
-from streams.identity.resolver import ClaimOutcome, Owner, RefusalReason, decide_claim
 
 
 @dataclass(frozen=True, slots=True)
