@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from streams.codec import Codec, now_ms
-from streams.events import Event
+from streams.codec import Codec
+from streams.events import Event, now_ms
 from streams.identity.resolver import Owner, routing_key
 from streams.partitioning import key_partition
 from streams.profiles.model import Forward, Profile, dump_stored, load_stored

@@ -78,8 +78,8 @@ def worker() -> None:
     """Run a stream worker (uses CDP_KAFKA_BOOTSTRAP, else starts or reuses an embedded broker)."""
     from faust.worker import Worker
 
+    from streams.rule_files import DefinitionError
     from streams.runtime.app import create_runtime, discard_untrusted_state, mark_stopped_cleanly
-    from streams.segments.definitions import DefinitionError
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)

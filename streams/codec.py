@@ -72,10 +72,6 @@ class DecodeError(Exception):
         self.detail = detail
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def dead_letter_record(
     *,
     topic: str,

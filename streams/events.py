@@ -7,9 +7,10 @@ between stages as compact JSON (:meth:`Event.to_wire` / :meth:`Event.from_wire`)
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -144,3 +145,68 @@ class Event:
     @classmethod
     def from_wire(cls, data: bytes) -> Event:
         return cls.from_dict(orjson.loads(data))
+
+
+class IdentifierCaps(NamedTuple):
+    """How many identifiers of each kind one profile may hold (guards against blob profiles)."""
+
+    user_ids: int = 1
+    emails: int = 5
+    anonymous_ids: int = 50
+
+    def of(self, kind: str) -> int:
+        """The cap for an identifier kind (``"user_id"``, ``"email"``, ``"anonymous_id"``)."""
+        return int(getattr(self, IDENTIFIER_FIELDS[kind]))
+
+
+#: Identifier kind -> the field holding that kind, in Profile and in IdentifierCaps alike.
+IDENTIFIER_FIELDS = {"user_id": "user_ids", "email": "emails", "anonymous_id": "anonymous_ids"}
+DEFAULT_CAPS = IdentifierCaps()
+
+
+# Values that tracking snippets and test fixtures send when they have no real identifier;
+# linking on them would fold strangers into one "blob" profile.
+DEFAULT_BLOCKED_IDENTIFIERS = (
+    "null",
+    "undefined",
+    "none",
+    "nil",
+    "nan",
+    "unknown",
+    "anonymous",
+    "[object object]",
+    "0",
+    "-1",
+    "test@test.com",
+    "test@example.com",
+    "noreply@example.com",
+)
+
+
+ENTERED = "entered"
+EXITED = "exited"
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentChange:
+    profile_id: str
+    segment: str
+    change: str  # ENTERED | EXITED
+    sequence: int
+    occurred_at: int
+    cause_event_id: str
+
+    def to_record(self) -> dict[str, Any]:
+        """Exactly the fields of the segment-changes topic's value."""
+        return {
+            "profile_id": self.profile_id,
+            "segment": self.segment,
+            "change": self.change,
+            "sequence": self.sequence,
+            "occurred_at": self.occurred_at,
+            "cause_event_id": self.cause_event_id,
+        }
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

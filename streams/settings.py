@@ -10,9 +10,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.events import EventKind
-from streams.identity.resolver import DEFAULT_BLOCKED_IDENTIFIERS
-from streams.profiles.model import IdentifierCaps
+from streams.events import DEFAULT_BLOCKED_IDENTIFIERS, EventKind, IdentifierCaps
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

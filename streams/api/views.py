@@ -13,8 +13,8 @@ from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from streams.api.decisions import newsletter_popup
-from streams.codec import MAX_IDENTIFIER_CHARS, now_ms
-from streams.events import IdentifierKind, identifier_key
+from streams.codec import MAX_IDENTIFIER_CHARS
+from streams.events import IdentifierKind, identifier_key, now_ms
 from streams.identity.resolver import Owner
 from streams.partitioning import key_partition
 from streams.profiles.model import Profile, load_stored

@@ -12,15 +12,15 @@ import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 
-from streams.events import Identity, identifier_key, split_identifier_key
-from streams.identity.resolver import Owner, RefusalReason
-from streams.profiles.model import (
+from streams.events import (
     IDENTIFIER_FIELDS,
-    MERGE_MARKER_PREFIX,
-    REFUSED_IDENTIFIERS_LIMIT,
     IdentifierCaps,
-    Profile,
+    Identity,
+    identifier_key,
+    split_identifier_key,
 )
+from streams.identity.resolver import Owner, RefusalReason
+from streams.profiles.model import MERGE_MARKER_PREFIX, REFUSED_IDENTIFIERS_LIMIT, Profile
 
 
 def merge_marker(profile_id: str) -> str:

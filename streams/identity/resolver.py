@@ -19,24 +19,6 @@ from enum import StrEnum
 from streams.events import Event, IdentifierKind, Identity, identifier_key, split_identifier_key
 from streams.partitioning import key_partition, partition_of
 
-# Values that tracking snippets and test fixtures send when they have no real identifier;
-# linking on them would fold strangers into one "blob" profile.
-DEFAULT_BLOCKED_IDENTIFIERS = (
-    "null",
-    "undefined",
-    "none",
-    "nil",
-    "nan",
-    "unknown",
-    "anonymous",
-    "[object object]",
-    "0",
-    "-1",
-    "test@test.com",
-    "test@example.com",
-    "noreply@example.com",
-)
-
 
 def profile_id_for(key: str, partitions: int) -> str:
     """The id of the profile identifier ``key`` founds: a hash of the key, in its partition.

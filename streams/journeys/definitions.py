@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, TypeGuard
 
 from streams.events import Event, EventKind
 from streams.profiles.model import EMAIL_ACTIONS, Profile
-from streams.segments.definitions import DefinitionError, Reader, field_reader, read_entries
+from streams.rule_files import DefinitionError, Reader, field_reader, read_entries
 
 INTEREST_PREFIX = "interest_"
 _RESERVED = frozenset({"delay", "exit_events", "suppress_segments", "frequency_cap"})

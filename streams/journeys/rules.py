@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streams.events import Event
+from streams.events import ENTERED, EXITED, Event, SegmentChange
 from streams.journeys.definitions import (
     PAYLOAD_FIELDS,
     JourneyDefinition,
@@ -20,7 +20,6 @@ from streams.journeys.definitions import (
     TriggerKind,
 )
 from streams.profiles.model import Profile
-from streams.segments.evaluator import ENTERED, EXITED, SegmentChange
 
 _CHANGE_FOR = {TriggerKind.SEGMENT_ENTERED: ENTERED, TriggerKind.SEGMENT_EXITED: EXITED}
 

@@ -49,14 +49,13 @@ from collections.abc import Mapping
 from itertools import zip_longest
 from typing import Any, TypeVar
 
+from streams.events import DEFAULT_CAPS, IdentifierCaps
 from streams.profiles.model import (
     CART_ITEMS_LIMIT,
     CATEGORIES_LIMIT,
-    DEFAULT_CAPS,
     PURCHASED_PRODUCTS_LIMIT,
     RECENT_EVENT_IDS_DEFAULT,
     REFUSED_IDENTIFIERS_LIMIT,
-    IdentifierCaps,
     Profile,
 )
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import operator
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -36,26 +35,6 @@ RECENT_EVENT_IDS_DEFAULT = 512
 REFUSED_IDENTIFIERS_LIMIT = 64
 
 EMAIL_ACTIONS = ("delivered", "opened", "clicked", "bounced", "unsubscribed", "complained")
-
-_EPOCH = datetime.fromtimestamp(0, UTC)
-
-
-class IdentifierCaps(NamedTuple):
-    """How many identifiers of each kind one profile may hold (guards against blob profiles)."""
-
-    user_ids: int = 1
-    emails: int = 5
-    anonymous_ids: int = 50
-
-    def of(self, kind: str) -> int:
-        """The cap for an identifier kind (``"user_id"``, ``"email"``, ``"anonymous_id"``)."""
-        return int(getattr(self, IDENTIFIER_FIELDS[kind]))
-
-
-#: Identifier kind -> the field holding that kind, in Profile and in IdentifierCaps alike.
-IDENTIFIER_FIELDS = {"user_id": "user_ids", "email": "emails", "anonymous_id": "anonymous_ids"}
-DEFAULT_CAPS = IdentifierCaps()
-
 
 class Stamped(NamedTuple):
     """A trait value with the event time of the statement that set it."""
@@ -265,42 +244,6 @@ class Profile:
     def from_json(cls, data: bytes) -> Profile:
         return cls.from_dict(orjson.loads(data))
 
-    # -- CEL ----------------------------------------------------------------------------
-
-    def cel_view(self, paths: Iterable[str] | None = None) -> dict[str, Any]:
-        """The ``profile`` variable of segment expressions, restricted to ``paths``.
-
-        Converting Python values into CEL values costs ~1-2 µs per element, far more than
-        evaluating an expression, so the evaluator asks only for the paths its expressions
-        reference (``"orders"`` for a whole group, ``"orders.count"`` for one member).
-        ``None`` builds the full view. Valid paths: :data:`CEL_PATHS`.
-        """
-        view: dict[str, Any] = {}
-        for path in CEL_TOP_LEVEL if paths is None else paths:
-            head, _, tail = path.partition(".")
-            if tail:
-                view.setdefault(head, {})[tail] = _CEL_GETTERS[path](self)
-            else:
-                view[head] = _CEL_GETTERS[head](self)
-        return view
-
-    def cel_variables(
-        self, paths: Iterable[str], keys: Mapping[str, frozenset[str]] | None = None
-    ) -> dict[str, Any]:
-        """The values at ``paths``, each as a variable of its own (:func:`cel_variable`);
-        the maps at the paths in ``keys`` hold only those keys.
-
-        What an expression rewritten to read its paths so is evaluated over: the CEL
-        binding converts a map at about a microsecond per key, and the nested view is maps
-        within a map.
-        """
-        variables = {_CEL_VARIABLES[path]: _CEL_GETTERS[path](self) for path in paths}
-        for path, wanted in (keys or {}).items():
-            variable = _CEL_VARIABLES[path]
-            whole = variables[variable]
-            variables[variable] = {key: whole[key] for key in wanted if key in whole}
-        return variables
-
 
 def event_fingerprint(event_id: str) -> str:
     """What a profile remembers an applied event by: 64 bits of BLAKE2b, in 11 characters.
@@ -358,148 +301,3 @@ def dump_stored(stored: Profile | Forward) -> bytes:
 
 
 _FIELD_VALUES = operator.attrgetter(*(f.name for f in fields(Profile)))
-
-
-def ms_to_datetime(ms: int | None) -> datetime:
-    """CEL timestamps: ``None`` ("never") maps to the Unix epoch, so ``now - t`` is huge."""
-    return _EPOCH if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
-
-
-_Getter = Callable[[Profile], Any]
-
-
-def _read(attribute: str, convert: Callable[[Any], Any] | None = None) -> _Getter:
-    """The CEL value of one profile attribute: the attribute's value, converted."""
-    get = operator.attrgetter(attribute)
-    if convert is None:
-        return get
-    return lambda p: convert(get(p))
-
-
-def _values(d: Mapping[str, Any], field_name: str) -> dict[str, Any]:
-    return {k: getattr(v, field_name) for k, v in d.items()}
-
-
-# Path -> (the Profile attribute its value is computed from, how). One attribute per path,
-# so whether a path can have changed is a comparison of that attribute alone.
-_CEL_FIELD_SOURCES: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
-    "id": ("profile_id", None),
-    "has_email": ("emails", bool),
-    "traits": ("traits", lambda traits: _values(traits, "value")),
-    "consent": ("consent", lambda consent: _values(consent, "granted")),
-    "newsletter": ("newsletter", None),
-    "first_seen": ("first_seen", ms_to_datetime),
-    "last_seen": ("last_seen", ms_to_datetime),
-    "page_views": ("page_views", None),
-    "views_by_category": ("views_by_category", None),
-    "recently_viewed": ("recent_products", lambda seen: [s.product_id for s in seen]),
-    "popup_shown_at": ("popup_shown_at", ms_to_datetime),
-    "first_order_at": ("first_order_at", ms_to_datetime),
-    "last_order_at": ("last_order_at", ms_to_datetime),
-    "products_purchased": ("products_purchased", list),
-    "categories_purchased": ("categories_purchased", None),
-    "segments": ("segments", list),
-}
-
-_CEL_GROUP_SOURCES: dict[str, dict[str, tuple[str, Callable[[Any], Any] | None]]] = {
-    "identities": {
-        "anonymous_ids": ("anonymous_ids", list),
-        "user_ids": ("user_ids", list),
-        "emails": ("emails", list),
-    },
-    "orders": {
-        "count": ("orders_placed", None),
-        "cancelled": ("orders_cancelled", None),
-        "refunded": ("orders_refunded", None),
-        "revenue": ("revenue", None),
-    },
-    "cart": {
-        "items": ("cart_items", list),
-        # Cheap to convert, unlike `items`: prefer it when only emptiness matters.
-        "size": ("cart_items", len),
-        "last_added_at": ("last_add_to_cart_at", ms_to_datetime),
-    },
-    "email": {
-        "last_open_at": ("last_open_at", ms_to_datetime),
-        "last_click_at": ("last_click_at", ms_to_datetime),
-        "clicked_categories": ("clicked_categories", None),
-        **{action: ("email_counts", operator.itemgetter(action)) for action in EMAIL_ACTIONS},
-    },
-}
-
-_CEL_FIELDS: dict[str, _Getter] = {
-    path: _read(*source) for path, source in _CEL_FIELD_SOURCES.items()
-}
-_CEL_GROUPS: dict[str, dict[str, _Getter]] = {
-    group: {member: _read(*source) for member, source in members.items()}
-    for group, members in _CEL_GROUP_SOURCES.items()
-}
-
-
-def _group(getters: Mapping[str, _Getter]) -> _Getter:
-    return lambda p: {name: get(p) for name, get in getters.items()}
-
-
-# Path -> its CEL value, for every path in CEL_PATHS.
-_CEL_GETTERS: dict[str, _Getter] = {
-    **_CEL_FIELDS,
-    **{group: _group(members) for group, members in _CEL_GROUPS.items()},
-    **{
-        f"{group}.{member}": get
-        for group, members in _CEL_GROUPS.items()
-        for member, get in members.items()
-    },
-}
-# Every path whose value is one attribute's: the top-level fields and the groups' members.
-_CEL_VALUE_SOURCES: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
-    **_CEL_FIELD_SOURCES,
-    **{
-        f"{group}.{member}": source
-        for group, members in _CEL_GROUP_SOURCES.items()
-        for member, source in members.items()
-    },
-}
-_CEL_SOURCES: dict[str, frozenset[str]] = {
-    **{path: frozenset([attribute]) for path, (attribute, _) in _CEL_VALUE_SOURCES.items()},
-    **{
-        group: frozenset(attribute for attribute, _ in members.values())
-        for group, members in _CEL_GROUP_SOURCES.items()
-    },
-}
-
-
-def cel_sources(paths: Iterable[str]) -> frozenset[str]:
-    """The Profile attributes the CEL values at ``paths`` are computed from.
-
-    Two profiles with equal values of these attributes have equal views at ``paths``, so an
-    expression over those paths (and not the clock) gives the same result for both.
-    """
-    return frozenset(attribute for path in paths for attribute in _CEL_SOURCES[path])
-
-
-#: The paths whose value is a map of its own (not a group): what an expression may read by
-#: literal keys alone (``"toys" in profile.views_by_category``).
-CEL_MAPS: frozenset[str] = frozenset(
-    {"traits", "consent", "views_by_category", "categories_purchased", "email.clicked_categories"}
-)
-#: The paths whose value is a timestamp -> the Profile attribute (epoch ms or None) it is.
-CEL_TIMESTAMPS: dict[str, str] = {
-    path: attribute
-    for path, (attribute, convert) in _CEL_VALUE_SOURCES.items()
-    if convert is ms_to_datetime
-}
-
-#: Every path a segment expression may reference below ``profile``: top-level names,
-#: group names, and ``group.member`` names.
-CEL_PATHS: frozenset[str] = frozenset(_CEL_SOURCES)
-#: The top-level paths only: what a full view is built from.
-CEL_TOP_LEVEL: tuple[str, ...] = (*_CEL_FIELDS, *_CEL_GROUPS)
-
-
-def cel_variable(path: str) -> str:
-    """What ``profile.<path>`` becomes in a flattened expression
-    (``orders.count``: ``profile__orders__count``)."""
-    return "profile__" + path.replace(".", "__")
-
-
-_CEL_VARIABLES: dict[str, str] = {path: cel_variable(path) for path in _CEL_GETTERS}

@@ -13,16 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from streams.events import Event, EventKind, Identity
+from streams.events import DEFAULT_CAPS, Event, EventKind, IdentifierCaps, Identity
 from streams.profiles.model import (
     CART_ITEMS_LIMIT,
     CATEGORIES_LIMIT,
-    DEFAULT_CAPS,
     PURCHASED_PRODUCTS_LIMIT,
     RECENT_EVENT_IDS_DEFAULT,
     RECENT_PRODUCTS_LIMIT,
     Consent,
-    IdentifierCaps,
     ProductSeen,
     Profile,
     Stamped,

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from streams.codec import now_ms
+from streams.events import now_ms
 from streams.profiles.model import Forward, Profile, dump_stored, load_stored
 from streams.runtime.metrics import (
     EVENT_TO_OUTPUT_SECONDS,

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from streams.codec import now_ms
+from streams.events import now_ms
 from streams.profiles.model import stored_recheck_at
 from streams.runtime.metrics import (
     SEGMENT_RECHECK_PARTITIONS_UNREAD,

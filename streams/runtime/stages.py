@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import TP, Message
 
-from streams.codec import DeadLetterReason, dead_letter_record, now_ms
+from streams.codec import DeadLetterReason, dead_letter_record
+from streams.events import now_ms
 from streams.runtime import fetches
 from streams.runtime.metrics import DEAD_LETTERS, EVENTS, REBALANCE_SKIPPED_MESSAGES
 from streams.runtime.pending import Changes, PendingWrites

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from streams.expressions import mask_string_literals
-from streams.profiles.model import CEL_TIMESTAMPS, Profile
+from streams.profiles.model import Profile
+from streams.segments.view import CEL_TIMESTAMPS
 
 # `now` the variable: not a member (`x.now`) nor part of a longer name.
 _NOW = re.compile(r"(?<![.\w])now(?!\w)")

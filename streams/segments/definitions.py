@@ -1,35 +1,33 @@
 """Segment definitions: YAML + CEL, validated and compiled once at load time.
 
-The YAML format is documented in ``default_segments.yaml``. Also home of the YAML
-plumbing the journey definitions share (:class:`DefinitionError`, :func:`read_entries`).
+The YAML format is documented in ``default_segments.yaml``.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from streams.expressions import STRING_LITERAL, cel, mask_string_literals
-from streams.profiles.model import (
+from streams.profiles.model import Profile
+from streams.rule_files import field_reader, read_entries
+from streams.segments.clock import ClockTerm, clock_terms
+from streams.segments.view import (
     CEL_MAPS,
     CEL_PATHS,
     CEL_TOP_LEVEL,
-    Profile,
     cel_sources,
     cel_variable,
+    cel_view,
+    flat_variables,
 )
-from streams.segments.clock import ClockTerm, clock_terms
 
 _GROUPS = frozenset(p.partition(".")[0] for p in CEL_PATHS if "." in p)
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # An expression split into code and its string literals (the odd pieces), for the rewrite.
 _STRING_LITERAL_PIECES = re.compile(f"({STRING_LITERAL.pattern})")
 _PROFILE_REF = re.compile(r"\bprofile\b(\s*\.\s*([A-Za-z_]\w*)(\s*\.\s*([A-Za-z_]\w*))?)?")
@@ -44,15 +42,6 @@ _TESTED = re.compile(_PLAIN_LITERAL + r"\s+in\s*$")
 _BEFORE_TESTED = ("(", "&&", "||", "?", ":", ",")
 
 
-class DefinitionError(ValueError):
-    """A segment or journey file that cannot be used; the message names file, entry, error."""
-
-    def __init__(self, source: str, entry: str | None, error: str) -> None:
-        where = f"{source}: {entry}" if entry else source
-        super().__init__(f"{where}: {error}")
-        self.source, self.entry, self.error = source, entry, error
-
-
 @dataclass(frozen=True, slots=True)
 class SegmentDefinition:
     # A definition is its name and expression (equal, and hashed, by them alone: evaluation
@@ -64,7 +53,7 @@ class SegmentDefinition:
     # True when the expression reads `now`: membership can change without an event.
     time_based: bool = field(default=False, compare=False)
     # Paths below `profile` the expression reads: as variables of their own when `flat`
-    # (see flattened), else in the `profile` map (Profile.cel_view).
+    # (see flattened), else in the `profile` map (streams.segments.view.cel_view).
     paths: frozenset[str] = field(default=frozenset(), compare=False)
     # The Profile attributes those paths are computed from: the expression's result can
     # change only when one of these does, or one of `keyed_sources` at one of its keys, or
@@ -78,77 +67,6 @@ class SegmentDefinition:
     # Where the clock enters the expression (streams.segments.clock): no terms when it
     # does not, None when it does in a form not analysed (then it runs at every change).
     clock: tuple[ClockTerm, ...] | None = field(default=(), compare=False)
-
-
-def read_entries(
-    path: Path | None, default: str, top_key: str
-) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
-    """The named entries under ``top_key`` of a YAML file (``None``: the packaged ``default``).
-
-    Returns the source name for messages and ``(name, entry)`` pairs; rejects what is not
-    a list of mappings with a unique, well-formed ``name``.
-    """
-    if path is None:
-        source = f"{top_key} defaults ({default})"
-        package = f"streams.{top_key}"
-        text = resources.files(package).joinpath(default).read_text(encoding="utf-8")
-    else:
-        source = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DefinitionError(source, None, f"cannot read: {exc}") from exc
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise DefinitionError(source, None, f"invalid YAML: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get(top_key), list):
-        raise DefinitionError(source, None, f"expected a mapping with a list under '{top_key}'")
-    entries: list[tuple[str, dict[str, Any]]] = []
-    seen: set[str] = set()
-    for index, raw in enumerate(doc[top_key]):
-        label = f"entry #{index + 1}"
-        if not isinstance(raw, dict):
-            raise DefinitionError(source, label, "expected a mapping")
-        name = raw.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise DefinitionError(source, label, f"'name' must match {_NAME.pattern}, got {name!r}")
-        if name in seen:
-            raise DefinitionError(source, name, "duplicate name")
-        seen.add(name)
-        entries.append((name, raw))
-    return source, entries
-
-
-def field_reader(source: str, name: str, entry: Mapping[str, Any], allowed: set[str]) -> Reader:
-    """A typed accessor for one entry's fields that turns mistakes into DefinitionErrors."""
-    unknown = sorted(set(entry) - allowed - {"name"})
-    if unknown:
-        raise DefinitionError(source, name, f"unknown field(s): {', '.join(unknown)}")
-    return Reader(source, name, entry)
-
-
-Checker = Callable[[Any], bool] | None
-
-
-@dataclass(frozen=True, slots=True)
-class Reader:
-    source: str
-    name: str
-    entry: Mapping[str, Any]
-
-    def fail(self, error: str) -> DefinitionError:
-        return DefinitionError(self.source, self.name, error)
-
-    def get(self, key: str, kind: type[Any], default: Any = ..., check: Checker = None) -> Any:
-        if key not in self.entry:
-            if default is ...:
-                raise self.fail(f"missing field '{key}'")
-            return default
-        value = self.entry[key]
-        if not isinstance(value, kind) or (check is not None and not check(value)):
-            raise self.fail(f"field '{key}' has an invalid value {value!r}")
-        return value
 
 
 def load_segments(path: Path | None = None) -> list[SegmentDefinition]:
@@ -208,9 +126,9 @@ def cel_variables(
 ) -> dict[str, Any]:
     """The variables ``definitions`` are evaluated over, for ``profile`` at ``now``."""
     flat, keys, nested, clock = _reads(tuple(definitions))
-    variables = profile.cel_variables(flat, keys)
+    variables = flat_variables(profile, flat, keys)
     if nested:
-        variables["profile"] = profile.cel_view(nested)
+        variables["profile"] = cel_view(profile, nested)
     if clock:
         variables["now"] = now
     return variables
@@ -312,7 +230,7 @@ def _literal_key(source: str, start: int, end: int) -> str | None:
 
 
 def referenced_paths(expression: str) -> frozenset[str]:
-    """The ``profile`` paths ``expression`` reads, for :meth:`Profile.cel_view`.
+    """The ``profile`` paths ``expression`` reads, for :func:`~streams.segments.view.cel_view`.
 
     ``profile.a.b`` gives ``a.b`` (or ``a`` when ``a`` is not a group); a bare or indexed
     ``profile`` gives every top-level path. Over-approximating is harmless: it only costs

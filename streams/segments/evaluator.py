@@ -6,15 +6,13 @@ import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from streams.events import ENTERED, EXITED, SegmentChange
 from streams.expressions import cel
-from streams.profiles.model import Profile, ms_to_datetime
+from streams.profiles.model import Profile
 from streams.segments.clock import ClockTerm, next_change
 from streams.segments.definitions import SegmentDefinition, cel_variables
-
-ENTERED = "entered"
-EXITED = "exited"
+from streams.segments.view import ms_to_datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,27 +22,6 @@ class Evaluation:
     errors: dict[str, str]
     # The profile's next recheck time (Profile.segment_recheck_at) under these definitions.
     recheck_at: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentChange:
-    profile_id: str
-    segment: str
-    change: str  # ENTERED | EXITED
-    sequence: int
-    occurred_at: int
-    cause_event_id: str
-
-    def to_record(self) -> dict[str, Any]:
-        """Exactly the fields of the segment-changes topic's value."""
-        return {
-            "profile_id": self.profile_id,
-            "segment": self.segment,
-            "change": self.change,
-            "sequence": self.sequence,
-            "occurred_at": self.occurred_at,
-            "cause_event_id": self.cause_event_id,
-        }
 
 
 def evaluate(

@@ -11,22 +11,16 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.events import Event
+from streams.events import DEFAULT_CAPS, Event, IdentifierCaps, SegmentChange
 from streams.identity.identifiers import admit, merge_marker, release, with_refused
 from streams.identity.resolver import RefusalReason
 from streams.journeys.definitions import JourneyDefinition, load_journeys
 from streams.journeys.rules import JourneyTrigger, decide, record
 from streams.profiles.merge import merge
-from streams.profiles.model import (
-    DEFAULT_CAPS,
-    RECENT_EVENT_IDS_DEFAULT,
-    IdentifierCaps,
-    Profile,
-    event_fingerprint,
-)
+from streams.profiles.model import RECENT_EVENT_IDS_DEFAULT, Profile, event_fingerprint
 from streams.profiles.reducer import apply, remember
 from streams.segments.definitions import SegmentDefinition, load_segments
-from streams.segments.evaluator import SegmentChange, diff, evaluate, fingerprint
+from streams.segments.evaluator import diff, evaluate, fingerprint
 
 __all__ = [
     "JourneyTrigger",

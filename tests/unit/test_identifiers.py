@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from streams.events import IdentifierKind, Identity
+from streams.events import IdentifierCaps, IdentifierKind, Identity
 from streams.identity.identifiers import admit, exceeds_caps, merge_marker, release
 from streams.identity.resolver import RefusalReason
-from streams.profiles.model import IdentifierCaps, Profile
+from streams.profiles.model import Profile
 from streams.steps import messages
 from tests.unit.test_reducer import identify
 

@@ -20,11 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.events import Event, IdentifierKind, identifier_key
+from streams.events import Event, IdentifierCaps, IdentifierKind, identifier_key
 from streams.identity.resolver import Owner, profile_id_for, routing_key
 from streams.journeys.rules import JourneyTrigger
 from streams.partitioning import key_partition
-from streams.profiles.model import Forward, IdentifierCaps, Profile
+from streams.profiles.model import Forward, Profile
 from streams.steps.identity import identity_step
 from streams.steps.in_place import Headers, InPlace
 from streams.steps.messages import (

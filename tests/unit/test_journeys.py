@@ -9,12 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.events import Event, EventKind
+from streams.events import Event, EventKind, SegmentChange
 from streams.journeys.definitions import JourneyDefinition, TriggerKind, load_journeys
 from streams.journeys.rules import JourneyTrigger, decide, ineligibility, record, trigger_id
 from streams.profiles.model import Profile
-from streams.segments.definitions import DefinitionError, load_segments
-from streams.segments.evaluator import SegmentChange, diff
+from streams.rule_files import DefinitionError
+from streams.segments.definitions import load_segments
+from streams.segments.evaluator import diff
 from tests.unit.test_reducer import T0, email_event, event, fold, identify, order, page_view
 
 SEGMENTS = [s.name for s in load_segments(None)]

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.events import Event
+from streams.events import DEFAULT_CAPS, Event
 from streams.profiles import merge as merging
 from streams.profiles import model
 from streams.profiles.merge import MERGED_FIELDS, shared_event_ids
@@ -153,7 +153,7 @@ def test_partial_overlap_counts_the_shared_events_twice() -> None:
     st.lists(events_strategy(pool=80, categories=60, products=120), min_size=50, max_size=200),
 )
 def test_bounds_hold_after_a_merge(a_events: list[Event], b_events: list[Event]) -> None:
-    caps = model.DEFAULT_CAPS
+    caps = DEFAULT_CAPS
     a = fold(a_events, Profile.new("a"), recent_ids=64, caps=caps)
     b = fold(b_events, Profile.new("b"), recent_ids=64, caps=caps)
     for merged, ids_limit in (
@@ -204,13 +204,13 @@ def test_bounded_merges_keep_the_most_recent_items() -> None:
     b = Profile(
         "b",
         last_seen=T0,
-        emails=tuple(f"old{i}@x.io" for i in range(model.DEFAULT_CAPS.emails)),
+        emails=tuple(f"old{i}@x.io" for i in range(DEFAULT_CAPS.emails)),
         cart_items={f"q{i}": T0 + 2 * i + 1 for i in range(model.CART_ITEMS_LIMIT)},
         recent_products=tuple(ProductSeen(f"q{i}", T0 + 2 * i + 1) for i in range(20))[::-1],
     )
-    merged = merge(b, a, caps=model.DEFAULT_CAPS)
+    merged = merge(b, a, caps=DEFAULT_CAPS)
     assert merged.email == "new@x.io"  # the more recently seen profile's address leads
-    assert len(merged.emails) == model.DEFAULT_CAPS.emails
+    assert len(merged.emails) == DEFAULT_CAPS.emails
     assert min(merged.cart_items.values()) == T0 + model.CART_ITEMS_LIMIT
     assert [s.at for s in merged.recent_products] == [T0 + 39 - i for i in range(20)]
 

@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.events import Event, EventKind, Identity
+from streams.events import DEFAULT_CAPS, Event, EventKind, IdentifierCaps, Identity
 from streams.profiles import model
 from streams.profiles.model import ProductSeen, Profile
 from streams.profiles.reducer import apply
+from streams.segments.view import cel_view, flat_variables, ms_to_datetime
 
 T0 = 1_700_000_000_000
 _ids = itertools.count()
@@ -78,7 +79,7 @@ def identify(
 
 
 # Caps no small pool of identifiers reaches: folds that evict nothing commute and merge.
-WIDE_CAPS = model.IdentifierCaps(user_ids=10, emails=10, anonymous_ids=50)
+WIDE_CAPS = IdentifierCaps(user_ids=10, emails=10, anonymous_ids=50)
 
 
 def fold(events: list[Event], profile: Profile | None = None, **kw: Any) -> Profile:
@@ -350,16 +351,16 @@ def test_storage_round_trip() -> None:
 
 def test_cel_view_paths() -> None:
     p = fold([order(items=[("p1", "toys")]), email_event("opened")])
-    full = p.cel_view()
+    full = cel_view(p)
     assert full["orders"]["count"] == 1
-    assert p.cel_view(["orders.count", "newsletter"]) == {
+    assert cel_view(p, ["orders.count", "newsletter"]) == {
         "orders": {"count": 1},
         "newsletter": None,
     }
-    assert p.cel_view(["email"])["email"] == full["email"]
-    assert full["last_seen"] == model.ms_to_datetime(T0)
+    assert cel_view(p, ["email"])["email"] == full["email"]
+    assert full["last_seen"] == ms_to_datetime(T0)
     assert full["popup_shown_at"].timestamp() == 0
-    assert p.cel_variables(["orders.count", "email", "newsletter"]) == {
+    assert flat_variables(p, ["orders.count", "email", "newsletter"]) == {
         "profile__orders__count": 1,
         "profile__email": full["email"],
         "profile__newsletter": None,
@@ -404,9 +405,9 @@ def test_bounded_lists_stay_bounded(events: list[Event]) -> None:
     p = Profile.new("p")
     for e in events:
         p = apply(p, e, recent_ids=16)
-        assert len(p.anonymous_ids) <= model.DEFAULT_CAPS.anonymous_ids
-        assert len(p.user_ids) <= model.DEFAULT_CAPS.user_ids
-        assert len(p.emails) <= model.DEFAULT_CAPS.emails
+        assert len(p.anonymous_ids) <= DEFAULT_CAPS.anonymous_ids
+        assert len(p.user_ids) <= DEFAULT_CAPS.user_ids
+        assert len(p.emails) <= DEFAULT_CAPS.emails
         assert len(p.recent_products) <= model.RECENT_PRODUCTS_LIMIT
         assert len({s.product_id for s in p.recent_products}) == len(p.recent_products)
         assert len(p.products_purchased) <= model.PURCHASED_PRODUCTS_LIMIT

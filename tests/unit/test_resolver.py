@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from streams.events import Event, EventKind, IdentifierKind, Identity, identifier_key
-from streams.identity.resolver import (
+from streams.events import (
     DEFAULT_BLOCKED_IDENTIFIERS,
+    Event,
+    EventKind,
+    IdentifierKind,
+    Identity,
+    identifier_key,
+)
+from streams.identity.resolver import (
     ClaimOutcome,
     Owner,
     blocklist,

@@ -11,18 +11,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.events import Event
+from streams.events import ENTERED, EXITED, Event
 from streams.expressions import cel
-from streams.profiles.model import Profile, ms_to_datetime
+from streams.profiles.model import Profile
+from streams.rule_files import DefinitionError
 from streams.segments.definitions import (
-    DefinitionError,
     SegmentDefinition,
     flattened,
     literal_keys,
     load_segments,
     referenced_paths,
 )
-from streams.segments.evaluator import ENTERED, EXITED, diff, evaluate, fingerprint
+from streams.segments.evaluator import diff, evaluate, fingerprint
+from streams.segments.view import cel_view, ms_to_datetime
 from streams.steps.process import Rules, process
 from tests.unit.test_reducer import T0, email_event, fold, identify, order, page_view, unique_events
 
@@ -122,7 +123,7 @@ def test_flattened_restricted_evaluation_agrees_with_the_expressions_on_the_full
     assert all(d.flat for d in definitions)
     p = fold(events)
     now = T0 + later
-    context = {"profile": p.cel_view(), "now": ms_to_datetime(now)}
+    context = {"profile": cel_view(p), "now": ms_to_datetime(now)}
     expected = {d.name for d in definitions if cel.compile(d.when).execute(context)}
     result = evaluate(definitions, p, now)
     assert result.errors == {}
