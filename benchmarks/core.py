@@ -2,7 +2,8 @@
 
 Each event is decoded from Avro as the worker gets it from its input topic and handled in
 its identifier's partition, as an event keyed by the producer API is in the worker: what
-the identity and profile steps send each other is handled in place in that partition, and
+the identity and profile steps (:class:`~streams.steps.engine.Engine`, as in the worker)
+send each other is handled in place in that partition, and
 encoded and decoded as on the internal topics when it is for another. The tables are read
 and written through the worker's own :class:`~streams.runtime.pending.PendingWrites`, batch by
 batch as a stage under a backlog seals them (``CDP_BATCH_MAX_MESSAGES`` messages fetched),
@@ -21,13 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from streams.codec import Codec
-from streams.events import Event, now_ms
+from streams.events import Event
 from streams.identity.resolver import Owner, routing_key
 from streams.partitioning import key_partition
 from streams.profiles.model import Forward, Profile, dump_stored, load_stored
 from streams.runtime.pending import PendingWrites
 from streams.settings import Settings
-from streams.steps.identity import identity_step
+from streams.steps.engine import Engine
 from streams.steps.in_place import InPlace
 from streams.steps.messages import (
     INTERNAL,
@@ -39,7 +40,6 @@ from streams.steps.messages import (
     encode,
 )
 from streams.steps.process import Rules
-from streams.steps.profile import profile_step
 
 
 @dataclass
@@ -74,7 +74,7 @@ class InMemoryPipeline:
     def __init__(self, settings: Settings) -> None:
         self.codec = Codec(settings.schemas_dir)
         self.output_format = settings.output_format
-        self.rules = Rules.load(settings.segments_file, settings.journeys_file)
+        rules = Rules.load(settings.segments_file, settings.journeys_file)
         self.partitions = settings.partitions
         self.batch_max_messages = settings.batch_max_messages
         self.identities: dict[bytes, bytes] = {}
@@ -86,6 +86,7 @@ class InMemoryPipeline:
             self.profiles, load_stored, dump_stored, _reader(self.profiles)
         )
         self.topics: deque[tuple[Out, bytes, bytes, dict[str, bytes]]] = deque()
+        self.engine = Engine(self.partitions, rules, self.identity_table, self.profile_table)
         self.in_place = InPlace(self.partitions, self._apply, self._send, _held, _raise)
         self.seconds = {Out.IDENTITY: 0.0, Out.PROFILE: 0.0}
         self.outputs = 0
@@ -121,19 +122,7 @@ class InMemoryPipeline:
 
     def _apply(self, send: Send, headers: dict[str, bytes], partition: int) -> tuple[Send, ...]:
         began = time.perf_counter()
-        key = send.key.encode()
-        if send.topic is Out.IDENTITY:
-            owner = self.identity_table.get(key, partition)
-            identity = identity_step(owner, send.key, send.message, self.partitions)
-            if identity.store is not None:
-                self.identity_table.set(key, identity.store, partition)
-            sends = identity.sends
-        else:
-            stored = self.profile_table.get(key, partition)
-            profile = profile_step(stored, send.key, send.message, self.rules, now_ms())
-            if profile.store is not None:
-                self.profile_table.set(key, profile.store, partition)
-            sends = profile.sends
+        sends = self.engine.handle(send, headers, partition)
         self.seconds[send.topic] += time.perf_counter() - began
         return sends
 

@@ -78,6 +78,7 @@ def worker() -> None:
     """Run a stream worker (uses CDP_KAFKA_BOOTSTRAP, else starts or reuses an embedded broker)."""
     from faust.worker import Worker
 
+    from streams.api import views
     from streams.rule_files import DefinitionError
     from streams.runtime.app import create_runtime, discard_untrusted_state, mark_stopped_cleanly
 
@@ -87,6 +88,7 @@ def worker() -> None:
         ensure_topics(bootstrap, settings)
         try:
             runtime = create_runtime(settings, bootstrap)
+            views.install(runtime)
         except DefinitionError as exc:
             err.print(f"[red]invalid definitions: {exc}[/]")
             raise typer.Exit(2) from exc

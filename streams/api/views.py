@@ -1,38 +1,30 @@
-"""HTTP lookups and decisions, served by every worker and routed to the owner of the key."""
+"""HTTP lookups and decisions, served by every worker and routed to the owner of the key.
+
+Each route is a view class here; :func:`install` binds them to one worker's
+:class:`~streams.api.lookups.Lookups` and adds them to its Faust web server.
+"""
 
 from __future__ import annotations
 
 import hmac
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
-import aiohttp
-from faust.types import TP
+from faust.types import AppT
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from streams.api.decisions import newsletter_popup
+from streams.api.lookups import FORWARDED_HEADER, Lookups, NotReadyError
 from streams.codec import MAX_IDENTIFIER_CHARS
 from streams.events import IdentifierKind, identifier_key, now_ms
-from streams.identity.resolver import Owner
-from streams.partitioning import key_partition
-from streams.profiles.model import Profile, load_stored
 from streams.runtime import health
+from streams.runtime.context import Runtime
 from streams.runtime.metrics import LOOKUP_SECONDS, READY, REGISTRY
-from streams.runtime.pending import partition_reader
-
-if TYPE_CHECKING:
-    from streams.runtime.app import Runtime
 
 log = logging.getLogger(__name__)
 
-# Merges chain (anonymous -> email -> user id profile); longer chains mean a merge in flight.
-MAX_FORWARDS = 8
-# Marks a lookup one worker passed on to the key's owner. The owner answers it itself: while
-# ownership moves, two workers could otherwise pass a lookup back and forth without end.
-FORWARDED_HEADER = "X-Cdp-Forwarded"
-FORWARD_TIMEOUT_S = 3.0
 DAY_MS = 86_400_000
 
 
@@ -42,10 +34,6 @@ class BadRequestError(Exception):
 
 class UnauthorizedError(Exception):
     """No valid bearer token on a request for personal data; answered with 401."""
-
-
-class NotReadyError(Exception):
-    """The worker does not (yet) know who owns the key; answered with 503."""
 
 
 def identifier_from_query(request: Request, allowed: tuple[IdentifierKind, ...]) -> str:
@@ -70,219 +58,165 @@ def bearer_token_matches(authorization: str | None, token: str) -> bool:
     )
 
 
-def install(runtime: Runtime) -> None:
-    app = runtime.app
-    cooldown_ms = int(runtime.settings.popup_cooldown_days * DAY_MS)
-    secret = runtime.settings.api_token
-    token = secret.get_secret_value() if secret is not None else None
-    # Hops to the worker owning a key carry the token like any other caller.
-    hop_headers = {FORWARDED_HEADER: "1"}
-    if token:
-        hop_headers["Authorization"] = f"Bearer {token}"
-    hop_timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
-    # Straight from the key's partition database: Faust's ``get`` asks every database of
-    # the table in turn for a key it has not seen, a third of a decision's time.
-    read_profile = partition_reader(runtime.profiles)
-    read_identity = partition_reader(runtime.identities)
-    partitions = runtime.settings.partitions
+def forwarded(request: Request) -> bool:
+    return FORWARDED_HEADER in request.headers
 
-    def authorized(authorization: str | None) -> bool:
-        return token is None or bearer_token_matches(authorization, token)
 
-    def locate(table: Any, key: bytes, forwarded: bool) -> int | str:
-        """The partition of ``key`` in ``table`` when this worker owns it, else the base URL
-        of the worker that does."""
-        partition = key_partition(key, partitions)
-        # Owned here, the common case, without Faust's router: it hashes the key again with
-        # aiokafka's slower murmur2 and builds a URL object to compare.
-        if app.assignor.is_active(TP(table.changelog_topic_name, partition)):
-            return partition
-        try:
-            url = app.router.key_store(table.name, key)
-        except KeyError as exc:
-            raise NotReadyError("partition ownership is not known yet; retry shortly") from exc
-        own = app.conf.canonical_url
-        if (url.host, url.port) == (own.host, own.port):
-            return partition
-        if forwarded:
-            raise NotReadyError("the key's partition is moving between workers; retry shortly")
-        return str(url).rstrip("/")
+class Api:
+    """What the views of one worker share: its lookups, token, pop-up cooldown, readiness."""
 
-    async def fetch_remote(url: str) -> tuple[int, Any]:
-        """(status, body) of ``url`` on the worker owning a key; 200 and 404 are answers."""
-        try:
-            async with app.http_client.get(
-                url, headers=hop_headers, timeout=hop_timeout
-            ) as response:
-                status, body = response.status, await response.json()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise NotReadyError("the key's owner did not answer; retry shortly") from exc
-        if status not in (200, 404):
-            raise NotReadyError(f"the worker owning the key answered {status}; retry shortly")
-        return status, body
+    def __init__(self, runtime: Runtime, broker: health.BrokerProbe) -> None:
+        settings = runtime.settings
+        secret = settings.api_token
+        self.token = secret.get_secret_value() if secret is not None else None
+        self.lookups = Lookups(runtime, self.token)
+        self.cooldown_ms = int(settings.popup_cooldown_days * DAY_MS)
+        self._app = runtime.app
+        self._broker = broker
 
-    async def profile_by_id(profile_id: str, forwarded: bool) -> Profile | None:
-        """The profile from its owner, local or remote; None when there is none.
+    def authorized(self, authorization: str | None) -> bool:
+        return self.token is None or bearer_token_matches(authorization, self.token)
 
-        A profile merged into another answers with the one it was merged into. A forwarded
-        lookup is answered here for the profile it names, and may be passed on once more
-        for the profile that one was merged into.
-        """
-        for hop in range(MAX_FORWARDS):
-            key = profile_id.encode()
-            owner = locate(runtime.profiles, key, forwarded and hop == 0)
-            if isinstance(owner, str):
-                status, body = await fetch_remote(f"{owner}/profiles/{profile_id}")
-                return Profile.from_dict(body) if status == 200 else None
-            stored = read_profile(key, owner)
-            if stored is None:
-                return None
-            found = load_stored(stored)
-            if isinstance(found, Profile):
-                return found
-            profile_id = found.into
-        raise NotReadyError("the profile is being merged; retry shortly")
-
-    async def profile_id_for(key: str, forwarded: bool) -> str | None:
-        encoded = key.encode()
-        owner = locate(runtime.identities, encoded, forwarded)
-        if isinstance(owner, str):
-            status, body = await fetch_remote(f"{owner}/identities/{key}")
-            return str(body["profile_id"]) if status == 200 else None
-        stored = read_identity(encoded, owner)
-        return Owner.decode(stored).profile_id if stored is not None else None
-
-    async def profile_for(key: str, forwarded: bool) -> Profile | None:
-        profile_id = await profile_id_for(key, forwarded)
-        if profile_id is None:
-            return None
-        return await profile_by_id(profile_id, forwarded)
-
-    def forwarded(request: Request) -> bool:
-        return FORWARDED_HEADER in request.headers
-
-    class CdpView(View):
-        """Turns domain errors into JSON 4xx/5xx answers and times every request."""
-
-        endpoint = "other"
-        # Endpoints answering with personal data require the token when one is configured.
-        personal = True
-
-        async def dispatch(self, request: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                if self.personal and not authorized(request.headers.get("Authorization")):
-                    raise UnauthorizedError
-                return await super().dispatch(request)
-            except UnauthorizedError:
-                return self.json(
-                    {
-                        "error": "unauthorized",
-                        "message": "send Authorization: Bearer <CDP_API_TOKEN>",
-                    },
-                    status=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="cdp-streams"'},
-                )
-            except BadRequestError as exc:
-                return self.json({"error": "bad_request", "message": str(exc)}, status=400)
-            except NotReadyError as exc:
-                return self.json({"error": "not_ready", "message": str(exc)}, status=503)
-            except Exception:
-                # Callers get a message, never a traceback; the log keeps the details.
-                log.exception("lookup failed")
-                return self.json(
-                    {"error": "internal", "message": "the lookup failed; see the worker log"},
-                    status=500,
-                )
-            finally:
-                LOOKUP_SECONDS.labels(self.endpoint).observe(time.perf_counter() - started)
-
-        def not_found(self, message: str) -> Response:
-            return self.json({"error": "not_found", "message": message}, status=404)
-
-    @app.page("/profiles/{profile_id}")
-    class ProfileById(CdpView):
-        endpoint = "profile_by_id"
-
-        async def get(self, request: Request, profile_id: str) -> Response:
-            if not profile_id.startswith("p_") or len(profile_id) > 64:
-                raise BadRequestError("profile ids look like p_<24 hex characters>")
-            profile = await profile_by_id(profile_id, forwarded(request))
-            if profile is None:
-                return self.not_found(f"no profile {profile_id}")
-            return self.json(profile.to_dict())
-
-    @app.page("/profiles")
-    class ProfileByIdentifier(CdpView):
-        endpoint = "profile_by_identifier"
-
-        async def get(self, request: Request) -> Response:
-            key = identifier_from_query(request, tuple(IdentifierKind))
-            profile = await profile_for(key, forwarded(request))
-            if profile is None:
-                return self.not_found("no profile for that identifier")
-            return self.json(profile.to_dict())
-
-    @app.page("/identities/{key}")
-    class IdentityOwner(CdpView):
-        """Internal hop: which profile an identifier belongs to, asked of the key's owner."""
-
-        endpoint = "identity"
-
-        async def get(self, request: Request, key: str) -> Response:
-            profile_id = await profile_id_for(key, forwarded(request))
-            if profile_id is None:
-                return self.not_found("unknown identifier")
-            return self.json({"profile_id": profile_id})
-
-    @app.page("/decisions/newsletter-popup")
-    class NewsletterPopup(CdpView):
-        endpoint = "newsletter_popup"
-
-        async def get(self, request: Request) -> Response:
-            key = identifier_from_query(request, tuple(IdentifierKind))
-            profile = await profile_for(key, forwarded(request))
-            decision = newsletter_popup(profile, now_ms(), cooldown_ms)
-            return self.json({"show": decision.show, "reason": decision.reason})
-
-    broker = health.install(runtime)
-
-    def readiness() -> list[str]:
+    def readiness(self) -> list[str]:
         """Why the worker cannot make progress now; empty when it is ready."""
+        app = self._app
         reasons = health.not_ready_reasons(
             rebalancing=app.rebalancing,
             recovered=app.tables.recovery.completed.is_set(),  # type: ignore[attr-defined]
             assigned=bool(app.consumer.assignment()),
-            broker_reachable=broker.reachable,
+            broker_reachable=self._broker.reachable,
         )
         READY.set(0 if reasons else 1)
         return reasons
 
-    @app.page("/health")
-    class Health(CdpView):
-        endpoint = "health"
-        personal = False
 
-        async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok"})
+class CdpView(View):
+    """Turns domain errors into JSON 4xx/5xx answers and times every request."""
 
-    @app.page("/ready")
-    class Ready(CdpView):
-        endpoint = "ready"
-        personal = False
+    api: ClassVar[Api]
+    endpoint = "other"
+    # Endpoints answering with personal data require the token when one is configured.
+    personal = True
 
-        async def get(self, request: Request) -> Response:
-            reasons = readiness()
-            if not reasons:
-                return self.json({"ready": True})
-            return self.json({"ready": False, "reasons": reasons}, status=503)
+    async def dispatch(self, request: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            if self.personal and not self.api.authorized(request.headers.get("Authorization")):
+                raise UnauthorizedError
+            return await super().dispatch(request)
+        except UnauthorizedError:
+            return self.json(
+                {"error": "unauthorized", "message": "send Authorization: Bearer <CDP_API_TOKEN>"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="cdp-streams"'},
+            )
+        except BadRequestError as exc:
+            return self.json({"error": "bad_request", "message": str(exc)}, status=400)
+        except NotReadyError as exc:
+            return self.json({"error": "not_ready", "message": str(exc)}, status=503)
+        except Exception:
+            # Callers get a message, never a traceback; the log keeps the details.
+            log.exception("lookup failed")
+            return self.json(
+                {"error": "internal", "message": "the lookup failed; see the worker log"},
+                status=500,
+            )
+        finally:
+            LOOKUP_SECONDS.labels(self.endpoint).observe(time.perf_counter() - started)
 
-    @app.page("/metrics")
-    class Metrics(CdpView):
-        endpoint = "metrics"
-        personal = False
+    def not_found(self, message: str) -> Response:
+        return self.json({"error": "not_found", "message": message}, status=404)
 
-        async def get(self, request: Request) -> Response:
-            readiness()
-            # aiohttp takes the charset separately, so the exposition format's bare type goes here.
-            return self.bytes(generate_latest(REGISTRY), content_type="text/plain")
+
+class ProfileById(CdpView):
+    endpoint = "profile_by_id"
+
+    async def get(self, request: Request, profile_id: str) -> Response:
+        if not profile_id.startswith("p_") or len(profile_id) > 64:
+            raise BadRequestError("profile ids look like p_<24 hex characters>")
+        profile = await self.api.lookups.profile_by_id(profile_id, forwarded(request))
+        if profile is None:
+            return self.not_found(f"no profile {profile_id}")
+        return self.json(profile.to_dict())
+
+
+class ProfileByIdentifier(CdpView):
+    endpoint = "profile_by_identifier"
+
+    async def get(self, request: Request) -> Response:
+        key = identifier_from_query(request, tuple(IdentifierKind))
+        profile = await self.api.lookups.profile_for(key, forwarded(request))
+        if profile is None:
+            return self.not_found("no profile for that identifier")
+        return self.json(profile.to_dict())
+
+
+class IdentityOwner(CdpView):
+    """Internal hop: which profile an identifier belongs to, asked of the key's owner."""
+
+    endpoint = "identity"
+
+    async def get(self, request: Request, key: str) -> Response:
+        profile_id = await self.api.lookups.profile_id_for(key, forwarded(request))
+        if profile_id is None:
+            return self.not_found("unknown identifier")
+        return self.json({"profile_id": profile_id})
+
+
+class NewsletterPopup(CdpView):
+    endpoint = "newsletter_popup"
+
+    async def get(self, request: Request) -> Response:
+        key = identifier_from_query(request, tuple(IdentifierKind))
+        profile = await self.api.lookups.profile_for(key, forwarded(request))
+        decision = newsletter_popup(profile, now_ms(), self.api.cooldown_ms)
+        return self.json({"show": decision.show, "reason": decision.reason})
+
+
+class Health(CdpView):
+    endpoint = "health"
+    personal = False
+
+    async def get(self, request: Request) -> Response:
+        return self.json({"status": "ok"})
+
+
+class Ready(CdpView):
+    endpoint = "ready"
+    personal = False
+
+    async def get(self, request: Request) -> Response:
+        reasons = self.api.readiness()
+        if not reasons:
+            return self.json({"ready": True})
+        return self.json({"ready": False, "reasons": reasons}, status=503)
+
+
+class Metrics(CdpView):
+    endpoint = "metrics"
+    personal = False
+
+    async def get(self, request: Request) -> Response:
+        self.api.readiness()
+        # aiohttp takes the charset separately, so the exposition format's bare type goes here.
+        return self.bytes(generate_latest(REGISTRY), content_type="text/plain")
+
+
+ROUTES: dict[str, type[CdpView]] = {
+    "/profiles/{profile_id}": ProfileById,
+    "/profiles": ProfileByIdentifier,
+    "/identities/{key}": IdentityOwner,
+    "/decisions/newsletter-popup": NewsletterPopup,
+    "/health": Health,
+    "/ready": Ready,
+    "/metrics": Metrics,
+}
+
+
+def install(runtime: Runtime) -> Api:
+    """Serve the routes on the worker's web server, bound to its lookups."""
+    api = Api(runtime, health.install(runtime))
+    app: AppT = runtime.app
+    for path, view in ROUTES.items():
+        app.page(path)(type(view.__name__, (view,), {"api": api}))
+    return api

@@ -1,79 +1,31 @@
-"""The faust.App, built from settings, with every domain's agents, tables and views installed.
+"""The worker's runtime, built from settings: the faust.App, its topics and tables, and the
+pipeline installed on it.
 
-Domains are installed explicitly (``install(runtime)``) instead of through Faust's
-import-time autodiscovery, so an app can be built for any settings without module globals.
+Everything is installed explicitly instead of through Faust's import-time autodiscovery,
+so a runtime can be built for any settings without module globals. The HTTP API is
+installed on top of it by the command that runs the worker (:mod:`streams.cli`).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import faust
 from confluent_kafka.admin import AdminClient
 
 from streams.codec import Codec
-from streams.runtime import faust_fixes, fetches
+from streams.runtime import faust_fixes, fetches, gc_tuning, pipeline
+from streams.runtime.context import Runtime, raw_table, raw_topic
 from streams.runtime.sender import RecordSender
-from streams.runtime.state import StateSizing, store_url, table_options
 from streams.settings import Settings
-from streams.steps.messages import INTERNAL, OUTPUT_RECORDS, Out, Send, encode
 from streams.steps.process import Rules
 
 log = logging.getLogger(__name__)
 
 IDENTITIES_TABLE = "identities"
 PROFILES_TABLE = "profiles"
-
-
-@dataclass
-class Runtime:
-    """What the Faust shell of every domain works with."""
-
-    settings: Settings
-    bootstrap: str
-    app: faust.App
-    codec: Codec
-    rules: Rules
-    identity_topic: Any
-    profile_topic: Any
-    identities: Any
-    profiles: Any
-    sender: RecordSender
-
-    def encode_output(self, record_name: str, record: dict[str, Any]) -> bytes:
-        return self.codec.encode_record(record_name, record, self.settings.output_format)
-
-    def internal_topic(self, out: Out) -> str:
-        """The name of the internal topic ``out`` (one of ``INTERNAL``)."""
-        topic = self.identity_topic if out is Out.IDENTITY else self.profile_topic
-        name: str = topic.get_topic_name()
-        return name
-
-    def queue(self, send: Send, headers: dict[str, bytes] | None = None) -> None:
-        """Queue what a step asked to send; ``headers`` travel along on the internal topics.
-
-        Delivered by the end of the batch (:mod:`streams.runtime.stages`)."""
-        settings = self.settings
-        if send.topic in INTERNAL:
-            value, own_headers = encode(send.message)
-            self.sender.queue(
-                self.internal_topic(send.topic),
-                send.key.encode(),
-                value,
-                {**(headers or {}), **own_headers},
-            )
-            return
-        topic_name = {
-            Out.SEGMENT_CHANGES: settings.segment_changes_topic,
-            Out.JOURNEYS: settings.journeys_topic,
-            Out.IDENTITY_MERGES: settings.identity_merges_topic,
-        }[send.topic]
-        value = self.encode_output(OUTPUT_RECORDS[send.topic], send.message.to_record())
-        self.sender.queue(topic_name, send.key.encode(), value)
 
 
 def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -104,35 +56,7 @@ def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
     )
 
 
-def raw_topic(app: faust.App, *names: str, **options: Any) -> Any:
-    """A topic of plain bytes: the codec, not Faust, (de)serializes every message."""
-    return app.topic(
-        *names,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        **options,
-    )
-
-
-def raw_table(app: faust.App, name: str, settings: Settings) -> Any:
-    """A table of plain bytes in RocksDB, opened as :mod:`streams.runtime.state` sizes it."""
-    sizing = StateSizing(settings.state_block_cache_bytes, settings.state_write_buffer_bytes)
-    return app.Table(
-        name,
-        partitions=settings.partitions,
-        key_type=bytes,
-        value_type=bytes,
-        store=store_url(name),
-        options=table_options(sizing),
-    )
-
-
 def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
-    from streams.api import views
-    from streams.runtime import gc_tuning, pipeline
-
     app = build_faust_app(settings, bootstrap)
     partitions = settings.partitions
     runtime = Runtime(
@@ -161,7 +85,6 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
         sender=RecordSender(bootstrap, linger_ms=settings.produce_linger_ms),
     )
     pipeline.install(runtime)
-    views.install(runtime)
     gc_tuning.install(runtime)
     return runtime
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from streams.runtime.metrics import GC_FROZEN_OBJECTS, GC_PAUSE_SECONDS
 
 if TYPE_CHECKING:
-    from streams.runtime.app import Runtime
+    from streams.runtime.context import Runtime
 
 
 class PauseClock:

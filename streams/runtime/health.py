@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 from streams.runtime.metrics import BROKER_REACHABLE, EVENT_LOOP_LAG_SECONDS
 
 if TYPE_CHECKING:
-    from streams.runtime.app import Runtime
+    from streams.runtime.context import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from faust.types import Message
 from streams.codec import DeadLetterReason, DecodeError
 from streams.events import Event, EventKind
 from streams.identity.resolver import blocklist, without_blocked
-from streams.runtime.app import raw_topic
+from streams.runtime.context import raw_topic
 from streams.runtime.metrics import IDENTIFIERS_BLOCKED
 from streams.runtime.stages import send_dead_letter
 
 if TYPE_CHECKING:
-    from streams.runtime.app import Runtime
+    from streams.runtime.context import Runtime
 
 
 @dataclass(frozen=True)

@@ -1,34 +1,35 @@
 """The worker's stage: the input topics and both internal topics, partition by partition.
 
-One :class:`~streams.runtime.stages.BatchedStage` takes every message of them. An input message is
-checked (:mod:`streams.runtime.ingest_shell`) and its event resolved under its strongest
-identifier; the identity and profile shells handle what arrives on the internal topics.
-Whatever the steps send each other is handled in place when it belongs to the partition
-being handled, and sent over its topic when not (:mod:`streams.steps.in_place`). One stage, so
-each table has one writer and one batch covers an event from its input to its outputs.
+One :class:`~streams.runtime.stages.BatchedStage` takes every message of them. An input
+message is checked (:mod:`streams.runtime.ingest_shell`) and its event resolved under its
+strongest identifier; the steps' engine (:class:`~streams.steps.engine.Engine`) handles what
+arrives on the internal topics, over the identity and profile tables. Whatever the steps send
+each other is handled in place when it belongs to the partition being handled, and sent over
+its topic when not (:mod:`streams.steps.in_place`). One stage, so each table has one writer
+and one batch covers an event from its input to its outputs.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from faust.types import Message
 
-from streams.identity.resolver import routing_key
-from streams.runtime.identity_shell import IdentityShell
+from streams.identity.resolver import Owner, routing_key
+from streams.profiles.model import Forward, Profile, dump_stored, load_stored
+from streams.runtime.context import Runtime
 from streams.runtime.ingest_shell import inputs
 from streams.runtime.metrics import INPUT_WAIT_SECONDS
-from streams.runtime.profile_shell import ProfileShell
+from streams.runtime.pending import PendingWrites
 from streams.runtime.recheck_schedule import RecheckSchedule
 from streams.runtime.rechecks import RecheckTimer
 from streams.runtime.stages import BatchedStage, dead_letter_failure, headers_of, key_and_value
-from streams.steps.in_place import RECEIVED_AT_HEADER, Headers, InPlace
+from streams.runtime.step_metrics import StepMetrics
+from streams.steps.engine import Engine
+from streams.steps.in_place import RECEIVED_AT_HEADER, Headers
 from streams.steps.messages import INTERNAL, Out, RoutedEvent, Send, decode, encode
-
-if TYPE_CHECKING:
-    from streams.runtime.app import Runtime
 
 
 @dataclass(frozen=True)
@@ -44,83 +45,105 @@ class HandledInPlace:
     offset: int = -1
 
 
-def install(runtime: Runtime) -> None:
-    app = runtime.app
-    checked = inputs(runtime)
-    identities = IdentityShell(runtime)
-    rechecks = RecheckSchedule()
-    profiles = ProfileShell(runtime, rechecks)
-    internal = {runtime.internal_topic(out): out for out in INTERNAL}
-    held: dict[Out, frozenset[int]] = {}
-    held_in: int | None = None  # the consumer generation ``held`` is of
+class HeldPartitions:
+    """The partitions of each internal topic (and of its table) this worker holds now,
+    read from the consumer's assignment once per consumer generation."""
 
-    def held_partitions(topic: Out) -> frozenset[int]:
-        """The partitions of the internal topic ``topic`` (and of its table) held now."""
-        nonlocal held_in
-        if held_in != app.consumer_generation_id:
-            held_in = app.consumer_generation_id
-            assignment = app.consumer.assignment()
-            held.clear()
-            for name, out in internal.items():
-                held[out] = frozenset(tp.partition for tp in assignment if tp.topic == name)
-        return held[topic]
+    def __init__(self, runtime: Runtime) -> None:
+        self._app = runtime.app
+        self._internal = {runtime.internal_topic(out): out for out in INTERNAL}
+        self._held: dict[Out, frozenset[int]] = {}
+        self._generation: int | None = None
 
-    def holds(topic: Out, partition: int) -> bool:
-        return partition in held_partitions(topic)
+    def of(self, topic: Out) -> frozenset[int]:
+        if self._generation != self._app.consumer_generation_id:
+            self._generation = self._app.consumer_generation_id
+            assignment = self._app.consumer.assignment()
+            self._held = {
+                out: frozenset(tp.partition for tp in assignment if tp.topic == name)
+                for name, out in self._internal.items()
+            }
+        return self._held[topic]
 
-    def apply(send: Send, headers: Headers, partition: int) -> tuple[Send, ...]:
-        if send.topic is Out.IDENTITY:
-            return identities.handle(send.key, send.message, partition)
-        return profiles.handle(send.key, send.message, headers, partition)
+    def holds(self, topic: Out, partition: int) -> bool:
+        return partition in self.of(topic)
 
-    def failed(send: Send, headers: Headers, partition: int, exc: Exception) -> None:
-        value, own_headers = encode(send.message)
-        message = HandledInPlace(
-            runtime.internal_topic(send.topic),
-            partition,
-            send.key.encode(),
-            value,
-            {**headers, **own_headers},
+
+class Pipeline:
+    """Routes each fetched message to the engine, in place where it can."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.checked = inputs(runtime)
+        self.rechecks = RecheckSchedule()
+        self.identities = PendingWrites(runtime.identities, Owner.decode, Owner.encode)
+        self.profiles = PendingWrites[Profile | Forward](
+            runtime.profiles, load_stored, dump_stored
         )
-        dead_letter_failure(runtime, message, exc)
+        self.engine = Engine(
+            runtime.settings.partitions,
+            runtime.rules,
+            self.identities,
+            self.profiles,
+            StepMetrics(runtime.settings, self.rechecks),
+        )
+        self.held = HeldPartitions(runtime)
+        self.in_place = self.engine.in_place(runtime.queue, self.held.holds, self.failed)
+        self.internal = {runtime.internal_topic(out): out for out in INTERNAL}
+        self.stage = BatchedStage(
+            runtime,
+            [*self.internal, *self.checked.topics],
+            self.handle,
+            (self.identities, self.profiles),
+        )
 
-    in_place = InPlace(runtime.settings.partitions, apply, runtime.queue, holds, failed)
-
-    def handle(record: Message) -> None:
-        out = internal.get(record.topic)
+    def handle(self, record: Message) -> None:
+        out = self.internal.get(record.topic)
         if out is not None:
             key, value = key_and_value(record)
             headers = headers_of(record)
-            in_place.run(Send(out, key.decode(), decode(value, headers)), headers, record.partition)
+            send = Send(out, key.decode(), decode(value, headers))
+            self.in_place.run(send, headers, record.partition)
             return
         INPUT_WAIT_SECONDS.observe(max(0.0, time.time() - record.timestamp))
-        event = checked.accept(record)
+        event = self.checked.accept(record)
         if event is None:
             return
         # The input's append time travels along, for event-to-output latency.
         headers = {RECEIVED_AT_HEADER: str(record.timestamp).encode()}
         routed = Send(Out.IDENTITY, routing_key(event), RoutedEvent(event))
-        if in_place.belongs_to(routed, record.partition):
-            in_place.run(routed, headers, record.partition)
+        if self.in_place.belongs_to(routed, record.partition):
+            self.in_place.run(routed, headers, record.partition)
         else:
-            runtime.queue(routed, headers)
+            self.runtime.queue(routed, headers)
 
-    stage = BatchedStage(
-        runtime, [*internal, *checked.topics], handle, (identities.table, profiles.table)
+    def failed(self, send: Send, headers: Headers, partition: int, exc: Exception) -> None:
+        """A message handled in place after the one fetched raised: dead-letter it alone."""
+        value, own_headers = encode(send.message)
+        message = HandledInPlace(
+            self.runtime.internal_topic(send.topic),
+            partition,
+            send.key.encode(),
+            value,
+            {**headers, **own_headers},
+        )
+        dead_letter_failure(self.runtime, message, exc)
+
+
+def install(runtime: Runtime) -> Pipeline:
+    """Subscribe the worker to the topics, the stage taking their messages, and start the
+    segment recheck timer."""
+    pipeline = Pipeline(runtime)
+    app = runtime.app
+    timer = RecheckTimer(
+        runtime, pipeline.rechecks, pipeline.stage, pipeline.in_place.run, pipeline.held.of
     )
-
-    timer = RecheckTimer(runtime, rechecks, stage, in_place.run, held_partitions)
     app.task(timer.run)
 
-    # The agents subscribe the worker to the topics; the stage takes their messages.
-    @app.agent(runtime.identity_topic, name="identity")
-    async def resolve_identities(stream: Any) -> None:
-        await stage.run()
+    async def take_messages(stream: Any) -> None:
+        await pipeline.stage.run()
 
-    @app.agent(runtime.profile_topic, name="profiles")
-    async def fold_profiles(stream: Any) -> None:
-        await stage.run()
-
-    @app.agent(checked.source, name="ingest")
-    async def ingest(stream: Any) -> None:
-        await stage.run()
+    app.agent(runtime.identity_topic, name="identity")(take_messages)
+    app.agent(runtime.profile_topic, name="profiles")(take_messages)
+    app.agent(pipeline.checked.source, name="ingest")(take_messages)
+    return pipeline

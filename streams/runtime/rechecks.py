@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streams.events import now_ms
 from streams.profiles.model import stored_recheck_at
@@ -32,7 +32,7 @@ from streams.steps.messages import Out, Send
 from streams.steps.profile import Recheck
 
 if TYPE_CHECKING:
-    from streams.runtime.app import Runtime
+    from streams.runtime.context import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,8 @@ class RecheckTimer:
                 await asyncio.sleep(self._runtime.settings.recheck_interval_seconds)
                 continue
             began = time.perf_counter()
-            store = self._runtime.profiles.data
+            # The RocksDB store's own partition databases (Faust's store types do not name them).
+            store: Any = self._runtime.profiles.data
             # Faust keeps the partition's changelog offset in the same database.
             entries = store._db_for_partition(partition).iter()
             if last is None:

@@ -40,7 +40,7 @@ from streams.runtime.pending import Changes, PendingWrites
 from streams.runtime.sender import Deliveries, RecordSender, exit_without_committing
 
 if TYPE_CHECKING:
-    from streams.runtime.app import Runtime
+    from streams.runtime.context import Runtime
 
 log = logging.getLogger(__name__)
 

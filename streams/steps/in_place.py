@@ -26,6 +26,10 @@ from streams.partitioning import key_partition
 from streams.steps.messages import INTERNAL, Out, Send
 
 Headers = dict[str, bytes]
+Handle = Callable[[Send, Headers, int], tuple[Send, ...]]
+SendOver = Callable[[Send, Headers], None]
+Holds = Callable[[Out, int], bool]
+Failed = Callable[[Send, Headers, int, Exception], None]
 
 # The input's append time travels along with what an event leads to, in place and over the
 # internal topics, so the profile step can measure event-to-output latency.
@@ -43,13 +47,13 @@ class InPlace:
     """Handles a message and what it leads to in its partition; sends everything else."""
 
     partitions: int
-    handle: Callable[[Send, Headers, int], tuple[Send, ...]]
+    handle: Handle
     """Apply an identity or profile message in a partition (this worker's); its sends."""
-    send: Callable[[Send, Headers], None]
+    send: SendOver
     """Send an output, or a message for another partition, over its topic."""
-    holds: Callable[[Out, int], bool]
+    holds: Holds
     """Whether this worker holds a partition of the identity or profile topic."""
-    failed: Callable[[Send, Headers, int, Exception], None]
+    failed: Failed
     """A message handled in place raised: dead-letter it."""
 
     def run(self, first: Send, headers: Headers, partition: int) -> None:

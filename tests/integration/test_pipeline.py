@@ -17,7 +17,7 @@ import httpx
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.api.views import FORWARDED_HEADER
+from streams.api.lookups import FORWARDED_HEADER
 from streams.codec import Codec
 from streams.events import Event, EventKind, Identity
 from streams.producer import EventProducer

@@ -4,7 +4,8 @@
 and picks which partition moves next at random, which is what several workers and
 partitions do to the order in which messages of different keys are handled. A message for
 the partition being handled is handled in place, as in the worker
-(:class:`~streams.steps.in_place.InPlace`), unless the cluster is told the partition is not held
+(:class:`~streams.steps.in_place.InPlace`), through the worker's own engine
+(:class:`~streams.steps.engine.Engine`),, unless the cluster is told the partition is not held
 (never, or at random: partitions moving between workers). Whatever the order, every person
 must end as one profile holding all their events exactly once.
 """
@@ -25,7 +26,7 @@ from streams.identity.resolver import Owner, profile_id_for, routing_key
 from streams.journeys.rules import JourneyTrigger
 from streams.partitioning import key_partition
 from streams.profiles.model import Forward, Profile
-from streams.steps.identity import identity_step
+from streams.steps.engine import DictTable, Engine
 from streams.steps.in_place import Headers, InPlace
 from streams.steps.messages import (
     INTERNAL,
@@ -36,7 +37,6 @@ from streams.steps.messages import (
     Send,
 )
 from streams.steps.process import Rules
-from streams.steps.profile import profile_step
 from tests.unit.test_reducer import T0, email_event, identify, order, page_view
 
 RULES = Rules.load()
@@ -58,8 +58,8 @@ class Cluster:
     rules: Rules = RULES
     rnd: random.Random = field(default_factory=lambda: random.Random(0))
     held: Held = Held.ALWAYS
-    identities: dict[str, Owner] = field(default_factory=dict)
-    profiles: dict[str, Profile | Forward] = field(default_factory=dict)
+    identities: DictTable[Owner] = field(default_factory=DictTable)
+    profiles: DictTable[Profile | Forward] = field(default_factory=DictTable)
     queues: dict[tuple[Out, int], deque[tuple[str, InternalMessage]]] = field(default_factory=dict)
     outputs: dict[Out, list[Send]] = field(default_factory=dict)
     handled: int = 0
@@ -100,29 +100,23 @@ class Cluster:
     def _handle(self, send: Send, headers: Headers, partition: int) -> tuple[Send, ...]:
         self.handled += 1
         assert self.handled < 100_000, "the protocol does not settle"
-        key, message = send.key, send.message
-        if send.topic is Out.IDENTITY:
-            step = identity_step(self.identities.get(key), key, message, PARTITIONS)
-            if step.store is not None:
-                self.identities[key] = step.store
-            return step.sends
-        profile_step_ = profile_step(self.profiles.get(key), key, message, self.rules, NOW)
-        if profile_step_.store is not None:
-            self.profiles[key] = profile_step_.store
-        return profile_step_.sends
+        engine = Engine(PARTITIONS, self.rules, self.identities, self.profiles, clock=lambda: NOW)
+        return engine.handle(send, headers, partition)
 
     # -- reading the end state ----------------------------------------------------------
 
+    def owner(self, key: str) -> Owner:
+        return self.identities.values[key.encode()]
+
     def resolve(self, key: str) -> Profile:
         """The live profile an identifier ends at, following forwards."""
-        profile_id = self.identities[key].profile_id
-        stored = self.profiles[profile_id]
+        stored = self.profiles.values[self.owner(key).profile_id.encode()]
         while isinstance(stored, Forward):
-            stored = self.profiles[stored.into]
+            stored = self.profiles.values[stored.into.encode()]
         return stored
 
     def live_profiles(self) -> list[Profile]:
-        return [p for p in self.profiles.values() if isinstance(p, Profile)]
+        return [p for p in self.profiles.values.values() if isinstance(p, Profile)]
 
     def sent(self, topic: Out) -> list[Send]:
         return self.outputs.get(topic, [])
@@ -227,7 +221,7 @@ def test_any_order_ends_with_one_profile_per_person(
         profile = cluster.resolve(identifier_key(IdentifierKind.EMAIL, person.email))
         assert profile.profile_id == person.profile_id
         for key in person.keys:
-            assert cluster.identities[key].profile_id == person.profile_id, key
+            assert cluster.owner(key).profile_id == person.profile_id, key
         assert set(profile.identifier_keys()) == person.keys
         assert profile.page_views == 3 * views
         assert profile.orders_placed == 1
@@ -300,7 +294,7 @@ def test_a_merge_storm_respects_the_anonymous_id_cap() -> None:
     assert sum(p.page_views for p in cluster.live_profiles()) == len(devices)
     assert user.page_views == caps.anonymous_ids
     for device in devices:
-        owner = cluster.identities[f"anonymous_id:{device}"].profile_id
+        owner = cluster.owner(f"anonymous_id:{device}").profile_id
         assert (owner == user.profile_id) == (device in user.anonymous_ids)
 
 

@@ -1,0 +1,95 @@
+"""What the worker does beside each identity and profile step: count it, log refusals, and
+keep each profile's recheck time.
+
+The engine (:class:`~streams.steps.engine.Engine`) calls :class:`StepMetrics` after every
+step it takes, in place or from an internal topic, so every path (events, merges,
+hand-overs, releases, rechecks) is counted the same way. Nothing here carries personal
+data: identifiers reach the log only redacted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from streams.identity.resolver import redacted
+from streams.profiles.model import Profile
+from streams.runtime.metrics import (
+    EVENT_TO_OUTPUT_SECONDS,
+    EVENTS,
+    IDENTIFIERS_PER_PROFILE,
+    IDENTITY_LINKS,
+    IDENTITY_LINKS_REFUSED,
+    IDENTITY_MERGES,
+    JOURNEY_TRIGGERS,
+    PROFILE_FORWARDS,
+    SEGMENT_CHANGES,
+    SEGMENT_EVALUATION_ERRORS,
+    SEGMENT_RECHECKS,
+)
+from streams.runtime.recheck_schedule import RecheckSchedule
+from streams.settings import Settings
+from streams.steps.identity import IdentityStep
+from streams.steps.in_place import RECEIVED_AT_HEADER, Headers
+from streams.steps.messages import Absorb, Claim, HandOver, Out, RoutedEvent, Send
+from streams.steps.profile import ProfileStep, Recheck
+
+log = logging.getLogger(__name__)
+
+
+class StepMetrics:
+    def __init__(self, settings: Settings, rechecks: RecheckSchedule) -> None:
+        self._settings = settings
+        self._rechecks = rechecks
+
+    def identity_stepped(self, send: Send, step: IdentityStep, partition: int) -> None:
+        message = send.message
+        if step.claim_outcome is not None:
+            IDENTITY_LINKS.labels(step.claim_outcome.value).inc()
+        if step.refused is not None and isinstance(message, Claim):
+            IDENTITY_LINKS_REFUSED.labels(step.refused.value).inc()
+            log.info(
+                "refused %s to %s: %s (cause %s)",
+                redacted(send.key),
+                message.profile_id,
+                step.refused.value,
+                message.cause.event_id,
+            )
+
+    def profile_stepped(
+        self, send: Send, step: ProfileStep, headers: Headers, partition: int
+    ) -> None:
+        message = send.message
+        store = step.store
+        if store is not None:
+            at = store.segment_recheck_at if isinstance(store, Profile) else None
+            self._rechecks.set(partition, send.key, at)
+        if step.refused and isinstance(message, HandOver):
+            log.info("refused to merge %s into %s: caps", send.key, message.claim.profile_id)
+        for sent in step.sends:
+            if sent.topic is Out.SEGMENT_CHANGES:
+                SEGMENT_CHANGES.labels(sent.message.segment, sent.message.change).inc()
+            elif sent.topic is Out.JOURNEYS:
+                JOURNEY_TRIGGERS.labels(sent.message.journey).inc()
+            elif sent.topic is Out.IDENTITY_MERGES:
+                IDENTITY_MERGES.inc()
+        for reason in step.refused:
+            IDENTITY_LINKS_REFUSED.labels(reason.value).inc()
+        if step.forwarded:
+            PROFILE_FORWARDS.inc()
+        outcome = step.outcome
+        if isinstance(message, Recheck):
+            evaluated = outcome is not None and not outcome.duplicate
+            SEGMENT_RECHECKS.labels("evaluated" if evaluated else "stale").inc()
+        if outcome is None:
+            return
+        for segment in outcome.evaluation_errors:
+            SEGMENT_EVALUATION_ERRORS.labels(segment).inc()
+        if outcome.claims or (isinstance(message, Absorb) and not outcome.duplicate):
+            IDENTIFIERS_PER_PROFILE.observe(len(outcome.profile.identifier_keys()))
+        if isinstance(message, RoutedEvent):
+            topic = self._settings.input_topic(message.event.kind)
+            EVENTS.labels(topic, "duplicate" if outcome.duplicate else "applied").inc()
+            received_at = headers.get(RECEIVED_AT_HEADER)
+            if received_at and not outcome.duplicate:
+                EVENT_TO_OUTPUT_SECONDS.observe(max(0.0, time.time() - float(received_at)))
