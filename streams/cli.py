@@ -81,6 +81,7 @@ def worker() -> None:
     from streams.api import views
     from streams.rule_files import DefinitionError
     from streams.runtime.app import create_runtime, discard_untrusted_state, mark_stopped_cleanly
+    from streams.runtime.faust_patches import UnsupportedFaustError
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +92,9 @@ def worker() -> None:
             views.install(runtime)
         except DefinitionError as exc:
             err.print(f"[red]invalid definitions: {exc}[/]")
+            raise typer.Exit(2) from exc
+        except UnsupportedFaustError as exc:
+            err.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from exc
         discard_untrusted_state(runtime, bootstrap)
         err.print(f"[dim]API on {settings.api_url}[/]")

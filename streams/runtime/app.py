@@ -16,7 +16,7 @@ import faust
 from confluent_kafka.admin import AdminClient
 
 from streams.codec import Codec
-from streams.runtime import faust_fixes, fetches, gc_tuning, pipeline
+from streams.runtime import faust_patches, gc_tuning, pipeline
 from streams.runtime.context import Runtime, raw_table, raw_topic
 from streams.runtime.sender import RecordSender
 from streams.settings import Settings
@@ -29,8 +29,7 @@ PROFILES_TABLE = "profiles"
 
 
 def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
-    faust_fixes.apply(settings.fetch_max_wait_ms)
-    fetches.deliver_fetches_to_stages()
+    faust_patches.apply(settings.fetch_max_wait_ms)
     timeout = settings.session_timeout_seconds
     return faust.App(
         settings.app_id,

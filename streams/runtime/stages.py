@@ -3,8 +3,8 @@
 Faust's per-message path (its conductor, channel queue and stream; one ``await`` per send;
 one changelog record per table write) costs far more than the stages' own logic. A stage
 here takes the messages of its topics straight from the fetcher, everything one fetch
-brought at a time (:mod:`streams.runtime.fetches`), handles them one by one, and sends, writes and
-acknowledges them in batches. A batch is what one fetch brought, at most
+brought at a time (:mod:`streams.runtime.faust_patches.fetches`), handles them one by one,
+and sends, writes and acknowledges them in batches. A batch is what one fetch brought, at most
 ``CDP_BATCH_MAX_MESSAGES``: small while the stage keeps up (no added latency), large under a
 backlog.
 
@@ -34,7 +34,7 @@ from faust.types import TP, Message
 
 from streams.codec import DeadLetterReason, dead_letter_record
 from streams.events import now_ms
-from streams.runtime import fetches
+from streams.runtime.faust_patches import fetches
 from streams.runtime.metrics import DEAD_LETTERS, EVENTS, REBALANCE_SKIPPED_MESSAGES
 from streams.runtime.pending import Changes, PendingWrites
 from streams.runtime.sender import Deliveries, RecordSender, exit_without_committing

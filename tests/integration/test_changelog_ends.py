@@ -15,12 +15,12 @@ from streams.partitioning import LIBRDKAFKA_PARTITIONER
 from streams.profiles.model import Profile, Stamped
 from streams.runtime.app import changelog_topics
 from streams.runtime.broker import EmbeddedBroker
-from streams.runtime.faust_fixes import (
+from streams.runtime.faust_patches.bulk_restore import (
     BULK_RESTORE_MIN_RECORDS,
     PartitionRestore,
-    last_offsets,
     restore_partitions,
 )
+from streams.runtime.faust_patches.changelog_ends import last_offsets
 from streams.runtime.metrics import sample_total
 
 from .conftest import Worker, settings_from, worker_env

@@ -10,7 +10,7 @@ import pytest
 from faust.transport.consumer import Consumer
 from faust.types import AppT, Message
 
-from streams.runtime import fetches
+from streams.runtime.faust_patches import fetches
 
 
 class App:

@@ -10,8 +10,9 @@ import faust
 import pytest
 from faust.types import TP
 
-from streams.runtime import faust_fixes
-from streams.runtime.faust_fixes import Seeks, ends_to_read
+from streams.runtime.faust_patches.changelog_ends import ends_to_read
+from streams.runtime.faust_patches.discovery import mark_nothing_for_discovery
+from streams.runtime.faust_patches.seeks import Seeks
 
 
 def test_a_fetch_before_any_seek_is_fresh() -> None:
@@ -70,7 +71,7 @@ def test_only_partitions_whose_local_state_stops_short_of_the_last_batch_are_rea
 def test_decorators_leave_no_marks_for_a_discovery_that_never_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    faust_fixes.mark_nothing_for_discovery()
+    mark_nothing_for_discovery()
 
     def source_read(*args: Any) -> Any:
         raise AssertionError("a discovery mark read the caller's source")
