@@ -6,12 +6,14 @@ import base64
 import io
 import json
 import struct
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import fastavro
-import httpx
 import pytest
 from fastavro.schema import fingerprint as fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
@@ -561,25 +563,60 @@ def confluent(schema_id: int, schema: dict[str, Any], record: dict[str, Any]) ->
     return buffer.getvalue()
 
 
-@pytest.fixture
-def registry() -> tuple[Codec, list[int]]:
-    """A codec whose registry serves id 1 = an older PageView, id 2 = Order; logs the ids."""
-    requested: list[int] = []
-    schemas = {1: OLD_PAGE_VIEW, 2: CODEC.schema("Order")}
+class _FakeRegistry(BaseHTTPRequestHandler):
+    """``GET /schemas/ids/{id}`` as a Confluent schema registry answers it."""
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        schema_id = int(request.url.path.rsplit("/", 1)[1])
-        requested.append(schema_id)
+    schemas: dict[int, dict[str, Any]]
+    requested: list[int]
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if not path.startswith("/schemas/ids/"):
+            self._answer(404, {"error_code": 404, "message": "HTTP 404 Not Found"})
+            return
+        schema_id = int(path.rsplit("/", 1)[1])
+        self.requested.append(schema_id)
         if schema_id == 500:
-            return httpx.Response(500, json={"message": "boom"})
-        if schema_id not in schemas:
-            return httpx.Response(404, json={"error_code": 40403})
-        return httpx.Response(200, json={"schema": json.dumps(schemas[schema_id])})
+            self._answer(500, {"message": "boom"})
+        elif schema_id not in self.schemas:
+            self._answer(404, {"error_code": 40403, "message": "Schema not found"})
+        else:
+            self._answer(200, {"schema": json.dumps(self.schemas[schema_id])})
 
-    codec = Codec(SCHEMAS, schema_registry_url="http://registry.test")
-    transport = httpx.MockTransport(handle)
-    codec._registry = httpx.Client(transport=transport, base_url="http://registry.test")
-    return codec, requested
+    def _answer(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def registry() -> Iterator[tuple[Codec, list[int]]]:
+    """A codec whose registry, a real HTTP server on loopback, serves id 1 = an older
+    PageView and id 2 = Order, answers 500 for id 500 and 404 otherwise; logs the ids."""
+    requested: list[int] = []
+    handler = type(
+        "Registry",
+        (_FakeRegistry,),
+        {"schemas": {1: OLD_PAGE_VIEW, 2: CODEC.schema("Order")}, "requested": requested},
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield (
+            Codec(SCHEMAS, schema_registry_url=f"http://127.0.0.1:{server.server_port}"),
+            requested,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def test_confluent_resolves_an_older_writer_schema(registry: tuple[Codec, list[int]]) -> None:
@@ -615,6 +652,15 @@ def test_confluent_errors(registry: tuple[Codec, list[int]]) -> None:
     failing = b"\x00" + (500).to_bytes(4, "big") + order[5:]
     assert decode_error(EventKind.ORDER, failing, codec).reason == R.SCHEMA_REGISTRY_UNAVAILABLE
     assert decode_error(EventKind.ORDER, order[:-2], codec).reason == R.INVALID_AVRO
+
+
+def test_a_failing_registry_is_not_retried(registry: tuple[Codec, list[int]]) -> None:
+    """The record is dead-lettered at once; the next record with that id asks again."""
+    codec, requested = registry
+    failing = b"\x00" + (500).to_bytes(4, "big") + b"\x02"
+    for _ in range(2):
+        assert decode_error(EventKind.ORDER, failing, codec).reason == R.SCHEMA_REGISTRY_UNAVAILABLE
+    assert requested == [500, 500]
 
 
 def test_unreachable_registry() -> None:
