@@ -48,5 +48,5 @@ def partition_of(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-# Cached: the hash is pure Python (about 3 µs), and the same identifiers come back.
+# Cached: the hash is pure Python, and the same identifiers come back.
 key_partition = functools.lru_cache(maxsize=2**16)(partition_of)

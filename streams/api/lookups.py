@@ -38,7 +38,7 @@ class Lookups:
         self._profiles = runtime.profiles
         self._partitions = runtime.settings.partitions
         # Straight from the key's partition database: Faust's ``get`` asks every database of
-        # the table in turn for a key it has not seen, a third of a decision's time.
+        # the table in turn for a key it has not seen, a large part of a decision's time.
         self._read_profile = partition_reader(runtime.profiles)
         self._read_identity = partition_reader(runtime.identities)
         # Hops to the worker owning a key carry the token like any other caller.

@@ -147,7 +147,7 @@ class RecordSender:
                 continue
             # Idle. A batch whose last records were queued just after this check waits for
             # their reports (its changelog, then its acknowledgements): the poller must not
-            # sleep through them. At low load that wait was every batch's, 20 ms each.
+            # sleep through them, or at low load every batch would wait a full idle interval.
             queued.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(queued.wait(), IDLE_POLL_INTERVAL_S)
