@@ -102,7 +102,7 @@ def worker() -> None:
             runtime.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
         )
         # At WARNING and above Faust's terminal spinner sets the root logger to DEBUG, so every
-        # debug call in Faust and aiokafka built a log record (measurable in a busy worker's profile).
+        # debug call in Faust and aiokafka built a log record (visible in a busy worker's profile).
         worker.spinner = None
         # `kill -USR1 <pid>` writes every thread's stack to the log: for a worker that hangs.
         faulthandler.register(signal.SIGUSR1, all_threads=True)
