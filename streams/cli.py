@@ -5,6 +5,7 @@ from __future__ import annotations
 import faulthandler
 import json
 import logging
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -18,10 +19,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from streams.events import EventKind
+from streams.events import EventKind, IdentifierKind
 from streams.runtime.broker import LOOPBACK, EmbeddedBroker, is_listening, start_broker
 from streams.runtime.topics import ensure_topics
-from streams.settings import Settings, get_settings
+from streams.settings import Settings, SettingsError, get_settings, unknown_variables
 
 if TYPE_CHECKING:
     from streams.runtime.dead_letters import DeadLetter
@@ -30,9 +31,33 @@ cli = typer.Typer(
     help="cdp-streams: Kafka-native customer data platform core.",
     no_args_is_help=True,
     add_completion=False,
+    # Locals of a failing frame can hold personal data or the API token.
+    pretty_exceptions_show_locals=False,
 )
 console = Console()
 err = Console(stderr=True)
+
+PROFILE_ID = re.compile(r"^p_[0-9a-f]{24}$")
+EMAIL = re.compile(r"^[^@\s:]+@[^@\s]+\.[^@\s]+$")
+
+
+class PortInUseError(RuntimeError):
+    pass
+
+
+def ensure_port_free(host: str, port: int, setting: str) -> None:
+    """Fail before connecting anywhere when the port a command would listen on is taken."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(
+                f"port {port} on {host} ({setting}) is in use: stop what holds it, "
+                f"or choose another with {setting}"
+            ) from exc
 
 
 @contextmanager
@@ -55,9 +80,12 @@ def kafka(settings: Settings, *, log_file: Path | None = None) -> Iterator[str]:
 
 
 @cli.command()
-def broker(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 9092) -> None:
+def broker(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 9092,
+) -> None:
     """Run the embedded Kafka-compatible broker (Tansu, memory only) in the foreground."""
     settings = get_settings()
+    ensure_port_free(LOOPBACK, port, "--port")
     embedded = start_broker(port)
     # SIGTERM (systemd, docker stop, a test) must stop the broker too, not orphan it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -84,6 +112,7 @@ def worker() -> None:
     from streams.runtime.faust_patches import UnsupportedFaustError
 
     settings = get_settings()
+    ensure_port_free(settings.web_host, settings.web_port, "CDP_WEB_PORT")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with kafka(settings, log_file=settings.data_dir / "broker.log") as bootstrap:
         ensure_topics(bootstrap, settings)
@@ -99,7 +128,7 @@ def worker() -> None:
         discard_untrusted_state(runtime, bootstrap)
         err.print(f"[dim]API on {settings.api_url}[/]")
         worker = Worker(
-            runtime.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
+            runtime.app, loglevel=settings.log_level.value, quiet=True, redirect_stdouts=False
         )
         # At WARNING and above Faust's terminal spinner sets the root logger to DEBUG, so every
         # debug call in Faust and aiokafka built a log record (visible in a busy worker's profile).
@@ -120,37 +149,56 @@ def worker() -> None:
 
 @cli.command()
 def produce(
-    kind: Annotated[EventKind, typer.Argument(help="Which input topic the JSON lines go to.")],
+    kind: Annotated[EventKind, typer.Argument(help="Which input topic the events go to.")],
+    skip_invalid: Annotated[
+        bool, typer.Option(help="Send the valid events and report the rest, instead of nothing.")
+    ] = False,
+    raw: Annotated[
+        bool,
+        typer.Option(help="Send every non-empty line as it is, unchecked (to test dead letters)."),
+    ] = False,
 ) -> None:
-    """Produce JSON lines from stdin to an input topic, keyed by each event's best identifier."""
+    """Produce events from stdin to an input topic, keyed by each event's strongest identifier.
+
+    Takes JSON Lines, a JSON array, or pretty-printed objects one after another. Every event
+    is checked with the worker's own decoder first: if any is refused, each is reported with
+    its line and reason and nothing is sent (unless --skip-invalid); the exit status is 1.
+    """
+    from streams.codec import Codec
+    from streams.event_files import read_events
+    from streams.identity.resolver import routing_key
     from streams.producer import EventProducer
 
     settings = get_settings()
     topic = settings.input_topic(kind)
+    text = sys.stdin.read()
+    sends: list[tuple[bytes | None, bytes]]
+    if raw:
+        sends = [(None, line.strip().encode()) for line in text.splitlines() if line.strip()]
+        refused = 0
+    else:
+        checked = read_events(text, kind, Codec(settings.schemas_dir))
+        bad = [c for c in checked if c.event is None]
+        sys.stderr.write("".join(f"line {item.line}: {item.problem}\n" for item in bad))
+        refused = len(bad)
+        if bad and not skip_invalid:
+            err.print(f"nothing sent: {plural(refused, 'event')} of {len(checked)} refused")
+            raise typer.Exit(1)
+        sends = [(routing_key(c.event).encode(), c.value) for c in checked if c.event]
     with kafka(settings) as bootstrap:
         ensure_topics(bootstrap, settings)
         producer = EventProducer(bootstrap, settings=settings)
-        sent = 0
-        for line in sys.stdin:
-            if not line.strip():
-                continue
-            # Lines are sent as they are, valid or not: the worker validates them and
-            # dead-letters what it cannot accept, exactly as for any other producer.
-            producer.send_raw(topic, best_identifier(line), line.strip().encode())
-            sent += 1
-        producer.flush()
-    err.print(f"produced {sent} events to {topic}")
+        for key, value in sends:
+            producer.send_raw(topic, key, value)
+        producer.flush(settings.kafka_connect_timeout_seconds)
+    err.print(f"produced {plural(len(sends), 'event')} to {topic}")
+    if refused:
+        err.print(f"refused {plural(refused, 'event')}")
+        raise typer.Exit(1)
 
 
-def best_identifier(line: str) -> bytes | None:
-    try:
-        identity = json.loads(line).get("identity") or {}
-    except (ValueError, AttributeError):
-        return None
-    for name in ("user_id", "email", "anonymous_id"):
-        if isinstance(identity.get(name), str) and identity[name]:
-            return str(identity[name]).encode()
-    return None
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 @cli.command()
@@ -170,15 +218,15 @@ def profile(
     base = (api or settings.api_url).rstrip("/")
     token = settings.api_token
     headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
-    if identifier.startswith("p_"):
-        url, params = f"{base}/profiles/{identifier}", {}
-    else:
-        kind, _, value = (
-            identifier.partition(":")
-            if ":" in identifier and "@" not in identifier
-            else ("email", "", identifier)
+    lookup = profile_lookup(identifier)
+    if lookup is None:
+        sys.stderr.write(
+            f"cannot tell what {identifier!r} is: give kind:value "
+            f"(user_id:{identifier}, anonymous_id:{identifier}, email:…) or a profile id p_…\n"
         )
-        url, params = f"{base}/profiles", {kind: value}
+        raise typer.Exit(2)
+    path, params = lookup
+    url = f"{base}{path}"
     try:
         response = httpx.get(url, params=params, headers=headers, timeout=5)
     except httpx.HTTPError as exc:
@@ -192,15 +240,29 @@ def profile(
     console.print_json(data=response.json())
 
 
+def profile_lookup(identifier: str) -> tuple[str, dict[str, str]] | None:
+    """The API path and query for an identifier as typed; None when its kind is unclear."""
+    kinds = {kind.value for kind in IdentifierKind}
+    kind, sep, value = identifier.partition(":")
+    if sep and kind in kinds and value:
+        return "/profiles", {kind: value}
+    if PROFILE_ID.match(identifier):
+        return f"/profiles/{identifier}", {}
+    if EMAIL.match(identifier):
+        return "/profiles", {IdentifierKind.EMAIL.value: identifier}
+    return None
+
+
 @cli.command()
 def demo(
     duration: Annotated[
-        float | None, typer.Option(help="Seconds to run; default until Ctrl-C.")
+        float | None, typer.Option(min=1, help="Seconds to run; default until Ctrl-C.")
     ] = None,
     rate: Annotated[
-        float, typer.Option(help="Shopper actions per second (each is 1 to 4 events).")
+        float,
+        typer.Option(min=1, max=100_000, help="Shopper actions per second (each 1 to 4 events)."),
     ] = 300,
-    shoppers: Annotated[int, typer.Option(help="Simulated shoppers.")] = 2000,
+    shoppers: Annotated[int, typer.Option(min=1, help="Simulated shoppers.")] = 2000,
     mix: Annotated[
         str | None,
         typer.Option(
@@ -219,6 +281,7 @@ def demo(
         raise typer.BadParameter(str(exc), param_hint="--mix") from exc
 
     settings = get_settings()
+    ensure_port_free(settings.web_host, settings.web_port, "CDP_WEB_PORT")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with kafka(settings, log_file=settings.data_dir / "broker.log") as bootstrap:
         ensure_topics(bootstrap, settings)
@@ -333,6 +396,35 @@ def replay_dead_letters(
     console.print(f"replayed {sent} letters ({by_topic or 'none'})")
 
 
+VERBOSE = "--verbose"
+
+
+@cli.callback()
+def options(
+    verbose: Annotated[
+        bool, typer.Option(VERBOSE, help="Show tracebacks of errors, for bug reports.")
+    ] = False,
+) -> None:
+    """cdp-streams: Kafka-native customer data platform core."""
+    sys.stderr.write("".join(f"warning: {warning}\n" for warning in unknown_variables()))
+
+
 def main() -> None:
+    """The ``cdp`` command: a mistake in a setting or option, an unreachable broker or a taken
+    port is one line naming what to fix, not a traceback (``--verbose`` keeps them)."""
+    from streams.runtime.faust_patches import UnsupportedFaustError
+    from streams.runtime.topics import KafkaUnreachableError
+
     logging.basicConfig(level=logging.WARNING)
-    cli()
+    try:
+        cli(standalone_mode=True)
+    except SettingsError as exc:
+        if VERBOSE in sys.argv:
+            raise
+        sys.stderr.write("".join(f"{problem}\n" for problem in exc.problems))
+        sys.exit(2)
+    except (KafkaUnreachableError, PortInUseError, UnsupportedFaustError) as exc:
+        if VERBOSE in sys.argv:
+            raise
+        sys.stderr.write(f"{exc}\n")
+        sys.exit(2 if isinstance(exc, PortInUseError) else 1)

@@ -11,8 +11,11 @@ import logging
 import time
 from typing import Any, ClassVar
 
+from aiohttp import web
+from aiohttp.typedefs import Handler
 from faust.types import AppT
 from faust.web import Request, Response, View
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import generate_latest
 
 from streams.api.decisions import newsletter_popup
@@ -213,10 +216,32 @@ ROUTES: dict[str, type[CdpView]] = {
 }
 
 
+ERROR_NAMES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors the web server answers itself (an unknown route, a wrong method) as JSON too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        name = ERROR_NAMES.get(exc.status, "bad_request" if exc.status < 500 else "internal")
+        message = f"no route {request.method} {request.path}" if exc.status == 404 else exc.reason
+        known = ", ".join(path for path in ROUTES if not path.startswith("/identities"))
+        if exc.status == 404:
+            message = f"{message}; the routes are {known}"
+        return web.json_response({"error": name, "message": message}, status=exc.status)
+
+
 def install(runtime: Runtime) -> Api:
     """Serve the routes on the worker's web server, bound to its lookups."""
     api = Api(runtime, health.install(runtime))
     app: AppT = runtime.app
     for path, view in ROUTES.items():
         app.page(path)(type(view.__name__, (view,), {"api": api}))
+    server = app.web
+    assert isinstance(server, AiohttpWeb), "the worker serves its API with Faust's aiohttp driver"
+    server.web_app.middlewares.append(json_errors)
     return api

@@ -14,21 +14,33 @@ def public_topics(settings: Settings) -> list[str]:
     return [*settings.input_topics, *settings.output_topics]
 
 
-def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 20.0) -> list[str]:
+class KafkaUnreachableError(RuntimeError):
+    def __init__(self, bootstrap: str, seconds: float) -> None:
+        super().__init__(
+            f"cannot reach Kafka at {bootstrap} (CDP_KAFKA_BOOTSTRAP) after {seconds:g} s"
+        )
+
+
+def ensure_topics(bootstrap: str, settings: Settings) -> list[str]:
     """Create missing input and output topics; return the names that were created.
 
     Faust creates its own internal and changelog topics; these are the ones producers and
     consumers outside the worker rely on, so they exist before the first worker joins.
+    Raises :class:`KafkaUnreachableError` when the broker does not answer within
+    ``CDP_KAFKA_CONNECT_TIMEOUT_SECONDS``.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    timeout = settings.kafka_connect_timeout_seconds
+    # Connection failures are reported once, as KafkaUnreachableError, not logged per retry.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
     deadline = time.monotonic() + timeout
     while True:
         try:
-            existing = set(admin.list_topics(timeout=5).topics)
+            left = max(0.1, deadline - time.monotonic())
+            existing = set(admin.list_topics(timeout=min(5.0, left)).topics)
             break
         except KafkaException:
-            if time.monotonic() > deadline:
-                raise
+            if time.monotonic() >= deadline:
+                raise KafkaUnreachableError(bootstrap, timeout) from None
             time.sleep(0.5)
     missing = [name for name in public_topics(settings) if name not in existing]
     if not missing:
