@@ -101,6 +101,29 @@ def broker(
         embedded.stop()
 
 
+@cli.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def kcat(ctx: typer.Context) -> None:
+    """Run kcat with these arguments, on a librdkafka that reads the embedded broker.
+
+    Debian's kcat 1.7.1 cannot talk to the embedded broker with its own librdkafka 2.0.2;
+    this runs the same kcat on the newer librdkafka the confluent-kafka package ships.
+    Against Apache Kafka, plain kcat works as well.
+    """
+    import os
+
+    from streams.runtime.broker import BrokerError, kcat_command
+
+    try:
+        argv, env = kcat_command(list(ctx.args))
+    except BrokerError as exc:
+        sys.stderr.write(f"{exc}\n")
+        raise typer.Exit(2) from exc
+    os.execve(argv[0], argv, env)
+
+
 @cli.command()
 def worker() -> None:
     """Run a stream worker (uses CDP_KAFKA_BOOTSTRAP, else starts or reuses an embedded broker)."""
@@ -412,7 +435,6 @@ def options(
 def main() -> None:
     """The ``cdp`` command: a mistake in a setting or option, an unreachable broker or a taken
     port is one line naming what to fix, not a traceback (``--verbose`` keeps them)."""
-    from streams.runtime.faust_patches import UnsupportedFaustError
     from streams.runtime.topics import KafkaUnreachableError
 
     logging.basicConfig(level=logging.WARNING)
@@ -423,7 +445,7 @@ def main() -> None:
             raise
         sys.stderr.write("".join(f"{problem}\n" for problem in exc.problems))
         sys.exit(2)
-    except (KafkaUnreachableError, PortInUseError, UnsupportedFaustError) as exc:
+    except (KafkaUnreachableError, PortInUseError) as exc:
         if VERBOSE in sys.argv:
             raise
         sys.stderr.write(f"{exc}\n")

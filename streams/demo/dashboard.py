@@ -241,6 +241,19 @@ def _headline(stats: DemoStats, elapsed_s: float, duration_s: float | None) -> R
     return Group(grid, Text(_counter_line(stats.produced), style="dim"))
 
 
+def progress_line(stats: DemoStats, elapsed_s: float, duration_s: float | None) -> str:
+    """One plain line of the run so far, for output that is not a terminal (a pipe, CI)."""
+    running = f"{elapsed_s:,.0f} s" + (f" / {duration_s:,.0f} s" if duration_s else "")
+    return (
+        f"{running}: {stats.total_produced:,} events produced "
+        f"({stats.events_per_second():,.0f}/s), {len(stats.profiles):,} profiles, "
+        f"{sum(stats.segment_entries.values()):,} segment entries, "
+        f"{sum(stats.segment_exits.values()):,} exits, {sum(stats.triggers.values()):,} "
+        f"journey triggers, {stats.merges:,} merges, "
+        f"{sum(stats.dead_letters.values()):,} dead letters"
+    )
+
+
 def render(
     stats: DemoStats, *, api_urls: list[str], elapsed_s: float, duration_s: float | None
 ) -> RenderableType:

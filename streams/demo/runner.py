@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.live import Live
 
 from streams.codec import Codec
-from streams.demo.dashboard import DemoStats, render, summary
+from streams.demo.dashboard import DemoStats, progress_line, render, summary
 from streams.demo.traffic import ShopperSimulation
 from streams.producer import EventProducer
 from streams.runtime.processes import spawn_worker, wait_ready
@@ -21,6 +21,7 @@ from streams.settings import OutputFormat, Settings
 
 WORKER_START_TIMEOUT_S = 90.0
 REFRESH_S = 0.25
+PROGRESS_LINE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,49 @@ class DemoOptions:
     shoppers: int
     mix: dict[str, float] | None = None
     """Event mix (see :func:`streams.demo.traffic.parse_mix`); None: the simulation's default."""
+
+
+class LiveView:
+    """The dashboard, redrawn in place on a terminal."""
+
+    refresh_s = REFRESH_S
+
+    def __init__(self, console: Console) -> None:
+        self._live = Live(console=console, refresh_per_second=4)
+
+    def __enter__(self) -> LiveView:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.__exit__(None, None, None)
+
+    def update(
+        self, stats: DemoStats, urls: list[str], elapsed_s: float, duration_s: float | None
+    ) -> None:
+        self._live.update(render(stats, api_urls=urls, elapsed_s=elapsed_s, duration_s=duration_s))
+
+
+class ProgressLines:
+    """A plain line every few seconds where a redrawn view would print nothing until the end."""
+
+    refresh_s = PROGRESS_LINE_S
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+
+    def __enter__(self) -> ProgressLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def update(
+        self, stats: DemoStats, urls: list[str], elapsed_s: float, duration_s: float | None
+    ) -> None:
+        line = progress_line(stats, elapsed_s, duration_s)
+        self._console.print(line, markup=False, highlight=False, soft_wrap=True)
+        self._console.file.flush()
 
 
 def run_demo(settings: Settings, bootstrap: str, options: DemoOptions, console: Console) -> int:
@@ -106,12 +150,9 @@ def _run(
             f"{base}/metrics",
         ]
 
+    view = LiveView(console) if console.is_terminal else ProgressLines(console)
     try:
-        with Live(
-            render(stats, api_urls=urls(), elapsed_s=0, duration_s=duration),
-            console=console,
-            refresh_per_second=4,
-        ) as live:
+        with view:
             last_refresh = 0.0
             while duration is None or time.monotonic() - started < duration:
                 elapsed = time.monotonic() - started
@@ -127,10 +168,8 @@ def _run(
                         continue
                     name = record_names[str(message.topic())]
                     handlers[name](codec.decode_record(name, message.value() or b""))
-                if time.monotonic() - last_refresh > REFRESH_S:
-                    live.update(
-                        render(stats, api_urls=urls(), elapsed_s=elapsed, duration_s=duration)
-                    )
+                if time.monotonic() - last_refresh > view.refresh_s:
+                    view.update(stats, urls(), elapsed, duration)
                     last_refresh = time.monotonic()
                 if worker.poll() is not None:
                     console.print("[red]the worker exited; see its log[/]")
@@ -141,6 +180,5 @@ def _run(
     finally:
         producer.flush()
         consumer.close()
-    console.line()  # off a terminal, the last live frame ends without a newline
     console.print(summary(stats, elapsed_s=time.monotonic() - started))
     return code

@@ -7,9 +7,11 @@ and by the integration tests. Production points ``CDP_KAFKA_BOOTSTRAP`` at real 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,3 +104,32 @@ def start_broker(
             raise BrokerError(f"the embedded broker did not listen on port {port} in time")
         time.sleep(0.05)
     return EmbeddedBroker(port=port, process=process)
+
+
+def kcat_command(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Debian's kcat with the librdkafka that the confluent-kafka wheel ships.
+
+    kcat 1.7.1 links librdkafka 2.0.2, which cannot read the embedded broker's answer to its
+    ApiVersions request ("Read underflow"); the wheel's newer librdkafka can, and kcat runs
+    on it unchanged. Raises :class:`BrokerError` when kcat is not installed.
+    """
+    import confluent_kafka
+
+    binary = shutil.which("kcat")
+    if binary is None:
+        raise BrokerError("kcat is not installed (Debian: apt-get install kcat)")
+    wheel_libs = Path(confluent_kafka.__file__).resolve().parent.parent / "confluent_kafka.libs"
+    found = sorted(wheel_libs.glob("librdkafka*.so*"))
+    if not found:
+        raise BrokerError(f"no librdkafka in {wheel_libs}")
+    links = Path(tempfile.gettempdir()) / f"cdp-kcat-{os.getuid()}"
+    links.mkdir(exist_ok=True)
+    link = links / "librdkafka.so.1"
+    if not link.exists() or link.resolve() != found[0]:
+        link.unlink(missing_ok=True)
+        link.symlink_to(found[0])
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        part for part in (str(links), env.get("LD_LIBRARY_PATH", "")) if part
+    )
+    return [binary, *args], env
