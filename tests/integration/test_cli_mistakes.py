@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
 from streams.runtime.broker import free_port
+
+from .conftest import run_cdp
 
 # (environment, arguments, exit status, what the message must name)
 MISTAKES: list[tuple[dict[str, str], list[str], int, str]] = [
@@ -58,19 +58,6 @@ MISTAKES: list[tuple[dict[str, str], list[str], int, str]] = [
 ]
 
 
-def run_cdp(
-    args: list[str], env: dict[str, str], stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def clean_env(**overrides: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("CDP_")}
     # Never the developer's embedded broker on 9092, and never a wait for one.
@@ -88,7 +75,7 @@ def clean_env(**overrides: str) -> dict[str, str]:
 def test_a_mistake_is_one_line_naming_what_to_fix(
     overrides: dict[str, str], args: list[str], status: int, named: str
 ) -> None:
-    result = run_cdp(args, clean_env(**overrides))
+    result = run_cdp(clean_env(**overrides), *args)
     assert result.returncode == status, result.stderr
     assert named in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -97,7 +84,7 @@ def test_a_mistake_is_one_line_naming_what_to_fix(
 
 def test_an_unreachable_broker_is_named_within_the_timeout() -> None:
     event = '{"event_id":"e","occurred_at":1,"identity":{"anonymous_id":"a"},"url":"u"}\n'
-    result = run_cdp(["produce", "page-view"], clean_env(), stdin=event)
+    result = run_cdp(clean_env(), "produce", "page-view", stdin=event.encode())
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "cannot reach Kafka at 127.0.0.1:1 (CDP_KAFKA_BOOTSTRAP) after 2 s"
@@ -113,13 +100,13 @@ def taken_port() -> Iterator[int]:
 
 
 def test_a_taken_port_names_the_port_and_the_variable(taken_port: int) -> None:
-    result = run_cdp(["worker"], clean_env(CDP_WEB_PORT=str(taken_port)))
+    result = run_cdp(clean_env(CDP_WEB_PORT=str(taken_port)), "worker")
     assert result.returncode == 2
     assert f"port {taken_port} on 127.0.0.1 (CDP_WEB_PORT) is in use" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_verbose_keeps_the_traceback() -> None:
-    result = run_cdp(["--verbose", "worker"], clean_env(CDP_PARTITIONS="abc"))
+    result = run_cdp(clean_env(CDP_PARTITIONS="abc"), "--verbose", "worker")
     assert result.returncode != 0
     assert "Traceback" in result.stderr or "SettingsError" in result.stderr

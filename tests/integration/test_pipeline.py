@@ -360,9 +360,14 @@ def test_cdp_produce_and_cdp_profile_commands(worker: Worker) -> None:
             "not json at all",
         ]
     )
-    produced = run_cdp(worker.env, "produce", "identify", stdin=lines.encode())
-    assert produced.returncode == 0, produced.stderr
-    assert "produced 2 events" in produced.stderr
+    refused = run_cdp(worker.env, "produce", "identify", stdin=lines.encode())
+    assert refused.returncode == 1, refused.stderr
+    assert "line 2: invalid JSON" in refused.stderr
+    assert "nothing sent: 1 event of 2 refused" in refused.stderr
+    produced = run_cdp(worker.env, "produce", "identify", "--skip-invalid", stdin=lines.encode())
+    assert produced.returncode == 1, produced.stderr
+    assert "produced 1 event to" in produced.stderr
+    assert "refused 1 event" in produced.stderr
 
     def shown() -> subprocess.CompletedProcess[str]:
         return run_cdp(worker.env, "profile", email, "--api", worker.api)
