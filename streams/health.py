@@ -16,6 +16,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streams.observability import BROKER_REACHABLE, EVENT_LOOP_LAG_SECONDS
+from streams.runtime import lag
 
 if TYPE_CHECKING:
     from streams.app import Runtime
@@ -80,4 +81,9 @@ def install(runtime: Runtime) -> BrokerProbe:
     probe = BrokerProbe(runtime.bootstrap, timeout_s=settings.broker_probe_timeout_seconds)
     runtime.app.timer(interval=settings.broker_probe_interval_seconds)(probe.probe)
     runtime.app.task(watch_event_loop_lag)
+    lag.install(
+        runtime.app,
+        interval_s=settings.broker_probe_interval_seconds,
+        timeout_s=settings.broker_probe_timeout_seconds,
+    )
     return probe

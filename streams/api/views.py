@@ -167,6 +167,9 @@ def install(runtime: Runtime) -> None:
         endpoint = "other"
         # Endpoints answering with personal data require the token when one is configured.
         personal = True
+        # Probes and scrapes stay out of cdp_lookup_seconds: the lookup-latency alert is
+        # about what websites wait for, and a slow scrape is not a slow lookup.
+        timed = True
 
         async def dispatch(self, request: Any) -> Any:
             started = time.perf_counter()
@@ -195,7 +198,8 @@ def install(runtime: Runtime) -> None:
                     status=500,
                 )
             finally:
-                LOOKUP_SECONDS.labels(self.endpoint).observe(time.perf_counter() - started)
+                if self.timed:
+                    LOOKUP_SECONDS.labels(self.endpoint).observe(time.perf_counter() - started)
 
         def not_found(self, message: str) -> Response:
             return self.json({"error": "not_found", "message": message}, status=404)
@@ -262,6 +266,7 @@ def install(runtime: Runtime) -> None:
     class Health(CdpView):
         endpoint = "health"
         personal = False
+        timed = False
 
         async def get(self, request: Request) -> Response:
             return self.json({"status": "ok"})
@@ -270,6 +275,7 @@ def install(runtime: Runtime) -> None:
     class Ready(CdpView):
         endpoint = "ready"
         personal = False
+        timed = False
 
         async def get(self, request: Request) -> Response:
             reasons = readiness()
@@ -281,6 +287,7 @@ def install(runtime: Runtime) -> None:
     class Metrics(CdpView):
         endpoint = "metrics"
         personal = False
+        timed = False
 
         async def get(self, request: Request) -> Response:
             readiness()

@@ -1,0 +1,1 @@
+"""The Faust shell: the app, its stages, state and the worker's own observations."""

@@ -1,0 +1,93 @@
+"""Consumer lag: how many messages of each partition a worker holds are still unread.
+
+The worker asks the broker for the end offsets of the partitions its stages read (the
+input and internal topics) and compares them with how far it has read each one. The
+answer is ``cdp_consumer_lag_messages{topic, partition}``; a partition the worker no
+longer holds loses its series, so after a rebalance each partition is reported by its
+new owner only. A broker that does not answer leaves the last values in place: the lag
+is then unknown, and ``cdp_broker_reachable`` says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from faust.types import TP
+
+from streams import fetches
+from streams.observability import CONSUMER_LAG
+
+log = logging.getLogger(__name__)
+
+
+def partition_lag(end_offset: int | None, read_offset: int | None) -> int | None:
+    """Messages of a partition not yet read, or None when it cannot be told.
+
+    ``end_offset`` is the offset the next appended message will get. ``read_offset`` is
+    Faust's: the offset of the last message read, or right after a seek the committed
+    offset (the next one to read); reading it as the former can under-count by one until
+    the first message after a rebalance is read, never over-count.
+    """
+    if end_offset is None:
+        return None
+    if read_offset is None:
+        # Nothing read and nothing committed yet: the worker starts at the beginning.
+        return max(0, end_offset)
+    return max(0, end_offset - (read_offset + 1))
+
+
+def lags(
+    end_offsets: Mapping[TP, int | None], read_offsets: Mapping[TP, int | None]
+) -> dict[TP, int]:
+    """Lag of every partition whose end offset is known."""
+    found = {}
+    for tp, end in end_offsets.items():
+        lag = partition_lag(end, read_offsets.get(tp))
+        if lag is not None:
+            found[tp] = lag
+    return found
+
+
+class LagMonitor:
+    """Refreshes ``cdp_consumer_lag_messages`` from the broker's end offsets."""
+
+    def __init__(self, app: Any, timeout_s: float) -> None:
+        self._app = app
+        self._timeout_s = timeout_s
+
+    def _read_partitions(self) -> list[TP]:
+        topics = set(fetches.receivers_of(self._app))
+        consumer = self._app.consumer
+        return sorted(tp for tp in consumer.assignment() if tp.topic in topics)
+
+    async def refresh(self) -> None:
+        consumer = self._app.consumer
+        partitions = self._read_partitions()
+        if partitions:
+            try:
+                end_offsets = await asyncio.wait_for(
+                    consumer.highwaters(*partitions), self._timeout_s
+                )
+            except Exception as exc:  # the broker stalls or the group is rebalancing
+                log.debug("end offsets not known now (%s)", type(exc).__name__)
+                return
+        else:
+            end_offsets = {}
+        # The assignment may have changed while the broker answered.
+        held = set(self._read_partitions())
+        found = lags(
+            {tp: end for tp, end in end_offsets.items() if tp in held},
+            {tp: consumer._read_offset.get(tp) for tp in held},
+        )
+        CONSUMER_LAG.clear()
+        for tp, lag in found.items():
+            CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+def install(app: Any, interval_s: float, timeout_s: float) -> LagMonitor:
+    monitor = LagMonitor(app, timeout_s)
+    app.timer(interval=interval_s)(monitor.refresh)
+    return monitor
