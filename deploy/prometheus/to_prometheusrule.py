@@ -14,7 +14,9 @@ from typing import Any
 import yaml
 
 ALERTS = Path(__file__).resolve().parent / "alerts.yml"
-HEADER = "# Generated from deploy/prometheus/alerts.yml by deploy/prometheus/to_prometheusrule.py.\n"
+HEADER = (
+    "# Generated from deploy/prometheus/alerts.yml by deploy/prometheus/to_prometheusrule.py.\n"
+)
 
 
 def prometheus_rule(rules: dict[str, Any]) -> dict[str, Any]:
