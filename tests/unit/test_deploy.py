@@ -141,8 +141,9 @@ def test_each_worker_advertises_its_stable_pod_dns_name(
     port = {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
     for ordinal in (0, 1):
         env = pod_environment(resources, ordinal)
-        pod = f"cdp-streams-{ordinal}"
-        assert env["CDP_ADVERTISED_URL"] == f"http://{pod}.cdp-streams.{namespace}.svc:{port}"
+        pod = f"{statefulset['metadata']['name']}-{ordinal}"
+        service_name = service["metadata"]["name"]
+        assert env["CDP_ADVERTISED_URL"] == f"http://{pod}.{service_name}.{namespace}.svc:{port}"
         assert env["CDP_WEB_PORT"] == str(port)
 
 
