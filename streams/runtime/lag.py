@@ -57,25 +57,37 @@ class LagMonitor:
     def __init__(self, app: Any, timeout_s: float) -> None:
         self._app = app
         self._timeout_s = timeout_s
+        # A request to a stalled broker is left to finish in the consumer's thread; while
+        # it is out, no other is sent, so a long stall does not pile them up.
+        self._asking: asyncio.Future[Mapping[TP, int]] | None = None
 
     def _read_partitions(self) -> list[TP]:
         topics = set(fetches.receivers_of(self._app))
         consumer = self._app.consumer
         return sorted(tp for tp in consumer.assignment() if tp.topic in topics)
 
+    async def _end_offsets(self, partitions: list[TP]) -> Mapping[TP, int] | None:
+        if self._asking is None:
+            self._asking = asyncio.ensure_future(self._app.consumer.highwaters(*partitions))
+        asking = self._asking
+        done, _ = await asyncio.wait({asking}, timeout=self._timeout_s)
+        if not done:
+            return None
+        self._asking = None
+        if asking.exception() is not None:  # e.g. the group is rebalancing
+            log.debug("end offsets not known now (%s)", type(asking.exception()).__name__)
+            return None
+        return asking.result()
+
     async def refresh(self) -> None:
         consumer = self._app.consumer
         partitions = self._read_partitions()
+        end_offsets: Mapping[TP, int | None] = {}
         if partitions:
-            try:
-                end_offsets = await asyncio.wait_for(
-                    consumer.highwaters(*partitions), self._timeout_s
-                )
-            except Exception as exc:  # the broker stalls or the group is rebalancing
-                log.debug("end offsets not known now (%s)", type(exc).__name__)
+            answered = await self._end_offsets(partitions)
+            if answered is None:
                 return
-        else:
-            end_offsets = {}
+            end_offsets = answered
         # The assignment may have changed while the broker answered.
         held = set(self._read_partitions())
         found = lags(
