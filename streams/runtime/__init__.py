@@ -1,1 +1,0 @@
-"""The Faust shell: the app, its stages, state and the worker's own observations."""
