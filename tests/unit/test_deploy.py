@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -246,19 +247,54 @@ def lock_pins() -> dict[str, str]:
     for line in lines:
         found = re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line)
         if found:
-            pins[re.sub(r"[-_.]+", "-", found.group(1)).lower()] = found.group(2)
+            pins[normalized(found.group(1))] = found.group(2)
     return pins
 
 
+def normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def runtime_requirements() -> list[Requirement]:
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    return [Requirement(spec) for spec in project["project"]["dependencies"]]
+
+
+def dependency_closure(requirements: list[Requirement]) -> set[str]:
+    """Every distribution ``requirements`` need, with their extras, as installed here."""
+    needed: set[str] = set()
+    seen: set[tuple[str, frozenset[str]]] = set()
+    pending = list(requirements)
+    while pending:
+        requirement = pending.pop()
+        key = (normalized(requirement.name), frozenset(requirement.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        needed.add(key[0])
+        for spec in metadata.distribution(requirement.name).requires or []:
+            dependency = Requirement(spec)
+            extras = requirement.extras or {""}
+            if dependency.marker is None or any(
+                dependency.marker.evaluate({"extra": extra}) for extra in extras
+            ):
+                pending.append(dependency)
+    return needed
+
+
 def test_the_image_lock_pins_every_dependency_within_pyproject_ranges() -> None:
-    project = (PROJECT_ROOT / "pyproject.toml").read_text()
-    dependencies = tomllib.loads(project)["project"]["dependencies"]
     pins = lock_pins()
-    for spec in dependencies:
-        requirement = Requirement(spec)
-        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+    for requirement in runtime_requirements():
+        name = normalized(requirement.name)
         assert name in pins, f"{name} is not pinned in deploy/requirements.lock (make lock)"
-        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} vs {spec}"
+        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} vs {requirement}"
+
+
+def test_the_image_lock_holds_every_dependency_of_the_dependencies() -> None:
+    # The image installs the lock with --no-index and cdp-streams with --no-deps: whatever
+    # the lock misses (a new dependency, a new extra) would be missing at run time.
+    missing = dependency_closure(runtime_requirements()) - set(lock_pins())
+    assert not missing, f"not in deploy/requirements.lock: {sorted(missing)} (make lock)"
 
 
 def test_the_dockerfile_installs_locked_dependencies_before_copying_sources() -> None:
