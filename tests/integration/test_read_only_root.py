@@ -1,9 +1,10 @@
 """The worker runs with a read-only root file system, as the Kubernetes pods do
-(``readOnlyRootFilesystem``), writing only to its data directory and ``/tmp``.
+(``readOnlyRootFilesystem``), writing only to its data directory and a temporary directory
+(``/data`` and the ``/tmp`` emptyDir there).
 
 The worker runs in a mount namespace of its own (``unshare -m``) in which ``/`` is
-remounted read-only and ``/tmp`` and ``/mnt`` (its data directory) are fresh tmpfs mounts;
-the rest of the machine is untouched.
+remounted read-only and its data and temporary directories are fresh tmpfs mounts; the
+rest of the machine is untouched.
 """
 
 from __future__ import annotations
@@ -37,13 +38,19 @@ def test_the_worker_needs_no_writable_root_file_system(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     assert shutil.which("unshare"), "util-linux unshare is needed"
-    env = worker_env(broker, tmp_path, CDP_DATA_DIR="/mnt/data", HOME="/nonexistent")
+    data, temporary = tmp_path / "data", tmp_path / "tmp"
+    data.mkdir()
+    temporary.mkdir()
+    env = worker_env(
+        broker, tmp_path, CDP_DATA_DIR=str(data), TMPDIR=str(temporary), HOME="/nonexistent"
+    )
     settings = settings_from(env)
     ensure_topics(broker.bootstrap, settings)
+    # Somewhere the test's own user may write outside the namespace: the virtualenv.
     probe = Path(sys.prefix) / f"write-probe-{uuid.uuid4().hex}"
     script = (
-        "set -e; mount -o remount,bind,ro /; mount -t tmpfs tmpfs /tmp;"
-        " mount -t tmpfs tmpfs /mnt;"
+        "set -e; mount -o remount,bind,ro /;"
+        f" mount -t tmpfs tmpfs {data}; mount -t tmpfs tmpfs {temporary};"
         f' if touch {probe} 2>/dev/null; then rm -f {probe}; exit 3; fi; echo "{READ_ONLY_MARK}";'
         f" exec {sys.executable} -m streams worker"
     )
