@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration test-faults lint check-deploy bench clean
+.PHONY: install demo test test-unit test-integration test-faults lint check-deploy lock bench clean
 
 install: $(STAMP)
 
@@ -39,11 +39,26 @@ lint: install
 bench: install
 	$(BIN)/python -m benchmarks.suite --profile $(if $(EVENTS),--events $(EVENTS),) $(if $(PROFILES),--profiles $(PROFILES),) $(if $(SHOPPERS),--shoppers $(SHOPPERS),) $(if $(MIX),--mix $(MIX),)
 
-# Prometheus config, alert rules and their unit tests (promtool: Debian package `prometheus`).
-check-deploy:
+# Prometheus configs, alert rules and their unit tests (promtool: Debian package `prometheus`);
+# the Kubernetes overlays rendered by kustomize (`kubectl kustomize`, or a `kustomize`
+# binary) and validated against the Kubernetes schemas, strictly.
+KUSTOMIZE ?= $(shell command -v kubectl >/dev/null && echo kubectl kustomize || echo kustomize build)
+check-deploy: install
 	promtool check config deploy/prometheus/prometheus.yml
+	promtool check config deploy/prometheus/kubernetes.yml
 	promtool check rules deploy/prometheus/alerts.yml
 	promtool test rules deploy/prometheus/alerts_test.yml
+	@for overlay in dev production; do \
+	  echo "kubernetes-validate --strict deploy/k8s/overlays/$$overlay"; \
+	  mkdir -p build && $(KUSTOMIZE) deploy/k8s/overlays/$$overlay > build/k8s-$$overlay.yaml || exit 1; \
+	  $(BIN)/kubernetes-validate --strict --quiet build/k8s-$$overlay.yaml || exit 1; \
+	done
+
+# The image's pinned dependencies (deploy/requirements.lock), resolved from pyproject.toml.
+lock: install
+	$(BIN)/pip install --quiet 'pip-tools>=7.4,<8'
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
+	  --output-file deploy/requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .cdp-data *.egg-info

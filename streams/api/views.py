@@ -100,6 +100,9 @@ class CdpView(View):
     endpoint = "other"
     # Endpoints answering with personal data require the token when one is configured.
     personal = True
+    # Probes and scrapes stay out of cdp_lookup_seconds: the lookup-latency alert is
+    # about what websites wait for, and a slow scrape is not a slow lookup.
+    timed = True
 
     async def dispatch(self, request: Any) -> Any:
         started = time.perf_counter()
@@ -125,7 +128,8 @@ class CdpView(View):
                 status=500,
             )
         finally:
-            LOOKUP_SECONDS.labels(self.endpoint).observe(time.perf_counter() - started)
+            if self.timed:
+                LOOKUP_SECONDS.labels(self.endpoint).observe(time.perf_counter() - started)
 
     def not_found(self, message: str) -> Response:
         return self.json({"error": "not_found", "message": message}, status=404)
@@ -179,6 +183,7 @@ class NewsletterPopup(CdpView):
 class Health(CdpView):
     endpoint = "health"
     personal = False
+    timed = False
 
     async def get(self, request: Request) -> Response:
         return self.json({"status": "ok"})
@@ -187,6 +192,7 @@ class Health(CdpView):
 class Ready(CdpView):
     endpoint = "ready"
     personal = False
+    timed = False
 
     async def get(self, request: Request) -> Response:
         reasons = self.api.readiness()
@@ -198,6 +204,7 @@ class Ready(CdpView):
 class Metrics(CdpView):
     endpoint = "metrics"
     personal = False
+    timed = False
 
     async def get(self, request: Request) -> Response:
         self.api.readiness()

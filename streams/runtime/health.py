@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from streams.runtime import lag
 from streams.runtime.metrics import BROKER_REACHABLE, EVENT_LOOP_LAG_SECONDS
 
 if TYPE_CHECKING:
@@ -80,4 +81,9 @@ def install(runtime: Runtime) -> BrokerProbe:
     probe = BrokerProbe(runtime.bootstrap, timeout_s=settings.broker_probe_timeout_seconds)
     runtime.app.timer(interval=settings.broker_probe_interval_seconds)(probe.probe)
     runtime.app.task(watch_event_loop_lag)
+    lag.install(
+        runtime.app,
+        interval_s=settings.broker_probe_interval_seconds,
+        timeout_s=settings.broker_probe_timeout_seconds,
+    )
     return probe

@@ -116,7 +116,7 @@ INPUT_WAIT_SECONDS = Histogram(
 )
 LOOKUP_SECONDS = Histogram(
     "cdp_lookup_seconds",
-    "HTTP lookup and decision latency, by endpoint.",
+    "HTTP lookup and decision latency, by endpoint (probes and metric scrapes are not counted).",
     ["endpoint"],
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
@@ -149,6 +149,13 @@ READY = Gauge(
 BROKER_REACHABLE = Gauge(
     "cdp_broker_reachable",
     "1 while the broker answers the worker's periodic metadata request.",
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "cdp_consumer_lag_messages",
+    "Messages of a partition this worker holds that it has not read yet: the partition's end"
+    " offset on the broker minus the worker's read position, refreshed every few seconds.",
+    ["topic", "partition"],
     registry=REGISTRY,
 )
 IDENTITY_LINKS = Counter(

@@ -1,0 +1,105 @@
+"""Consumer lag: how many messages of each partition a worker holds are still unread.
+
+The worker asks the broker for the end offsets of the partitions its stages read (the
+input and internal topics) and compares them with how far it has read each one. The
+answer is ``cdp_consumer_lag_messages{topic, partition}``; a partition the worker no
+longer holds loses its series, so after a rebalance each partition is reported by its
+new owner only. A broker that does not answer leaves the last values in place: the lag
+is then unknown, and ``cdp_broker_reachable`` says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from faust.types import TP
+
+from streams.runtime.faust_patches import fetches
+from streams.runtime.metrics import CONSUMER_LAG
+
+log = logging.getLogger(__name__)
+
+
+def partition_lag(end_offset: int | None, read_offset: int | None) -> int | None:
+    """Messages of a partition not yet read, or None when it cannot be told.
+
+    ``end_offset`` is the offset the next appended message will get. ``read_offset`` is
+    Faust's: the offset of the last message read, or right after a seek the committed
+    offset (the next one to read); reading it as the former can under-count by one until
+    the first message after a rebalance is read, never over-count.
+    """
+    if end_offset is None:
+        return None
+    if read_offset is None:
+        # Nothing read and nothing committed yet: the worker starts at the beginning.
+        return max(0, end_offset)
+    return max(0, end_offset - (read_offset + 1))
+
+
+def lags(
+    end_offsets: Mapping[TP, int | None], read_offsets: Mapping[TP, int | None]
+) -> dict[TP, int]:
+    """Lag of every partition whose end offset is known."""
+    found = {}
+    for tp, end in end_offsets.items():
+        lag = partition_lag(end, read_offsets.get(tp))
+        if lag is not None:
+            found[tp] = lag
+    return found
+
+
+class LagMonitor:
+    """Refreshes ``cdp_consumer_lag_messages`` from the broker's end offsets."""
+
+    def __init__(self, app: Any, timeout_s: float) -> None:
+        self._app = app
+        self._timeout_s = timeout_s
+        # A request to a stalled broker is left to finish in the consumer's thread; while
+        # it is out, no other is sent, so a long stall does not pile them up.
+        self._asking: asyncio.Future[Mapping[TP, int]] | None = None
+
+    def _read_partitions(self) -> list[TP]:
+        topics = set(fetches.receivers_of(self._app))
+        consumer = self._app.consumer
+        return sorted(tp for tp in consumer.assignment() if tp.topic in topics)
+
+    async def _end_offsets(self, partitions: list[TP]) -> Mapping[TP, int] | None:
+        if self._asking is None:
+            self._asking = asyncio.ensure_future(self._app.consumer.highwaters(*partitions))
+        asking = self._asking
+        done, _ = await asyncio.wait({asking}, timeout=self._timeout_s)
+        if not done:
+            return None
+        self._asking = None
+        if asking.exception() is not None:  # e.g. the group is rebalancing
+            log.debug("end offsets not known now (%s)", type(asking.exception()).__name__)
+            return None
+        return asking.result()
+
+    async def refresh(self) -> None:
+        consumer = self._app.consumer
+        partitions = self._read_partitions()
+        end_offsets: Mapping[TP, int | None] = {}
+        if partitions:
+            answered = await self._end_offsets(partitions)
+            if answered is None:
+                return
+            end_offsets = answered
+        # The assignment may have changed while the broker answered.
+        held = set(self._read_partitions())
+        found = lags(
+            {tp: end for tp, end in end_offsets.items() if tp in held},
+            {tp: consumer._read_offset.get(tp) for tp in held},
+        )
+        CONSUMER_LAG.clear()
+        for tp, lag in found.items():
+            CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+def install(app: Any, interval_s: float, timeout_s: float) -> LagMonitor:
+    monitor = LagMonitor(app, timeout_s)
+    app.timer(interval=interval_s)(monitor.refresh)
+    return monitor
