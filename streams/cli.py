@@ -1,4 +1,4 @@
-"""The ``cdp`` command: demo, worker, broker, produce, profile, dead-letters."""
+"""The ``cdp`` command: demo, worker, collector, broker, produce, profile, dead-letters."""
 
 from __future__ import annotations
 
@@ -168,6 +168,32 @@ def worker() -> None:
             if exit_.code in (None, 0) and not undelivered and not runtime.app._crashed.is_set():
                 mark_stopped_cleanly(runtime)
             raise
+
+
+@cli.command()
+def collector() -> None:
+    """Run the Segment-compatible HTTP collector (CDP_COLLECTOR_PORT) in front of the topics.
+
+    Takes Segment's HTTP Tracking API (/v1/track, /v1/identify, /v1/page, /v1/screen,
+    /v1/alias, /v1/group, /v1/batch) with the write keys of CDP_COLLECTOR_WRITE_KEYS.
+    """
+    from streams.api.collector import run
+
+    settings = get_settings()
+    if not settings.write_keys:
+        sys.stderr.write(
+            "CDP_COLLECTOR_WRITE_KEYS is unset: give the write keys the collector accepts, "
+            "as key:source,key2:source2\n"
+        )
+        raise typer.Exit(2)
+    ensure_port_free(settings.collector_host, settings.collector_port, "CDP_COLLECTOR_PORT")
+    with kafka(settings) as bootstrap:
+        ensure_topics(bootstrap, settings)
+        err.print(
+            f"[dim]collector on http://{settings.collector_host}:{settings.collector_port}"
+            f" ({plural(len(settings.write_keys), 'write key')})[/]"
+        )
+        run(settings, bootstrap)
 
 
 @cli.command()
