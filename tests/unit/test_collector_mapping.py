@@ -107,7 +107,8 @@ def test_page_maps_to_a_page_view_with_the_category_from_the_path_rule() -> None
         {"type": "page", "anonymousId": "a", "properties": {"url": "https://x/shop/toys/1"}},
         rules=rules,
     ).body
-    assert body["category"] == "toys" and body["path"] == "/shop/toys/1"
+    assert body["category"] == "toys"
+    assert body["path"] == "/shop/toys/1"
     body = mapped(
         {
             "type": "page",
