@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import os
 import json
 import subprocess
 import sys
@@ -576,3 +577,15 @@ def test_a_full_queue_answers_429_and_nothing_confirmed_is_lost(
     assert first[0].status_code == 503
     assert first[0].json()["error"] == "kafka_unavailable"
     assert collector.process.poll() is None
+
+
+def test_the_collector_needs_write_keys_and_names_the_variable(tmp_path: Path) -> None:
+    from tests.integration.conftest import run_cdp
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDP_")}
+    result = run_cdp(env, "collector")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "CDP_COLLECTOR_WRITE_KEYS is unset: give the write keys the collector accepts, "
+        "as key:source,key2:source2"
+    ]
