@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import base64
 import gzip
-import os
 import json
+import os
 import subprocess
 import sys
 import time
