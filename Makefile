@@ -8,11 +8,18 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package.json package-lock.json web/shop.js
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# The demo shop's analytics.js bundle, from npm where npm is present; without it the
+	@# shop page says what is missing, and everything else needs Python only.
+	@if command -v npm >/dev/null; then \
+	  npm ci --no-audit --no-fund --loglevel=error && npm run --silent build:shop; \
+	else \
+	  echo "npm not found: the demo shop (/shop) will run without analytics.js"; \
+	fi
 	touch $(STAMP)
 
 demo: install

@@ -320,7 +320,7 @@ def demo(
         ),
     ] = None,
 ) -> None:
-    """Broker, worker and simulated shoppers, with a live view of what the pipeline does."""
+    """Broker, worker, collector, simulated shoppers and a demo shop (/shop) with a live view."""
     from streams.demo.runner import DemoOptions, run_demo
     from streams.demo.traffic import parse_mix
 
@@ -331,6 +331,8 @@ def demo(
 
     settings = get_settings()
     ensure_port_free(settings.web_host, settings.web_port, "CDP_WEB_PORT")
+    ensure_port_free(settings.collector_host, settings.collector_port, "CDP_COLLECTOR_PORT")
+    ensure_port_free(LOOPBACK, settings.demo_shop_port, "CDP_DEMO_SHOP_PORT")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with kafka(settings, log_file=settings.data_dir / "broker.log") as bootstrap:
         ensure_topics(bootstrap, settings)

@@ -181,6 +181,9 @@ class Settings(BaseSettings):
         description="Regex with a (?P<category>...) group: a page's category from its URL "
         "path when the page gives none.",
     )
+    demo_shop_port: Port = Field(
+        default=8090, description="Where `cdp demo` serves its demo shop (/shop), on 127.0.0.1."
+    )
     cors_origins: list[str] = Field(
         default=[],
         description="Browser origins allowed to call the collector and /decisions/* "

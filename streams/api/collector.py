@@ -23,10 +23,10 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from confluent_kafka import KafkaError, Message, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from streams.api.cors import cors_middleware
 from streams.codec import Codec
 from streams.codec.errors import DecodeError
 from streams.codec.event_checks import check_text_lengths
@@ -434,43 +434,6 @@ async def _handle(
     if route is None:
         answer.update(accepted=len(accepted), errors=refused)
     return web.json_response(answer)
-
-
-def cors_middleware(origins: list[str]) -> Middleware:
-    """CORS for the configured origins only (``*``: any); preflights answered here."""
-    allowed = frozenset(origins)
-
-    @web.middleware
-    async def cors(
-        request: web.Request,
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        permitted = origin is not None and ("*" in allowed or origin in allowed)
-        if request.method == "OPTIONS" and origin is not None:
-            if not permitted:
-                return web.json_response(
-                    {"error": "forbidden", "message": "origin not allowed (CDP_CORS_ORIGINS)"},
-                    status=403,
-                )
-            response: web.StreamResponse = web.Response(status=204)
-        else:
-            response = await handler(request)
-        if permitted and origin is not None:
-            response.headers.update(cors_headers(origin))
-        return response
-
-    return cors
-
-
-def cors_headers(origin: str) -> dict[str, str]:
-    return {
-        "Access-Control-Allow-Origin": origin,
-        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-        "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding",
-        "Access-Control-Max-Age": "600",
-        "Vary": "Origin",
-    }
 
 
 @web.middleware
