@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration test-faults lint check-deploy lock bench clean
+.PHONY: install demo test test-unit test-integration test-faults lint check-deploy lock bench bench-collector clean
 
 install: $(STAMP)
 
@@ -45,6 +45,11 @@ lint: install
 
 bench: install
 	$(BIN)/python -m benchmarks.suite --profile $(if $(EVENTS),--events $(EVENTS),) $(if $(PROFILES),--profiles $(PROFILES),) $(if $(SHOPPERS),--shoppers $(SHOPPERS),) $(if $(MIX),--mix $(MIX),)
+
+# The collector alone: events/s of one process (pinned to one core) with batches of 100, and
+# request latency at 1,000 requests/s, from a load generator in a process of its own.
+bench-collector: install
+	$(BIN)/python -m benchmarks.collector $(if $(BENCH_SECONDS),--seconds $(BENCH_SECONDS),) $(if $(RATE),--rate $(RATE),)
 
 # Prometheus configs, alert rules and their unit tests (promtool: Debian package `prometheus`);
 # the Kubernetes overlays rendered by kustomize (`kubectl kustomize`, or a `kustomize`
