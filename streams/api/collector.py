@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +25,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 from confluent_kafka import KafkaError, Message, Producer
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import Counter as MetricCounter
 
 from streams.api.cors import cors_middleware
 from streams.codec import Codec
-from streams.codec.errors import DecodeError
+from streams.codec.errors import MAX_TEXT_CHARS, DecodeError
 from streams.codec.event_checks import check_text_lengths
 from streams.collector.mapping import (
     MAX_BATCH_BYTES,
@@ -56,13 +58,13 @@ _QUEUE_HEADROOM = MAX_BATCH_EVENTS
 _DRAIN_BYTES = 8 * MAX_BATCH_BYTES
 
 REGISTRY = CollectorRegistry(auto_describe=True)
-REQUESTS = Counter(
+REQUESTS = MetricCounter(
     "cdp_collector_requests",
     "Requests answered, by route and HTTP status.",
     ["route", "status"],
     registry=REGISTRY,
 )
-EVENTS = Counter(
+EVENTS = MetricCounter(
     "cdp_collector_events",
     "Messages received, by Segment type and what became of them (the input kind, or the "
     "reason it was refused).",
@@ -227,6 +229,7 @@ class Collector:
         BATCH_SIZE.observe(len(messages))
         accepted: list[Accepted] = []
         refused: list[dict[str, Any]] = []
+        outcomes: Counter[tuple[str, str]] = Counter()
         for index, (raw, encoded_size) in enumerate(zip(messages, sizes, strict=True)):
             result = map_message(
                 raw,
@@ -242,21 +245,22 @@ class Collector:
             if isinstance(result, Mapped):
                 try:
                     # What the worker would dead-letter is refused here, where the sender
-                    # learns of it.
-                    check_text_lengths(result.event.event_id, "messageId")
-                    check_text_lengths(result.event.body, "")
+                    # learns of it. A message shorter than the text limit holds no longer text.
+                    if encoded_size > MAX_TEXT_CHARS:
+                        check_text_lengths(result.event.event_id, "messageId")
+                        check_text_lengths(result.event.body, "")
                     value = self.codec.encode_event(result.event, OutputFormat.AVRO)
                 except DecodeError as exc:
                     result = Refused(Rejection.INVALID_FIELD, exc.detail[:300])
                 except ValueError as exc:
                     result = Refused(Rejection.INVALID_FIELD, str(exc)[:300])
                 else:
-                    EVENTS.labels(message_type, result.outcome).inc()
+                    outcomes[message_type, result.outcome] += 1
                     accepted.append(
                         Accepted(result.event.kind, routing_key(result.event).encode(), value)
                     )
                     continue
-            EVENTS.labels(message_type, result.reason.value).inc()
+            outcomes[message_type, result.reason.value] += 1
             message_id = raw.get("messageId") if isinstance(raw, dict) else None
             refused.append(
                 {
@@ -266,6 +270,8 @@ class Collector:
                     "message": result.message,
                 }
             )
+        for labels, count in outcomes.items():
+            EVENTS.labels(*labels).inc(count)
         return accepted, refused
 
     async def produce(self, accepted: list[Accepted], source: str) -> None:
