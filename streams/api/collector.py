@@ -298,10 +298,15 @@ class Collector:
                 on_delivery=delivery,
             )
         try:
-            await asyncio.wait_for(asyncio.shield(delivery.future), self.timeout + 5)
+            # librdkafka reports every message by message.timeout.ms; this is a backstop.
+            async with asyncio.timeout(self.timeout + 5):
+                await delivery.future
         except TimeoutError:
             raise HttpError(
-                503, "kafka_unavailable", "Kafka did not confirm the events in time; retry"
+                503,
+                "kafka_unavailable",
+                "Kafka did not confirm the events in time; retry",
+                {"Retry-After": str(RETRY_AFTER_SECONDS)},
             ) from None
         if delivery.errors:
             log.warning("delivery failed: %s", delivery.errors[0])
@@ -309,6 +314,7 @@ class Collector:
                 503,
                 "kafka_unavailable",
                 f"Kafka refused {len(delivery.errors)} of {len(accepted)} events; retry",
+                {"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
 
 
@@ -500,9 +506,12 @@ def create_app(collector: Collector) -> web.Application:
 
 def run(settings: Settings, bootstrap: str) -> None:
     """Serve until SIGINT or SIGTERM; queued events are delivered before the exit."""
+    import uvloop
+
     collector = Collector(settings, bootstrap)
     web.run_app(
         create_app(collector),
+        loop=uvloop.new_event_loop(),
         host=settings.collector_host,
         port=settings.collector_port,
         access_log=None,
