@@ -110,7 +110,7 @@ def run(seconds: float, rate: float, concurrency: int) -> dict[str, Any]:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError(f"the collector did not start:\n{log_file.read_text()}")
                 time.sleep(0.1)
-            load(url, min(2.0, seconds), "throughput", "--concurrency", "2")  # warm-up
+            load(url, min(2.0, seconds), "throughput", "--concurrency", "4")  # warm-up
             cpu_before = collector_cpu_seconds(process.pid)
             throughput = load(
                 url, seconds, "throughput", "--concurrency", str(concurrency), "--batch-size", "100"
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="a few seconds, small rates")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=1000.0, help="requests/s for latency")
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.smoke:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import gc
 import logging
 import threading
 import time
@@ -493,6 +494,10 @@ def create_app(collector: Collector) -> web.Application:
 
     async def start(_app: web.Application) -> None:
         collector.start()
+        # As in the worker (streams/runtime/gc_tuning.py): what starting made lives as long
+        # as the process, and full collections need not walk it with the loop stopped.
+        gc.collect()
+        gc.freeze()
 
     async def stop(_app: web.Application) -> None:
         undelivered = collector.close()
