@@ -113,6 +113,7 @@ def test_the_segment_python_client_builds_a_profile(
         on_error=lambda error, _items: errors.append(error),
     )
     user, anonymous = f"u-{uuid.uuid4().hex[:8]}", f"anon-{uuid.uuid4().hex[:8]}"
+    app_device = f"app-{uuid.uuid4().hex[:8]}"
     client.page(
         anonymous_id=anonymous,
         name="Cakes",
@@ -148,6 +149,10 @@ def test_the_segment_python_client_builds_a_profile(
     )
     for _ in range(2):
         client.track(user_id=user, event="Brochure Requested", properties={"region": "north"})
+    # The app on another device, later tied to the account.
+    client.screen(anonymous_id=app_device, name="Home")
+    client.alias(previous_id=app_device, user_id=user)
+    client.group(user_id=user, group_id="family-7", traits={"name": "The Sevens"})
     client.flush()
     assert errors == []
 
@@ -157,8 +162,10 @@ def test_the_segment_python_client_builds_a_profile(
             found is not None
             and found["orders"]["placed"] == 1
             and found["email"]["clicked"] == 1
-            and found["views"]["count"] == 1
+            and found["views"]["count"] == 2
             and found["events"].get("Brochure Requested", {}).get("count") == 2
+            and app_device in found["identities"]["anonymous_ids"]
+            and "group_id" in found["traits"]
         )
 
     wait_until(complete, timeout=30, interval=0.3)
@@ -166,7 +173,10 @@ def test_the_segment_python_client_builds_a_profile(
     assert profile is not None
     assert profile == profile_of(worker, anonymous_id=anonymous)
     assert profile["identities"]["user_ids"] == [user]
-    assert anonymous in profile["identities"]["anonymous_ids"]
+    assert set(profile["identities"]["anonymous_ids"]) == {anonymous, app_device}
+    assert profile == profile_of(worker, anonymous_id=app_device)
+    assert profile["traits"]["group_id"]["value"] == "family-7"
+    assert profile["traits"]["group_name"]["value"] == "The Sevens"
     assert profile["identities"]["emails"] == ["ann.collector@example.com"]
     assert profile["traits"]["first_name"]["value"] == "Ann"
     assert {k: v["granted"] for k, v in profile["consent"].items()} == {
@@ -175,6 +185,8 @@ def test_the_segment_python_client_builds_a_profile(
     }
     assert profile["newsletter"]["status"] == "subscribed"
     assert profile["views"]["by_category"] == {"baking": 1}
+    # The page and the app screen are both views; only the page has a category.
+    assert profile["views"]["count"] == 2
     assert profile["orders"]["revenue"] == 59.5
     assert profile["orders"]["categories"] == {"baking": 1}
     assert profile["email"]["clicked_categories"] == {"toys": 1}
@@ -185,11 +197,12 @@ def test_the_segment_python_client_builds_a_profile(
     assert all(dict(m.headers() or [])["cdp-source"] == b"booking" for m in messages)
 
     metrics = httpx.get(f"{collector.url}/metrics").text
-    assert 'cdp_collector_requests_total{route="batch",status="200"} 6.0' in metrics
+    assert 'cdp_collector_requests_total{route="batch",status="200"} 9.0' in metrics
     assert 'cdp_collector_events_total{outcome="order",type="track"} 1.0' in metrics
     assert 'cdp_collector_events_total{outcome="track",type="track"} 2.0' in metrics
     assert "cdp_collector_producer_queue_messages 0.0" in metrics
-    assert "cdp_collector_batch_size_count 6.0" in metrics
+    assert "cdp_collector_batch_size_count 9.0" in metrics
+    assert 'cdp_collector_events_total{outcome="identify",type="alias"} 1.0' in metrics
 
 
 def read_topic(worker: Worker, suffix: str, count: int) -> list[Any]:
