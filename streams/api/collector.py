@@ -473,6 +473,39 @@ async def json_errors(
         )
 
 
+def analytics_js_settings(write_key: str, host: str, scheme: str) -> dict[str, Any]:
+    """The project settings analytics.js loads: this collector as its only destination."""
+    return {
+        "integrations": {
+            "Segment.io": {
+                "apiKey": write_key,
+                "apiHost": f"{host}/v1",
+                "protocol": "https" if scheme == "https" else "http",
+                "unbundledIntegrations": [],
+                "addBundledMetadata": False,
+            }
+        },
+        "plan": {"track": {"__default": {"enabled": True}}, "identify": {}, "group": {}},
+        "enabledMiddleware": {},
+        "metrics": {"sampleRate": 0},
+        "remotePlugins": [],
+    }
+
+
+def _errors_as_json(
+    handler: Callable[[web.Request], Awaitable[web.Response]],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def answer(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except HttpError as exc:
+            return web.json_response(
+                {"success": False, "error": exc.error, "message": exc.message}, status=exc.status
+            )
+
+    return answer
+
+
 def create_app(collector: Collector) -> web.Application:
     app = web.Application(
         middlewares=[json_errors, cors_middleware(collector.settings.cors_origins)],
@@ -489,6 +522,17 @@ def create_app(collector: Collector) -> web.Application:
     async def metrics(_request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), content_type="text/plain")
 
+    async def project_settings(request: web.Request) -> web.Response:
+        # What analytics.js fetches from Segment's CDN at load: pointing its `cdnURL` here
+        # is then the whole switch. Only known keys get settings.
+        if request.match_info["write_key"] not in collector.keys:
+            raise HttpError(404, "not_found", "unknown write key")
+        scheme = request.headers.get("X-Forwarded-Proto", request.scheme)
+        return web.json_response(
+            analytics_js_settings(request.match_info["write_key"], request.host, scheme)
+        )
+
+    app.router.add_get("/v1/projects/{write_key}/settings", _errors_as_json(project_settings))
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
 

@@ -541,6 +541,14 @@ def test_malformed_requests_are_answered_and_the_collector_stays_up(
     response = client.post(collector.url + "/v1/t", content=body({**GOOD, "writeKey": WRITE_KEY}))
     assert (response.status_code, response.json()) == (200, {"success": True})
 
+    # analytics.js loads its settings from here when its cdnURL points at the collector.
+    settings = client.get(f"{collector.url}/v1/projects/{WRITE_KEY}/settings").json()
+    segment = settings["integrations"]["Segment.io"]
+    assert segment["apiHost"] == collector.url.removeprefix("http://") + "/v1"
+    assert (segment["apiKey"], segment["protocol"]) == (WRITE_KEY, "http")
+    unknown = client.get(f"{collector.url}/v1/projects/nope/settings")
+    assert (unknown.status_code, unknown.json()["error"]) == (404, "not_found")
+
     assert collector.process.poll() is None
     assert collector.process.pid == pid
     assert client.get(collector.url + "/health").status_code == 200
