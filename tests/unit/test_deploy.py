@@ -201,7 +201,7 @@ def test_availability(overlay: tuple[str, list[dict[str, Any]]]) -> None:
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
     assert "initialDelaySeconds" not in container["livenessProbe"]
-    budget = one(resources, "PodDisruptionBudget")
+    budget = one(resources, "PodDisruptionBudget", "cdp-streams")
     assert budget["spec"]["maxUnavailable"] == 1
     assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
     spread = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
@@ -212,6 +212,38 @@ def test_availability(overlay: tuple[str, list[dict[str, Any]]]) -> None:
     assert 1 <= statefulset["spec"]["replicas"] <= partitions
 
 
+def test_the_collector_is_a_restricted_stateless_deployment_behind_a_service(
+    overlay: tuple[str, list[dict[str, Any]]],
+) -> None:
+    _, resources = overlay
+    deployment = one(resources, "Deployment", "cdp-collector")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"] == ["collector"]
+    assert (
+        container["image"]
+        == one(resources, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["image"]
+    )
+    assert {"secretRef": {"name": "cdp-collector"}} in container["envFrom"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
+    assert env["CDP_COLLECTOR_PORT"] == str(port)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"]["drop"] == ["ALL"]
+    service = one(resources, "Service", "cdp-collector")
+    assert service["spec"]["selector"].items() <= labels.items()
+    budget = one(resources, "PodDisruptionBudget", "cdp-collector")
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    monitor = one(render(K8S / "monitoring"), "PodMonitor", "cdp-collector")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["http"]
+
+
 def test_production_never_puts_two_workers_on_one_node() -> None:
     pod = one(render(K8S / "overlays" / "production"), "StatefulSet")["spec"]["template"]["spec"]
     by_key = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
@@ -220,7 +252,7 @@ def test_production_never_puts_two_workers_on_one_node() -> None:
 
 def test_the_pod_monitor_scrapes_the_workers_port() -> None:
     monitoring = render(K8S / "monitoring")
-    monitor = one(monitoring, "PodMonitor")
+    monitor = one(monitoring, "PodMonitor", "cdp-streams")
     statefulset = one(render(K8S / "base"), "StatefulSet")
     template = statefulset["spec"]["template"]
     assert (
