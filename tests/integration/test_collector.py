@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -574,8 +575,6 @@ def test_a_full_queue_answers_429_and_nothing_confirmed_is_lost(
         own.stop()
     batch = {"batch": [{**GOOD, "messageId": f"q-{i}"} for i in range(100)]}
     with httpx.Client(timeout=30) as client:
-        import threading
-
         first: list[httpx.Response] = []
         holder = threading.Thread(
             target=lambda: first.append(
