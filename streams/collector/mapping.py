@@ -27,6 +27,8 @@ from streams.settings import DEFAULT_CATEGORY_PATTERN
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
+# How far after its arrival an event may say it happened (the codec's default bound).
+FUTURE_TOLERANCE_MS = 86_400_000
 # Segment's e-commerce spec: the currency when an order names none.
 DEFAULT_CURRENCY = "USD"
 # Names a track event may have in the Track topic's map of properties, and values' length.
@@ -292,6 +294,11 @@ def map_message(
     occurred_at = corrected_time(timestamp, sent_at, received_at)
     if occurred_at < 0:
         return Refused(Rejection.INVALID_TIMESTAMP, "timestamp is before 1970", message_id)
+    if occurred_at > received_at + FUTURE_TOLERANCE_MS:
+        # The worker would dead-letter it (the codec's bound); the sender should hear of it.
+        return Refused(
+            Rejection.INVALID_TIMESTAMP, "timestamp is more than a day in the future", message_id
+        )
     event_id = event_id_for(raw, source)
     try:
         kind, body = _body(message, message_type, context, rules)

@@ -322,6 +322,16 @@ def test_a_message_without_an_id_gets_one_that_a_retry_repeats() -> None:
             Rejection.INVALID_TIMESTAMP,
             "time zone",
         ),
+        (
+            {
+                "type": "page",
+                "userId": "u",
+                "timestamp": "2023-11-16T22:13:20Z",
+                "properties": {"url": "u"},
+            },
+            Rejection.INVALID_TIMESTAMP,
+            "in the future",
+        ),
         ({"type": "page", "userId": "u"}, Rejection.INVALID_FIELD, "page needs"),
         (
             {"type": "track", "event": "Order Completed", "userId": "u"},
