@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from streams.broker import LOOPBACK, EmbeddedBroker, is_listening, start_broker
@@ -55,22 +56,48 @@ def kafka(settings: Settings, *, log_file: Path | None = None) -> Iterator[str]:
 
 
 @cli.command()
-def broker(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 9092) -> None:
-    """Run the embedded Kafka-compatible broker (Tansu, memory only) in the foreground."""
+def broker(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 9092,
+    apache_kafka: Annotated[
+        bool,
+        typer.Option(
+            "--apache-kafka",
+            help="Run Apache Kafka (KRaft, one node; jars from `make kafka`, needs Java 17) "
+            "with its log in $CDP_DATA_DIR/kafka-<port>, instead of the embedded broker.",
+        ),
+    ] = False,
+) -> None:
+    """Run a broker in the foreground and create the topics: embedded (memory only) or Kafka."""
+    from streams.broker import BrokerError
+    from streams.runtime.kafka_broker import ApacheKafkaBroker, start_apache_kafka
+
     settings = get_settings()
-    embedded = start_broker(port)
+    running: EmbeddedBroker | ApacheKafkaBroker
+    try:
+        if apache_kafka:
+            err.print("[dim]starting Apache Kafka…[/]")
+            running = start_apache_kafka(
+                port,
+                data_dir=settings.data_dir / f"kafka-{port}",
+                libs_dir=settings.apache_kafka_libs,
+                heap=settings.apache_kafka_heap,
+            )
+        else:
+            running = start_broker(port)
+    except BrokerError as exc:
+        err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    name = "Apache Kafka (KRaft)" if apache_kafka else "embedded broker (memory only)"
     # SIGTERM (systemd, docker stop, a test) must stop the broker too, not orphan it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        ensure_topics(embedded.bootstrap, settings)
-        console.print(
-            f"embedded broker on [bold]{embedded.bootstrap}[/]; topics created. Ctrl-C stops it."
-        )
-        embedded.wait()
+        ensure_topics(running.bootstrap, settings)
+        console.print(f"{name} on [bold]{running.bootstrap}[/]; topics created. Ctrl-C stops it.")
+        running.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        embedded.stop()
+        running.stop()
 
 
 @cli.command()
@@ -328,5 +355,14 @@ def replay_dead_letters(
 
 
 def main() -> None:
+    from pydantic import ValidationError
+
     logging.basicConfig(level=logging.WARNING)
-    cli()
+    try:
+        cli()
+    except ValidationError as exc:
+        # One line per bad setting, named as it is set: CDP_<FIELD>.
+        for error in exc.errors():
+            name = "CDP_" + "_".join(str(part) for part in error["loc"]).upper()
+            err.print(f"[red]invalid setting {name}: {escape(error['msg'])}[/]", soft_wrap=True)
+        raise SystemExit(2) from None

@@ -32,6 +32,15 @@ class Settings(BaseSettings):
         description="Kafka bootstrap servers; unset means start or reuse the embedded broker.",
     )
     embedded_broker_port: int = 9092
+    apache_kafka_libs: Path = Field(
+        default=PROJECT_ROOT / ".kafka" / "libs",
+        description="Where `make kafka` put Apache Kafka's jars (cdp broker --apache-kafka).",
+    )
+    apache_kafka_heap: str = Field(
+        default="512m",
+        pattern=r"^[1-9][0-9]*[kmgKMG]$",
+        description="Heap cap of the local Apache Kafka broker's JVM, e.g. 512m or 1g.",
+    )
     topic_prefix: str = "cdp."
     partitions: int = Field(default=8, ge=1)
     replication_factor: int = Field(default=1, ge=1)
