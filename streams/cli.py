@@ -106,6 +106,7 @@ def worker() -> None:
     from faust.worker import Worker
 
     from streams.app import create_runtime, discard_untrusted_state, mark_stopped_cleanly
+    from streams.runtime.worker_topics import ensure_worker_topics
     from streams.segments.definitions import DefinitionError
 
     settings = get_settings()
@@ -118,6 +119,8 @@ def worker() -> None:
             err.print(f"[red]invalid definitions: {exc}[/]")
             raise typer.Exit(2) from exc
         discard_untrusted_state(runtime, bootstrap)
+        # After the check above, which reads missing changelogs as a broker that lost them.
+        ensure_worker_topics(bootstrap, settings)
         err.print(f"[dim]API on {settings.api_url}[/]")
         worker = Worker(
             runtime.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
@@ -363,6 +366,7 @@ def main() -> None:
     except ValidationError as exc:
         # One line per bad setting, named as it is set: CDP_<FIELD>.
         for error in exc.errors():
-            name = "CDP_" + "_".join(str(part) for part in error["loc"]).upper()
-            err.print(f"[red]invalid setting {name}: {escape(error['msg'])}[/]", soft_wrap=True)
+            where = "_".join(str(part) for part in error["loc"]).upper()
+            name = f" CDP_{where}" if where else ""
+            err.print(f"[red]invalid setting{name}: {escape(error['msg'])}[/]", soft_wrap=True)
         raise SystemExit(2) from None

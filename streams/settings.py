@@ -7,9 +7,10 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.durations import Duration, parse_duration
 from streams.events import EventKind
 from streams.identity.resolver import DEFAULT_BLOCKED_IDENTIFIERS
 from streams.profiles.model import IdentifierCaps
@@ -51,6 +52,28 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         description="Standby copies of each table partition on other workers, for fast takeover.",
+    )
+    # The tables' changelogs are compacted: a profile's erasure (a tombstone) must leave the
+    # log within a bound, which needs the active segment rolled and the cleaner forced in time.
+    changelog_min_compaction_lag: Duration = Field(
+        default=parse_duration("0s"),
+        description="Changelog records stay uncompacted at least this long "
+        "(min.compaction.lag.ms).",
+    )
+    changelog_max_compaction_lag: Duration = Field(
+        default=parse_duration("7d"),
+        description="A superseded or erased changelog value is compacted away within about this "
+        "long (max.compaction.lag.ms); the bound an erasure relies on.",
+    )
+    changelog_delete_retention: Duration = Field(
+        default=parse_duration("1d"),
+        description="How long a changelog tombstone stays readable (delete.retention.ms): a "
+        "worker restoring longer than this may miss an erasure.",
+    )
+    changelog_segment: Duration = Field(
+        default=parse_duration("1d"),
+        description="Changelog segments roll after this long (segment.ms); the active segment "
+        "is never compacted, so it is at most the compaction bound.",
     )
     app_id: str = "cdp-streams"
     data_dir: Path = Path(".cdp-data")
@@ -126,6 +149,19 @@ class Settings(BaseSettings):
         default=50, ge=1, le=1000, description="Anonymous ids (devices) one profile may hold."
     )
     log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _compaction_bounds(self) -> Settings:
+        if self.changelog_segment > self.changelog_max_compaction_lag:
+            raise ValueError(
+                "CDP_CHANGELOG_SEGMENT must not exceed CDP_CHANGELOG_MAX_COMPACTION_LAG "
+                "(the active segment is never compacted)"
+            )
+        if self.changelog_min_compaction_lag > self.changelog_max_compaction_lag:
+            raise ValueError(
+                "CDP_CHANGELOG_MIN_COMPACTION_LAG must not exceed CDP_CHANGELOG_MAX_COMPACTION_LAG"
+            )
+        return self
 
     @property
     def api_url(self) -> str:
