@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
     # Off by default: in the SIGKILL suite a worker promoting its standby copy of a partition
     # to active sometimes held the partition's offset without all of its values, and served
-    # those profiles as new (4 of 12 runs); without standbys, none of the runs (README).
+    # those profiles as new, on the embedded broker and on Apache Kafka alike (README).
     standby_replicas: int = Field(
         default=0,
         ge=0,

@@ -2,7 +2,7 @@
 
 Some fixes to Faust exist only for the embedded broker's quirks (Tansu reports a partition's
 end as the start of its last record batch plus one). On Apache Kafka they are skipped, and
-the worker says so in its log once. The embedded broker is recognised by the cluster id that
+the worker says so in its log once. The embedded broker is recognised by the cluster id
 :func:`streams.broker.start_broker` gives it.
 """
 

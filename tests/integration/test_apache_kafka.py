@@ -90,11 +90,11 @@ def test_the_default_changelog_configs_are_the_documented_ones(
 
 
 def test_the_worker_knows_its_broker_and_uses_the_workarounds_only_on_the_embedded_one(
-    broker: RunningBroker, worker: Worker
+    broker: RunningBroker, tmp_path: Path, make_worker: Callable[..., Worker]
 ) -> None:
     embedded = chosen_broker_kind() == "embedded"
     assert is_embedded_broker(broker.bootstrap) is embedded
-    log = worker.log_file.read_text()
+    log = make_worker(worker_env(broker, tmp_path)).log_file.read_text()
     if embedded:
         assert "embedded broker at" in log
         assert "workarounds off" not in log
