@@ -21,6 +21,7 @@ from rich.table import Table
 
 from streams.broker import LOOPBACK, EmbeddedBroker, is_listening, start_broker
 from streams.events import EventKind
+from streams.runtime.kafka_clients import ConnectionSetupError, check_connection
 from streams.settings import Settings, get_settings
 from streams.topics import ensure_topics
 
@@ -40,6 +41,7 @@ err = Console(stderr=True)
 def kafka(settings: Settings, *, log_file: Path | None = None) -> Iterator[str]:
     """Yield a bootstrap address: the configured Kafka, a running embedded broker, or a new one."""
     if settings.kafka_bootstrap:
+        check_connection(settings.kafka_bootstrap, settings)
         yield settings.kafka_bootstrap
         return
     port = settings.embedded_broker_port
@@ -363,6 +365,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     try:
         cli()
+    except ConnectionSetupError as exc:
+        err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        raise SystemExit(2) from None
     except ValidationError as exc:
         # One line per bad setting, named as it is set: CDP_<FIELD>.
         for error in exc.errors():

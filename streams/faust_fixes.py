@@ -38,6 +38,7 @@ from streams.observability import (
     RESTORED_RECORDS,
 )
 from streams.runtime.broker_kind import is_embedded_broker
+from streams.runtime.kafka_clients import client_config
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def changelog_reader(bootstrap: str, group_id: str) -> KafkaConsumer:
     commits nothing, so ``group_id`` only names it."""
     return KafkaConsumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap),
             "group.id": group_id,
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 50,

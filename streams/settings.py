@@ -18,6 +18,19 @@ from streams.profiles.model import IdentifierCaps
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
 class OutputFormat(StrEnum):
     JSON = "json"
     AVRO = "avro"
@@ -31,6 +44,26 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         default=None,
         description="Kafka bootstrap servers; unset means start or reuse the embedded broker.",
+    )
+    # How every Kafka client of the worker, collector, producer API and CLI connects
+    # (streams/runtime/kafka_clients.py); the password is never logged.
+    kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: SaslMechanism = SaslMechanism.SCRAM_SHA_512
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password; or CDP_KAFKA_SASL_PASSWORD_FILE."
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        default=None, description="A file holding the SASL password (its first line)."
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        default=None, description="PEM CA certificates the broker's certificate must chain to."
+    )
+    kafka_ssl_cert_file: Path | None = Field(
+        default=None, description="PEM client certificate, for brokers that require one."
+    )
+    kafka_ssl_key_file: Path | None = Field(
+        default=None, description="PEM private key of the client certificate."
     )
     embedded_broker_port: int = 9092
     apache_kafka_libs: Path = Field(
@@ -149,6 +182,30 @@ class Settings(BaseSettings):
         default=50, ge=1, le=1000, description="Anonymous ids (devices) one profile may hold."
     )
     log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        sasl = self.kafka_security_protocol in (
+            SecurityProtocol.SASL_PLAINTEXT,
+            SecurityProtocol.SASL_SSL,
+        )
+        if sasl and not self.kafka_sasl_username:
+            raise ValueError(
+                f"CDP_KAFKA_SASL_USERNAME is required with {self.kafka_security_protocol}"
+            )
+        if sasl and self.kafka_sasl_password is None and self.kafka_sasl_password_file is None:
+            raise ValueError(
+                "CDP_KAFKA_SASL_PASSWORD or CDP_KAFKA_SASL_PASSWORD_FILE is required with "
+                f"{self.kafka_security_protocol}"
+            )
+        for name in ("ca", "cert", "key"):
+            path: Path | None = getattr(self, f"kafka_ssl_{name}_file")
+            if path is not None and not path.is_file():
+                raise ValueError(f"CDP_KAFKA_SSL_{name.upper()}_FILE: no file at {path}")
+        password_file = self.kafka_sasl_password_file
+        if password_file is not None and not password_file.is_file():
+            raise ValueError(f"CDP_KAFKA_SASL_PASSWORD_FILE: no file at {password_file}")
+        return self
 
     @model_validator(mode="after")
     def _compaction_bounds(self) -> Settings:

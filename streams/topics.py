@@ -7,6 +7,7 @@ import time
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from streams.runtime.kafka_clients import client_config
 from streams.settings import Settings
 
 
@@ -20,7 +21,7 @@ def ensure_topics(bootstrap: str, settings: Settings, timeout: float = 20.0) -> 
     Faust creates its own internal and changelog topics; these are the ones producers and
     consumers outside the worker rely on, so they exist before the first worker joins.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap, settings))
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -17,6 +17,7 @@ from streams.demo.dashboard import DemoStats, render, summary
 from streams.demo.traffic import ShopperSimulation
 from streams.process import spawn_worker, wait_ready
 from streams.producer import EventProducer
+from streams.runtime.kafka_clients import client_config
 from streams.settings import OutputFormat, Settings
 
 WORKER_START_TIMEOUT_S = 90.0
@@ -69,7 +70,7 @@ def _run(
     producer = EventProducer(bootstrap, settings=settings, codec=codec, fmt=OutputFormat.AVRO)
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap, settings),
             "group.id": f"cdp-demo-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
         }

@@ -14,6 +14,8 @@ import logging
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from streams.runtime.kafka_clients import client_config
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_CLUSTER_ID = "cdp-streams-dev"
@@ -24,9 +26,7 @@ def is_embedded_broker(bootstrap: str) -> bool:
     """True for the embedded broker; a broker that cannot be asked counts as embedded, so
     the workarounds stay on where nothing is known."""
     try:
-        cluster_id = (
-            AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).cluster_id
-        )
+        cluster_id = AdminClient(client_config(bootstrap)).list_topics(timeout=10).cluster_id
     except KafkaException as exc:
         log.warning(
             "cannot tell which broker %s is (%s): embedded-broker workarounds on", bootstrap, exc

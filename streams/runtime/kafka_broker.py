@@ -164,12 +164,15 @@ def start_apache_kafka(
     extra_listeners: Mapping[str, tuple[int, str]] | None = None,
     extra_properties: Mapping[str, str] | None = None,
     jvm_options: tuple[str, ...] = (),
+    scram_users: Mapping[str, str] | None = None,
     startup_timeout: float = 90.0,
 ) -> ApacheKafkaBroker:
     """Format (once) and start a single-node KRaft broker; return once it answers metadata.
 
     ``data_dir`` keeps the topics across restarts; without it they live in a temporary
-    directory removed on stop. Raises :class:`BrokerError` with one line saying what is
+    directory removed on stop. ``scram_users`` (name -> password) get SCRAM-SHA-512
+    credentials when the log dir is formatted, for a SASL listener among ``extra_listeners``.
+    Raises :class:`BrokerError` with one line saying what is
     missing (Java, the jars) or what went wrong.
     """
     java = java_binary()
@@ -214,6 +217,14 @@ def start_apache_kafka(
                     "--cluster-id",
                     cluster_id(),
                     "--ignore-formatted",
+                    *(
+                        argument
+                        for name, password in (scram_users or {}).items()
+                        for argument in (
+                            "--add-scram",
+                            f"SCRAM-SHA-512=[name={name},password={password}]",
+                        )
+                    ),
                 ],
                 capture_output=True,
                 text=True,
@@ -279,3 +290,18 @@ def wait_until_serving(broker: ApacheKafkaBroker, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise BrokerError(f"Apache Kafka on port {broker.port} did not serve metadata in time")
         time.sleep(0.2)
+
+
+def sasl_ssl_properties(listener: str, keystore_pem: Path) -> dict[str, str]:
+    """Broker properties for a SASL_SSL listener with SCRAM-SHA-512 and a PEM keystore (the
+    private key, PKCS#8 unencrypted, followed by the certificate chain)."""
+    prefix = f"listener.name.{listener.lower()}"
+    return {
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        f"{prefix}.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        f"{prefix}.scram-sha-512.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+        f"{prefix}.ssl.keystore.type": "PEM",
+        f"{prefix}.ssl.keystore.location": str(keystore_pem),
+    }

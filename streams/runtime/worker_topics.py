@@ -26,6 +26,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from streams.durations import milliseconds
+from streams.runtime.kafka_clients import client_config
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def ensure_worker_topics(bootstrap: str, settings: Settings, timeout: float = 30
 
     Returns the names created.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap, settings))
     specs = worker_topics(settings)
     existing = set(admin.list_topics(timeout=10).topics)
     missing = [spec for spec in specs if spec.name not in existing]

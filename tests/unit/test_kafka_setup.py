@@ -91,3 +91,51 @@ def test_changelog_configs_come_from_the_settings() -> None:
 def test_a_segment_longer_than_the_compaction_bound_is_refused_naming_both() -> None:
     with pytest.raises(ValidationError, match="CDP_CHANGELOG_SEGMENT must not exceed"):
         Settings.model_validate({"changelog_max_compaction_lag": "1d", "changelog_segment": "2d"})
+
+
+def test_plaintext_adds_nothing_and_sasl_ssl_reaches_librdkafka_with_the_file_password(
+    tmp_path: Path,
+) -> None:
+    from streams.runtime.kafka_clients import client_config
+
+    assert client_config("k:9092", Settings()) == {"bootstrap.servers": "k:9092"}
+    password_file = tmp_path / "password"
+    password_file.write_text("s3cret\n")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read here")
+    settings = Settings.model_validate(
+        {
+            "kafka_security_protocol": "SASL_SSL",
+            "kafka_sasl_mechanism": "SCRAM-SHA-256",
+            "kafka_sasl_username": "cdp",
+            "kafka_sasl_password_file": str(password_file),
+            "kafka_ssl_ca_file": str(ca),
+        }
+    )
+    assert client_config("k:9093", settings) == {
+        "bootstrap.servers": "k:9093",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanisms": "SCRAM-SHA-256",
+        "sasl.username": "cdp",
+        "sasl.password": "s3cret",
+        "ssl.ca.location": str(ca),
+    }
+    assert "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"kafka_security_protocol": "SASL_SSL"}, "CDP_KAFKA_SASL_USERNAME"),
+        (
+            {"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_username": "cdp"},
+            "CDP_KAFKA_SASL_PASSWORD",
+        ),
+        ({"kafka_ssl_ca_file": "/nowhere/ca.pem"}, "CDP_KAFKA_SSL_CA_FILE"),
+    ],
+)
+def test_incomplete_security_settings_are_refused_naming_the_variable(
+    values: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ValidationError, match=named):
+        Settings.model_validate(values)
