@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from streams.events import EventKind, IdentifierKind
 from streams.runtime.broker import LOOPBACK, EmbeddedBroker, is_listening, start_broker
+from streams.runtime.kafka_clients import ConnectionSetupError, check_connection
 from streams.runtime.topics import ensure_topics
 from streams.settings import Settings, SettingsError, get_settings, unknown_variables
 
@@ -64,6 +66,7 @@ def ensure_port_free(host: str, port: int, setting: str) -> None:
 def kafka(settings: Settings, *, log_file: Path | None = None) -> Iterator[str]:
     """Yield a bootstrap address: the configured Kafka, a running embedded broker, or a new one."""
     if settings.kafka_bootstrap:
+        check_connection(settings.kafka_bootstrap, settings)
         yield settings.kafka_bootstrap
         return
     port = settings.embedded_broker_port
@@ -82,23 +85,47 @@ def kafka(settings: Settings, *, log_file: Path | None = None) -> Iterator[str]:
 @cli.command()
 def broker(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 9092,
+    apache_kafka: Annotated[
+        bool,
+        typer.Option(
+            "--apache-kafka",
+            help="Run Apache Kafka (KRaft, one node; jars from `make kafka`, needs Java 17) "
+            "with its log in $CDP_DATA_DIR/kafka-<port>, instead of the embedded broker.",
+        ),
+    ] = False,
 ) -> None:
-    """Run the embedded Kafka-compatible broker (Tansu, memory only) in the foreground."""
+    """Run a broker in the foreground and create the topics: embedded (memory only) or Kafka."""
+    from streams.runtime.broker import BrokerError
+    from streams.runtime.kafka_broker import ApacheKafkaBroker, start_apache_kafka
+
     settings = get_settings()
     ensure_port_free(LOOPBACK, port, "--port")
-    embedded = start_broker(port)
+    running: EmbeddedBroker | ApacheKafkaBroker
+    try:
+        if apache_kafka:
+            err.print("[dim]starting Apache Kafka…[/]")
+            running = start_apache_kafka(
+                port,
+                data_dir=settings.data_dir / f"kafka-{port}",
+                libs_dir=settings.apache_kafka_libs,
+                heap=settings.apache_kafka_heap,
+            )
+        else:
+            running = start_broker(port)
+    except BrokerError as exc:
+        err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    name = "Apache Kafka (KRaft)" if apache_kafka else "embedded broker (memory only)"
     # SIGTERM (systemd, docker stop, a test) must stop the broker too, not orphan it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        ensure_topics(embedded.bootstrap, settings)
-        console.print(
-            f"embedded broker on [bold]{embedded.bootstrap}[/]; topics created. Ctrl-C stops it."
-        )
-        embedded.wait()
+        ensure_topics(running.bootstrap, settings)
+        console.print(f"{name} on [bold]{running.bootstrap}[/]; topics created. Ctrl-C stops it.")
+        running.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        embedded.stop()
+        running.stop()
 
 
 @cli.command(
@@ -133,6 +160,7 @@ def worker() -> None:
     from streams.rule_files import DefinitionError
     from streams.runtime.app import create_runtime, discard_untrusted_state, mark_stopped_cleanly
     from streams.runtime.faust_patches import UnsupportedFaustError
+    from streams.runtime.worker_topics import ensure_worker_topics
 
     settings = get_settings()
     ensure_port_free(settings.web_host, settings.web_port, "CDP_WEB_PORT")
@@ -149,6 +177,8 @@ def worker() -> None:
             err.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from exc
         discard_untrusted_state(runtime, bootstrap)
+        # After the check above, which reads missing changelogs as a broker that lost them.
+        ensure_worker_topics(bootstrap, settings)
         err.print(f"[dim]API on {settings.api_url}[/]")
         worker = Worker(
             runtime.app, loglevel=settings.log_level.value, quiet=True, redirect_stdouts=False
@@ -450,3 +480,8 @@ def main() -> None:
             raise
         sys.stderr.write(f"{exc}\n")
         sys.exit(2 if isinstance(exc, PortInUseError) else 1)
+    except ConnectionSetupError as exc:
+        if VERBOSE in sys.argv:
+            raise
+        sys.stderr.write(f"{exc}\n")
+        sys.exit(2)
