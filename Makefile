@@ -4,15 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration test-faults test-kafka kafka lint check-deploy lock bench clean
+.PHONY: install demo test test-unit test-integration test-faults test-kafka kafka lint check-deploy lock bench bench-collector clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package.json package-lock.json web/shop.js
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# The demo shop's analytics.js bundle, from npm where npm is present; without it the
+	@# shop page says what is missing, and everything else needs Python only.
+	@if command -v npm >/dev/null; then \
+	  npm ci --no-audit --no-fund --loglevel=error && npm run --silent build:shop; \
+	else \
+	  echo "npm not found: the demo shop (/shop) will run without analytics.js"; \
+	fi
 	touch $(STAMP)
 
 demo: install
@@ -54,6 +61,11 @@ lint: install
 
 bench: install $(if $(filter apache-kafka,$(BROKER)),kafka,)
 	$(BIN)/python -m benchmarks.suite --profile $(if $(BROKER),--broker $(BROKER),) $(if $(EVENTS),--events $(EVENTS),) $(if $(PROFILES),--profiles $(PROFILES),) $(if $(SHOPPERS),--shoppers $(SHOPPERS),) $(if $(MIX),--mix $(MIX),)
+
+# The collector alone: events/s of one process (pinned to one core) with batches of 100, and
+# request latency at 1,000 requests/s, from a load generator in a process of its own.
+bench-collector: install
+	$(BIN)/python -m benchmarks.collector $(if $(BENCH_SECONDS),--seconds $(BENCH_SECONDS),) $(if $(RATE),--rate $(RATE),)
 
 # Prometheus configs, alert rules and their unit tests (promtool: Debian package `prometheus`);
 # the Kubernetes overlays rendered by kustomize (`kubectl kustomize`, or a `kustomize`

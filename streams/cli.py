@@ -1,4 +1,4 @@
-"""The ``cdp`` command: demo, worker, broker, produce, profile, dead-letters."""
+"""The ``cdp`` command: demo, worker, collector, broker, produce, profile, dead-letters."""
 
 from __future__ import annotations
 
@@ -201,6 +201,32 @@ def worker() -> None:
 
 
 @cli.command()
+def collector() -> None:
+    """Run the Segment-compatible HTTP collector (CDP_COLLECTOR_PORT) in front of the topics.
+
+    Takes Segment's HTTP Tracking API (/v1/track, /v1/identify, /v1/page, /v1/screen,
+    /v1/alias, /v1/group, /v1/batch) with the write keys of CDP_COLLECTOR_WRITE_KEYS.
+    """
+    from streams.api.collector import run
+
+    settings = get_settings()
+    if not settings.write_keys:
+        sys.stderr.write(
+            "CDP_COLLECTOR_WRITE_KEYS is unset: give the write keys the collector accepts, "
+            "as key:source,key2:source2\n"
+        )
+        raise typer.Exit(2)
+    ensure_port_free(settings.collector_host, settings.collector_port, "CDP_COLLECTOR_PORT")
+    with kafka(settings) as bootstrap:
+        ensure_topics(bootstrap, settings)
+        err.print(
+            f"[dim]collector on http://{settings.collector_host}:{settings.collector_port}"
+            f" ({plural(len(settings.write_keys), 'write key')})[/]"
+        )
+        run(settings, bootstrap)
+
+
+@cli.command()
 def produce(
     kind: Annotated[EventKind, typer.Argument(help="Which input topic the events go to.")],
     skip_invalid: Annotated[
@@ -324,7 +350,7 @@ def demo(
         ),
     ] = None,
 ) -> None:
-    """Broker, worker and simulated shoppers, with a live view of what the pipeline does."""
+    """Broker, worker, collector, simulated shoppers and a demo shop (/shop) with a live view."""
     from streams.demo.runner import DemoOptions, run_demo
     from streams.demo.traffic import parse_mix
 
@@ -335,6 +361,8 @@ def demo(
 
     settings = get_settings()
     ensure_port_free(settings.web_host, settings.web_port, "CDP_WEB_PORT")
+    ensure_port_free(settings.collector_host, settings.collector_port, "CDP_COLLECTOR_PORT")
+    ensure_port_free(LOOPBACK, settings.demo_shop_port, "CDP_DEMO_SHOP_PORT")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with kafka(settings, log_file=settings.data_dir / "broker.log") as bootstrap:
         ensure_topics(bootstrap, settings)

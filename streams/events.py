@@ -16,12 +16,14 @@ import orjson
 
 
 class EventKind(StrEnum):
-    """The four kinds of input event; the value is the topic suffix and CLI name."""
+    """The kinds of input event; the value is the CLI name."""
 
     PAGE_VIEW = "page-view"
     ORDER = "order"
     EMAIL = "email"
     IDENTIFY = "identify"
+    # A custom event (Segment's track with any other name): counted per name on the profile.
+    TRACK = "track"
 
     @property
     def topic_suffix(self) -> str:
@@ -38,12 +40,14 @@ _TOPIC_SUFFIX = {
     EventKind.ORDER: "orders",
     EventKind.EMAIL: "email-engagement",
     EventKind.IDENTIFY: "identify",
+    EventKind.TRACK: "track",
 }
 _SCHEMA_NAME = {
     EventKind.PAGE_VIEW: "PageView",
     EventKind.ORDER: "Order",
     EventKind.EMAIL: "EmailEngagement",
     EventKind.IDENTIFY: "Identify",
+    EventKind.TRACK: "Track",
 }
 
 

@@ -56,6 +56,19 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 # Kafka's legal topic characters; the prefix and the app id become parts of topic names.
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 _HOST_PORT = re.compile(r"^[^\s:,]+:\d{1,5}$")
+# The collector's default URL-path rule: /category/<name>/... (also /categories/, /c/).
+DEFAULT_CATEGORY_PATTERN = r"^/(?:category|categories|c)/(?P<category>[^/?#]+)"
+
+
+def compile_category_pattern(pattern: str) -> re.Pattern[str]:
+    """The URL-path rule; raises ValueError if it is no regex with a ``category`` group."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"is not a regular expression: {exc}") from None
+    if "category" not in compiled.groupindex:
+        raise ValueError("needs a named group (?P<category>...)")
+    return compiled
 
 
 class Settings(BaseSettings):
@@ -210,6 +223,38 @@ class Settings(BaseSettings):
         default=50, ge=1, le=1000, description="Anonymous ids (devices) one profile may hold."
     )
     log_level: LogLevel = LogLevel.INFO
+    # The collector (`cdp collector`): Segment's HTTP Tracking API in front of the topics.
+    collector_host: str = "127.0.0.1"
+    collector_port: Port = 8088
+    collector_write_keys: SecretStr | None = Field(
+        default=None,
+        description="Write keys the collector accepts, each with the source it names: "
+        "key:source,key2:source2.",
+    )
+    collector_queue_messages: int = Field(
+        default=100_000,
+        ge=100,
+        le=10_000_000,
+        description="Messages the collector's producer may hold undelivered; beyond, 429.",
+    )
+    collector_delivery_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long the collector waits for Kafka to confirm a request's events.",
+    )
+    collector_category_pattern: str = Field(
+        default=DEFAULT_CATEGORY_PATTERN,
+        description="Regex with a (?P<category>...) group: a page's category from its URL "
+        "path when the page gives none.",
+    )
+    demo_shop_port: Port = Field(
+        default=8090, description="Where `cdp demo` serves its demo shop (/shop), on 127.0.0.1."
+    )
+    cors_origins: list[str] = Field(
+        default=[],
+        description="Browser origins allowed to call the collector and /decisions/* "
+        '(JSON list, e.g. ["https://shop.example"]).',
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -238,6 +283,33 @@ class Settings(BaseSettings):
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("must not be empty (unset it to serve the API without a token)")
         return value
+
+    @field_validator("collector_write_keys")
+    @classmethod
+    def _write_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_write_keys(value.get_secret_value())
+        return value
+
+    @field_validator("collector_category_pattern")
+    @classmethod
+    def _category_pattern(cls, value: str) -> str:
+        compile_category_pattern(value)
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.match(r"^https?://[^\s/]+$", origin):
+                raise ValueError(f"{origin!r} is no origin (scheme://host[:port], no path)")
+        return value
+
+    @property
+    def write_keys(self) -> dict[str, str]:
+        """Write key -> the source name it stands for."""
+        secret = self.collector_write_keys
+        return parse_write_keys(secret.get_secret_value()) if secret is not None else {}
 
     @field_validator("schemas_dir")
     @classmethod
@@ -350,6 +422,19 @@ class Settings(BaseSettings):
         return IdentifierCaps(self.max_user_ids, self.max_emails, self.max_anonymous_ids)
 
 
+def parse_write_keys(text: str) -> dict[str, str]:
+    """``key:source,key2:source2`` as a dict; raises ValueError naming no key (they are secret)."""
+    keys: dict[str, str] = {}
+    for position, pair in enumerate(text.split(","), start=1):
+        key, sep, source = (part.strip() for part in pair.partition(":"))
+        if not sep or not key or not source:
+            raise ValueError(f"entry {position} must be key:source (e.g. wk_shop:web-shop)")
+        if not _TOPIC_NAME.match(source):
+            raise ValueError(f"entry {position}: the source may hold only letters, digits, . _ -")
+        keys[key] = source
+    return keys
+
+
 class SettingsError(ValueError):
     """Settings that cannot be used: one line per problem, each naming its variable."""
 
@@ -358,7 +443,7 @@ class SettingsError(ValueError):
         self.problems = problems
 
 
-_SECRET = frozenset({"api_token", "kafka_sasl_password"})
+_SECRET = frozenset({"api_token", "kafka_sasl_password", "collector_write_keys"})
 _MESSAGES = {
     "int_parsing": "must be a whole number",
     "int_from_float": "must be a whole number",

@@ -49,6 +49,7 @@ def valid(kind: EventKind, n: int = 0, **overrides: Any) -> dict[str, Any]:
         },
         EventKind.EMAIL: {"campaign_id": "c", "message_id": "m", "action": "opened"},
         EventKind.IDENTIFY: {"traits": {"first_name": "Ann"}, "newsletter": "subscribed"},
+        EventKind.TRACK: {"name": "Brochure Requested", "properties": {"region": "north"}},
     }
     return {**base, **bodies[kind], **overrides}
 

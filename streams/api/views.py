@@ -18,6 +18,7 @@ from faust.web import Request, Response, View
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import generate_latest
 
+from streams.api.cors import cors_middleware
 from streams.api.decisions import newsletter_popup
 from streams.api.lookups import FORWARDED_HEADER, Lookups, NotReadyError
 from streams.codec import MAX_IDENTIFIER_CHARS
@@ -251,4 +252,8 @@ def install(runtime: Runtime) -> Api:
     server = app.web
     assert isinstance(server, AiohttpWeb), "the worker serves its API with Faust's aiohttp driver"
     server.web_app.middlewares.append(json_errors)
+    # A shop page asks for decisions from the browser; profiles stay server-to-server.
+    server.web_app.middlewares.append(
+        cors_middleware(runtime.settings.cors_origins, prefixes=("/decisions/",))
+    )
     return api

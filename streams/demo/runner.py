@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -14,13 +15,17 @@ from rich.live import Live
 
 from streams.codec import Codec
 from streams.demo.dashboard import DemoStats, progress_line, render, summary
+from streams.demo.shop import ShopConfig, ShopServer
 from streams.demo.traffic import ShopperSimulation
 from streams.producer import EventProducer
+from streams.runtime.broker import LOOPBACK
 from streams.runtime.kafka_clients import client_config
-from streams.runtime.processes import spawn_worker, wait_ready
+from streams.runtime.processes import spawn_collector, spawn_worker, wait_ready
 from streams.settings import OutputFormat, Settings
 
 WORKER_START_TIMEOUT_S = 90.0
+# The shop's write key when CDP_COLLECTOR_WRITE_KEYS is unset (the demo is local only).
+DEMO_WRITE_KEY = "demo-shop-key"
 REFRESH_S = 0.25
 PROGRESS_LINE_S = 5.0
 
@@ -79,22 +84,44 @@ class ProgressLines:
         self._console.file.flush()
 
 
+def demo_env(settings: Settings, bootstrap: str) -> tuple[dict[str, str], ShopConfig]:
+    """The worker's and collector's environment, and the shop's view of them: the shop's
+    origin is allowed (CORS), and a demo write key is used unless keys are configured."""
+    env = {**os.environ, "CDP_KAFKA_BOOTSTRAP": bootstrap}
+    shop_origin = f"http://{LOOPBACK}:{settings.demo_shop_port}"
+    env["CDP_CORS_ORIGINS"] = json.dumps(sorted({*settings.cors_origins, shop_origin}))
+    keys = settings.write_keys
+    if not keys:
+        env["CDP_COLLECTOR_WRITE_KEYS"] = f"{DEMO_WRITE_KEY}:demo-shop"
+    write_key = next(iter(keys), DEMO_WRITE_KEY)
+    collector = f"http://{LOOPBACK}:{settings.collector_port}"
+    return env, ShopConfig(write_key, collector, settings.api_url)
+
+
 def run_demo(settings: Settings, bootstrap: str, options: DemoOptions, console: Console) -> int:
     """Run until the duration elapses (or Ctrl-C); return the process exit code."""
     log_file = settings.data_dir / "worker.log"
-    worker = spawn_worker({**os.environ, "CDP_KAFKA_BOOTSTRAP": bootstrap}, log_file)
+    env, shop_config = demo_env(settings, bootstrap)
+    worker = spawn_worker(env, log_file)
+    collector = spawn_collector(env, settings.data_dir / "collector.log")
+    shop = ShopServer(LOOPBACK, settings.demo_shop_port, shop_config).start()
     try:
         with console.status("starting the worker (joining the consumer group)…"):
             if not wait_ready(settings.api_url, worker, WORKER_START_TIMEOUT_S):
                 console.print(f"[red]the worker did not become ready; see {log_file}[/]")
                 return 1
-        return _run(settings, bootstrap, options, console, worker)
+        console.print(
+            f"demo shop: {shop.url} (tracks into the collector on {shop_config.collector_url})"
+        )
+        return _run(settings, bootstrap, options, console, worker, shop.url)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(20)
-        except Exception:
-            worker.kill()
+        shop.stop()
+        for process in (collector, worker):
+            process.terminate()
+            try:
+                process.wait(20)
+            except Exception:
+                process.kill()
 
 
 def _run(
@@ -103,6 +130,7 @@ def _run(
     options: DemoOptions,
     console: Console,
     worker: subprocess.Popen[bytes],
+    shop_url: str,
 ) -> int:
     duration, rate = options.duration, options.rate
     codec = Codec(settings.schemas_dir, max_event_bytes=settings.max_event_bytes)
@@ -149,6 +177,7 @@ def _run(
             f"{base}/profiles?email={who}",
             f"{base}/decisions/newsletter-popup?anonymous_id={visitor}",
             f"{base}/metrics",
+            shop_url,
         ]
 
     view = LiveView(console) if console.is_terminal else ProgressLines(console)

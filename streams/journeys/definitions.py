@@ -30,6 +30,7 @@ _QUALIFIER: dict[EventKind, tuple[str, frozenset[str]]] = {
     EventKind.ORDER: ("status", frozenset({"placed", "cancelled", "refunded"})),
     EventKind.EMAIL: ("action", frozenset(EMAIL_ACTIONS)),
     EventKind.IDENTIFY: ("newsletter", frozenset({"subscribed", "unsubscribed"})),
+    EventKind.TRACK: ("name", frozenset()),  # any custom event: "track" without a qualifier
 }
 
 

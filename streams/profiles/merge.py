@@ -56,12 +56,19 @@ from streams.profiles.model import (
     PURCHASED_PRODUCTS_LIMIT,
     RECENT_EVENT_IDS_DEFAULT,
     REFUSED_IDENTIFIERS_LIMIT,
+    EventCount,
     Profile,
 )
 
 # Private helpers of the reducer, reused on purpose so a merge breaks ties and bounds
 # lists exactly as folding the events would.
-from streams.profiles.reducer import _evict_smallest, _front_unique, _newer, _seen_product
+from streams.profiles.reducer import (
+    _evict_smallest,
+    _front_unique,
+    _newer,
+    _seen_product,
+    bounded_events,
+)
 
 _S = TypeVar("_S", bound=tuple[Any, int])
 
@@ -96,6 +103,7 @@ MERGED_FIELDS: frozenset[str] = frozenset(
         "last_open_at",
         "last_click_at",
         "clicked_categories",
+        "events",
         "segments",
         "segment_sequence",
         "segment_rules",
@@ -189,6 +197,20 @@ def _merge_counters(p: Profile, into: Profile, other: Profile) -> None:
     p.categories_purchased = _add_counts(into.categories_purchased, other.categories_purchased)
     p.email_counts = _add_counts(into.email_counts, other.email_counts, limit=None)
     p.clicked_categories = _add_counts(into.clicked_categories, other.clicked_categories)
+    p.events = _add_events(into.events, other.events)
+
+
+def _add_events(
+    a: Mapping[str, EventCount], b: Mapping[str, EventCount]
+) -> dict[str, EventCount]:
+    """Per-name sums and latest times, the most frequent names kept."""
+    summed = dict(a)
+    for name, seen in b.items():
+        mine = summed.get(name)
+        if mine is not None:
+            seen = EventCount(mine.times + seen.times, max(mine.last_at, seen.last_at))
+        summed[name] = seen
+    return bounded_events(summed, None)
 
 
 def _copy_counters(p: Profile, source: Profile) -> None:
@@ -201,6 +223,7 @@ def _copy_counters(p: Profile, source: Profile) -> None:
     p.categories_purchased = source.categories_purchased
     p.email_counts = source.email_counts
     p.clicked_categories = source.clicked_categories
+    p.events = source.events
 
 
 def _add_counts(

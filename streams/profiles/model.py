@@ -24,7 +24,8 @@ from streams.events import IdentifierKind, identifier_key
 
 # 2: events are remembered by fingerprint (event_fingerprint), not by their full id.
 # 3: segment_recheck_at; segments stored before it are evaluated in full at the next change.
-SCHEMA_VERSION = 3
+# 4: events (custom events by name); profiles stored before it have none.
+SCHEMA_VERSION = 4
 MERGE_MARKER_PREFIX = "merge:"
 
 RECENT_PRODUCTS_LIMIT = 20
@@ -33,6 +34,9 @@ CART_ITEMS_LIMIT = 50
 CATEGORIES_LIMIT = 30
 RECENT_EVENT_IDS_DEFAULT = 512
 REFUSED_IDENTIFIERS_LIMIT = 64
+# Custom event names counted per profile: the most frequent kept, so a client sending a
+# new name per event cannot grow a profile without bound.
+EVENT_NAMES_LIMIT = 50
 
 EMAIL_ACTIONS = ("delivered", "opened", "clicked", "bounced", "unsubscribed", "complained")
 
@@ -46,6 +50,13 @@ class Stamped(NamedTuple):
 class Consent(NamedTuple):
     granted: bool
     at: int
+
+
+class EventCount(NamedTuple):
+    """How often a custom event happened to a profile, and when last (event time)."""
+
+    times: int  # not `count`: that is tuple's method
+    last_at: int
 
 
 class ProductSeen(NamedTuple):
@@ -91,6 +102,8 @@ class Profile:
     last_open_at: int | None = None
     last_click_at: int | None = None
     clicked_categories: dict[str, int] = field(default_factory=dict)
+    # Custom events (the track topic): name -> count and last time, top EVENT_NAMES_LIMIT.
+    events: dict[str, EventCount] = field(default_factory=dict)
     # Derived state owned by streams.steps.process.
     segments: tuple[str, ...] = ()  # sorted
     segment_sequence: int = 0
@@ -183,6 +196,7 @@ class Profile:
                 "last_click_at": self.last_click_at,
                 "clicked_categories": dict(self.clicked_categories),
             },
+            "events": {k: {"count": v.times, "last_at": v.last_at} for k, v in self.events.items()},
             "segments": list(self.segments),
             "segment_sequence": self.segment_sequence,
             "segment_rules": self.segment_rules,
@@ -227,6 +241,9 @@ class Profile:
             last_open_at=email["last_open_at"],
             last_click_at=email["last_click_at"],
             clicked_categories=dict(email["clicked_categories"]),
+            events={
+                k: EventCount(v["count"], v["last_at"]) for k, v in d.get("events", {}).items()
+            },
             segments=tuple(d["segments"]),
             segment_sequence=d["segment_sequence"],
             # Without a recheck time the stored segments cannot be trusted to be current.

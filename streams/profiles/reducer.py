@@ -17,10 +17,12 @@ from streams.events import DEFAULT_CAPS, Event, EventKind, IdentifierCaps, Ident
 from streams.profiles.model import (
     CART_ITEMS_LIMIT,
     CATEGORIES_LIMIT,
+    EVENT_NAMES_LIMIT,
     PURCHASED_PRODUCTS_LIMIT,
     RECENT_EVENT_IDS_DEFAULT,
     RECENT_PRODUCTS_LIMIT,
     Consent,
+    EventCount,
     ProductSeen,
     Profile,
     Stamped,
@@ -146,11 +148,32 @@ def _identify(p: Profile, body: dict[str, Any], at: int) -> None:
         _set_newsletter(p, body["newsletter"], at)
 
 
+def _track(p: Profile, body: dict[str, Any], at: int) -> None:
+    name = body.get("name")
+    if not name:
+        return
+    seen = p.events.get(name)
+    if seen is None:
+        counted = EventCount(1, at)
+    else:
+        counted = EventCount(seen.times + 1, max(seen.last_at, at))
+    p.events = bounded_events({**p.events, name: counted}, name)
+
+
+def bounded_events(events: dict[str, EventCount], keep: str | None) -> dict[str, EventCount]:
+    """The :data:`EVENT_NAMES_LIMIT` most frequent names (ties: the latest), sparing ``keep``
+    so a new name can enter. ``events`` must be a fresh dict."""
+    while len(events) > EVENT_NAMES_LIMIT:
+        del events[min((k for k in events if k != keep), key=lambda k: (*events[k], k))]
+    return events
+
+
 _HANDLERS: dict[EventKind, Callable[[Profile, dict[str, Any], int], None]] = {
     EventKind.PAGE_VIEW: _page_view,
     EventKind.ORDER: _order,
     EventKind.EMAIL: _email,
     EventKind.IDENTIFY: _identify,
+    EventKind.TRACK: _track,
 }
 
 

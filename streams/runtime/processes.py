@@ -24,6 +24,13 @@ def spawn_worker(env: Mapping[str, str], log_file: Path | None) -> subprocess.Po
         return subprocess.Popen(command, env=dict(env), stdout=output, stderr=subprocess.STDOUT)
 
 
+def spawn_collector(env: Mapping[str, str], log_file: Path) -> subprocess.Popen[bytes]:
+    """A ``cdp collector`` child process with ``env``; its output goes to ``log_file``."""
+    command = [sys.executable, "-m", "streams", "collector"]
+    with open(log_file, "ab") as output:
+        return subprocess.Popen(command, env=dict(env), stdout=output, stderr=subprocess.STDOUT)
+
+
 @functools.cache
 def local_http() -> httpx.Client:
     """One HTTP client for the worker API calls of this process, reused: each ``httpx.get``

@@ -36,6 +36,14 @@ def _values(d: Mapping[str, Any], field_name: str) -> dict[str, Any]:
     return {k: getattr(v, field_name) for k, v in d.items()}
 
 
+def _event_counts(events: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``profile.events["Brochure Requested"].count`` and ``.last_at`` (a timestamp)."""
+    return {
+        name: {"count": seen.times, "last_at": ms_to_datetime(seen.last_at)}
+        for name, seen in events.items()
+    }
+
+
 # Path -> (the Profile attribute its value is computed from, how). One attribute per path,
 # so whether a path can have changed is a comparison of that attribute alone.
 _CEL_FIELD_SOURCES: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
@@ -54,6 +62,7 @@ _CEL_FIELD_SOURCES: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "last_order_at": ("last_order_at", ms_to_datetime),
     "products_purchased": ("products_purchased", list),
     "categories_purchased": ("categories_purchased", None),
+    "events": ("events", lambda events: _event_counts(events)),
     "segments": ("segments", list),
 }
 
@@ -136,7 +145,14 @@ def cel_sources(paths: Iterable[str]) -> frozenset[str]:
 #: The paths whose value is a map of its own (not a group): what an expression may read by
 #: literal keys alone (``"toys" in profile.views_by_category``).
 CEL_MAPS: frozenset[str] = frozenset(
-    {"traits", "consent", "views_by_category", "categories_purchased", "email.clicked_categories"}
+    {
+        "traits",
+        "consent",
+        "views_by_category",
+        "categories_purchased",
+        "email.clicked_categories",
+        "events",
+    }
 )
 #: The paths whose value is a timestamp -> the Profile attribute (epoch ms or None) it is.
 CEL_TIMESTAMPS: dict[str, str] = {

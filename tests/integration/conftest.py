@@ -122,6 +122,9 @@ def worker_env(broker: RunningBroker, tmp_path: Path, **overrides: str) -> dict[
         "CDP_APP_ID": f"cdp-{prefix.rstrip('.')}",
         "CDP_DATA_DIR": str(tmp_path / "data"),
         "CDP_WEB_PORT": str(free_port()),
+        # `cdp demo` starts a collector and serves a shop: never on a port another test holds.
+        "CDP_COLLECTOR_PORT": str(free_port()),
+        "CDP_DEMO_SHOP_PORT": str(free_port()),
         "CDP_PARTITIONS": str(PARTITIONS),
         "CDP_SESSION_TIMEOUT_SECONDS": "6",
         "CDP_LOG_LEVEL": "info",

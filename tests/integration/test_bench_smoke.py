@@ -45,3 +45,18 @@ def test_benchmark_suite_runs_end_to_end_and_writes_its_results(tmp_path: Path) 
     assert "restore from the changelog" in run.stdout
     assert results["plan"]["mix"] == {"page-view": 7.0, "identify": 2.0, "order": 1.0}
     assert "load: 250 shoppers, event mix page-view=7, identify=2, order=1" in run.stdout
+
+
+def test_collector_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
+    output = tmp_path / "collector.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.collector", "--smoke", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    results = json.loads(output.read_text())
+    assert results["throughput"]["accepted_events"] > 0
+    assert set(results["throughput"]["statuses"]) == {"200"}
+    assert results["latency"]["statuses"] == {"200": results["latency"]["requests"]}

@@ -96,6 +96,8 @@ def test_the_demo_prints_progress_lines_when_piped(tmp_path: Path) -> None:
         **{k: v for k, v in os.environ.items() if not k.startswith("CDP_")},
         "CDP_EMBEDDED_BROKER_PORT": str(free_port()),
         "CDP_WEB_PORT": str(free_port()),
+        "CDP_COLLECTOR_PORT": str(free_port()),
+        "CDP_DEMO_SHOP_PORT": str(free_port()),
         "CDP_DATA_DIR": str(tmp_path / "data"),
         "CDP_SESSION_TIMEOUT_SECONDS": "6",
     }

@@ -95,6 +95,13 @@ EVENTS = {
             "consent": {"email_marketing": True, "profiling": False},
         },
     ),
+    EventKind.TRACK: Event(
+        EventKind.TRACK,
+        "track-1",
+        NOW - 5000,
+        Identity(anonymous_id="anon-1"),
+        {"name": "Brochure Requested", "properties": {"region": "north", "pages": "12"}},
+    ),
 }
 
 ORDER_JSON: dict[str, Any] = {

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
+from streams.api.collector import REGISTRY as COLLECTOR_REGISTRY
 from streams.runtime.metrics import REGISTRY
 from streams.settings import PROJECT_ROOT
 
@@ -32,7 +33,10 @@ _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
 
 def exported_series() -> set[str]:
     return {
-        family.name + suffix for family in REGISTRY.collect() for suffix in _SUFFIXES[family.type]
+        family.name + suffix
+        for registry in (REGISTRY, COLLECTOR_REGISTRY)
+        for family in registry.collect()
+        for suffix in _SUFFIXES[family.type]
     }
 
 

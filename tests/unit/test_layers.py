@@ -24,7 +24,8 @@ TOP = 4
 LAYER_NAMES = {VOCABULARY: "vocabulary", DOMAIN: "domain", STEPS: "steps", RUNTIME: "runtime"}
 LAYER_NAMES[TOP] = "api/cli"
 
-DOMAINS = ("identity", "profiles", "segments", "journeys", "privacy")
+# collector: the pure mapping of Segment messages to events (its HTTP process is in api/).
+DOMAINS = ("identity", "profiles", "segments", "journeys", "privacy", "collector")
 SHARED_DOMAIN_MODULES = ("streams.profiles.model",)
 # I/O and framework packages the pure layers must not touch (the codec's schema-registry
 # client is the one vocabulary module that talks to a server, and it is named here).

@@ -26,6 +26,34 @@ from streams.settings import SettingsError, load_settings, unknown_variables
         ("CDP_API_TOKEN", " ", "CDP_API_TOKEN=<hidden>: must not be empty"),
         ("CDP_RECHECK_INTERVAL_SECONDS", "0", "CDP_RECHECK_INTERVAL_SECONDS=0: must be more"),
         ("CDP_MAX_EMAILS", "1000", "CDP_MAX_EMAILS=1000: must be at most 100"),
+        (
+            "CDP_COLLECTOR_WRITE_KEYS",
+            "secret-key",
+            "CDP_COLLECTOR_WRITE_KEYS=<hidden>: entry 1 must be key:source",
+        ),
+        (
+            "CDP_COLLECTOR_WRITE_KEYS",
+            "k1:shop,k2:a b",
+            "CDP_COLLECTOR_WRITE_KEYS=<hidden>: entry 2: the source may hold only",
+        ),
+        ("CDP_COLLECTOR_PORT", "0", "CDP_COLLECTOR_PORT=0: must be a port number 1-65535"),
+        ("CDP_COLLECTOR_QUEUE_MESSAGES", "5", "CDP_COLLECTOR_QUEUE_MESSAGES=5: must be at least"),
+        (
+            "CDP_COLLECTOR_CATEGORY_PATTERN",
+            "^/(x",
+            "CDP_COLLECTOR_CATEGORY_PATTERN=^/(x: is not a regular expression",
+        ),
+        (
+            "CDP_COLLECTOR_CATEGORY_PATTERN",
+            "^/c/(.*)",
+            "CDP_COLLECTOR_CATEGORY_PATTERN=^/c/(.*): needs a named group",
+        ),
+        ("CDP_CORS_ORIGINS", "shop.example", "CDP_CORS_ORIGINS=shop.example: must be a JSON list"),
+        (
+            "CDP_CORS_ORIGINS",
+            '["https://shop.example/path"]',
+            'CDP_CORS_ORIGINS=["https://shop.example/path"]: \'https://shop.example/path\' is no',
+        ),
     ],
 )
 def test_one_line_names_the_variable(

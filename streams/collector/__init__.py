@@ -1,0 +1,1 @@
+"""Segment-compatible collection: the pure mapping of Segment messages to input events."""
