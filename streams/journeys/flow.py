@@ -286,6 +286,13 @@ def next_clock_time(at: int, minutes: int, zone: ZoneInfo) -> int:
     return int(candidate.timestamp() * 1000)
 
 
+def on_the_day(at: int, minutes: int, zone: ZoneInfo) -> int:
+    """``minutes`` after local midnight on the day of ``at`` in ``zone``."""
+    local = datetime.fromtimestamp(at / 1000, zone)
+    when = datetime(local.year, local.month, local.day, minutes // 60, minutes % 60, tzinfo=zone)
+    return int(when.timestamp() * 1000)
+
+
 def quiet_until(flows: Flows, profile: Profile, at: int) -> int | None:
     """The end of the quiet hours ``at`` falls in, in the profile's time zone; None outside."""
     quiet = flows.policies.quiet_hours
@@ -388,6 +395,8 @@ class _Run:
             if blocked(journey, self.profile) is not None:
                 self.exit(journey, state, Reason.CONSENT, self.now)
                 continue
+            if state.entry_id == occurrence.cause_id:
+                continue  # what entered it does not end it (nor does its replay)
             for rule in journey.exit_on:
                 if matches(rule.rule, occurrence)[0]:
                     reason = Reason.GOAL if rule.goal else Reason.EXIT_RULE
@@ -538,7 +547,7 @@ class _Run:
             if base is None:
                 return None
             due = base + step.offset_ms
-            return due if step.time is None else next_clock_time(due, step.time, zone)
+            return due if step.time is None else on_the_day(due, step.time, zone)
         assert step.time is not None
         return next_clock_time(at, step.time, zone)
 
