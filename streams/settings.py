@@ -221,6 +221,10 @@ class Settings(BaseSettings):
         return self.topic("email-journeys")
 
     @property
+    def journey_events_topic(self) -> str:
+        return self.topic("journey-events")
+
+    @property
     def dead_letter_topic(self) -> str:
         return self.topic("dead-letter")
 
@@ -234,6 +238,7 @@ class Settings(BaseSettings):
         return {
             self.segment_changes_topic: "SegmentChange",
             self.journeys_topic: "JourneyTrigger",
+            self.journey_events_topic: "JourneyEvent",
             self.dead_letter_topic: "DeadLetter",
             self.identity_merges_topic: "IdentityMerge",
         }

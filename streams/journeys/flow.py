@@ -157,6 +157,8 @@ class Book:
     sent: tuple[tuple[int, str], ...] = ()  # (at, channel), oldest first, within the window
     sequence: int = 0
     rules: str = ""  # the Flows.fingerprint the states were made under
+    # The latest journey events, oldest first: (at, journey, kind, step, reason).
+    history: tuple[tuple[int, str, str, str | None, str | None], ...] = ()
 
     @property
     def next_due(self) -> int | None:
@@ -169,6 +171,7 @@ class Book:
             "sent": [list(s) for s in self.sent],
             "sequence": self.sequence,
             "rules": self.rules,
+            "history": [list(h) for h in self.history],
         }
 
     @classmethod
@@ -180,10 +183,12 @@ class Book:
             tuple((int(at), str(channel)) for at, channel in d.get("sent", ())),
             d.get("sequence", 0),
             d.get("rules", ""),
+            tuple((h[0], h[1], h[2], h[3], h[4]) for h in d.get("history", ())),
         )
 
 
 EMPTY = Book()
+HISTORY_LIMIT = 32  # journey events a profile keeps for the API (the topic has them all)
 
 
 class Occurrence(NamedTuple):
@@ -378,6 +383,7 @@ class _Run:
         self.states = dict(book.states)
         self.sent = list(book.sent)
         self.sequence = book.sequence
+        self.history = list(book.history)
         self.sends: list[JourneyTrigger] = []
         self.events: list[JourneyEvent] = []
         self.event: Event | None = None
@@ -617,6 +623,7 @@ class _Run:
         action: str | None = None,
     ) -> None:
         self.sequence += 1
+        self.history.append((at, journey, kind.value, step, reason and reason.value))
         profile_id = self.profile.profile_id
         key = f"{profile_id}|{journey}|{state.entry_id}|{kind}|{step}|{reason}|{at}|{due}"
         self.events.append(
@@ -640,18 +647,23 @@ class _Run:
         window = self.flows.window_ms
         horizon = max((t for t, _ in self.sent), default=0) - window
         sent = tuple(sorted(s for s in self.sent if s[0] > horizon)) if window else ()
-        book = Book(self.states, sent, self.sequence, self.flows.fingerprint if self.states else "")
+        rules = self.flows.fingerprint if self.states else ""
+        history = tuple(self.history[-HISTORY_LIMIT:])
+        book = Book(self.states, sent, self.sequence, rules, history)
         return Advance(book, tuple(self.sends), tuple(self.events))
 
 
-def summary(book: Book, flows: Flows) -> list[dict[str, Any]]:
-    """The API's view of a book: each journey's state and next due time."""
-    return [
-        {"journey": name, "active": state.active, **state.to_dict()}
-        for name, state in sorted(book.states.items(), key=lambda kv: _rank(flows, kv[0]))
-    ]
-
-
-def _rank(flows: Flows, name: str) -> int:
-    names = [j.name for j in flows.journeys]
-    return names.index(name) if name in names else len(names)
+def summary(book: Book, flows: Flows) -> dict[str, Any]:
+    """The API's view of a book: each journey's state, the next due time, the history."""
+    order = {j.name: i for i, j in enumerate(flows.journeys)}
+    states = sorted(book.states.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+    return {
+        "next_due_at": book.next_due,
+        "journeys": [
+            {"journey": name, "active": state.active, **state.to_dict()} for name, state in states
+        ],
+        "history": [
+            {"at": at, "journey": journey, "kind": kind, "step": step, "reason": reason}
+            for at, journey, kind, step, reason in book.history
+        ],
+    }

@@ -310,6 +310,13 @@ def stored_recheck_at(data: bytes) -> int | None:
     return _earliest(raw.get("segment_recheck_at"), raw.get("journey_due_at"))
 
 
+def stored_wake(data: bytes) -> tuple[int | None, int | None]:
+    """The :attr:`Profile.wake_at` and ``journey_due_at`` of a profile table value."""
+    raw = orjson.loads(data)
+    due = raw.get("journey_due_at")
+    return _earliest(raw.get("segment_recheck_at"), due), due
+
+
 def _earliest(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
 

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.codec import Codec
 from streams.events import Event
 from streams.journeys.definitions import load_flows
 from streams.journeys.flow import Book, Occurrence, Timer, advance, holdout
@@ -21,7 +22,10 @@ from streams.journeys.rules import trigger_id
 from streams.profiles.model import Profile
 from streams.segments.conditions import compile_condition
 from streams.segments.definitions import load_segments
+from streams.settings import OutputFormat
+from streams.steps.messages import Out, RoutedEvent
 from streams.steps.process import Rules, process, recheck
+from streams.steps.profile import profile_step
 from streams.steps.simulate import Simulation, simulate
 from tests.unit.test_reducer import email_event, event, identify, order, page_view
 
@@ -477,3 +481,30 @@ def test_sequences_number_journey_events_per_profile() -> None:
             per_profile[line.profile_id].append(line.record["sequence"])
     for numbers in per_profile.values():
         assert numbers == list(range(1, len(numbers) + 1))
+
+
+# -- the journey-events topic -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", list(OutputFormat))
+def test_journey_events_round_trip_through_their_schema(fmt: OutputFormat) -> None:
+    codec = Codec(Path(__file__).parents[2] / "schemas")
+    # welcome_2 comes after three sends in the week: capped.
+    sim = simulate(SHIPPED, [signup(), cart(START)], until=START + 4 * D)
+    kinds = {e["kind"] for e in sim.journey_events}
+    assert kinds == {"entered", "step_sent", "waiting", "exited", "suppressed"}
+    for record in sim.journey_events:
+        data = codec.encode_record("JourneyEvent", record, fmt)
+        assert codec.decode_record("JourneyEvent", data) == record
+
+
+def test_the_profile_step_sends_journey_events_keyed_by_profile_id() -> None:
+    profile = process(None, PID, signup(), SHIPPED, START).profile
+    step = profile_step(profile, PID, RoutedEvent(cart(START)), SHIPPED, START)
+    events = [s for s in step.sends if s.topic is Out.JOURNEY_EVENTS]
+    assert [(s.key, s.message.kind.value) for s in events] == [
+        (PID, "entered"),
+        (PID, "waiting"),
+    ]
+    assert isinstance(step.store, Profile)
+    assert step.store.wake_at == START + H
