@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     recheck_interval_seconds: float = Field(
         default=1.0,
         gt=0,
-        description="How often due time-based segment rechecks run: how late one may be.",
+        description="How often due segment rechecks and journey steps run: how late one may be.",
     )
     broker_probe_interval_seconds: float = Field(
         default=2.0, gt=0, description="How often readiness checks that the broker answers."

@@ -14,7 +14,7 @@ time however late the timer fired, so replays and late timers decide exactly ali
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -360,6 +360,22 @@ def stay_dates(event: Event | None) -> tuple[tuple[str, int], ...]:
 
 _CHANGE_FOR = {TriggerKind.SEGMENT_ENTERED: ENTERED, TriggerKind.SEGMENT_EXITED: EXITED}
 
+# The latest time of an event the profile keeps, by exit rule: events of different topics
+# arrive in any order, so an order placed after the cart but applied before it is found here.
+_LATEST: dict[str, Callable[[Profile], int | None]] = {
+    "order.placed": lambda p: p.last_order_at,
+    "page-view.add_to_cart": lambda p: p.last_add_to_cart_at,
+    "email.opened": lambda p: p.last_open_at,
+    "email.clicked": lambda p: p.last_click_at,
+}
+
+
+def happened_after(rule: TriggerRule, profile: Profile, at: int) -> bool:
+    """Whether an event ``rule`` matches is known to have occurred after ``at``."""
+    latest = _LATEST.get(rule.pattern) if rule.kind is TriggerKind.EVENT else None
+    when = None if latest is None else latest(profile)
+    return when is not None and when > at
+
 
 def matches(rule: TriggerRule, occurrence: Occurrence) -> tuple[bool, str | None]:
     """Whether ``occurrence`` matches ``rule``, and the segment that did (first by name)."""
@@ -412,6 +428,12 @@ class _Run:
             hit, segment = matches(journey.entry, occurrence)
             if hit and self.may_enter(journey, entered):
                 self.enter(journey, segment, occurrence)
+                state = self.states[journey.name]
+                for rule in journey.exit_on:
+                    if happened_after(rule.rule, self.profile, self.now):
+                        reason = Reason.GOAL if rule.goal else Reason.EXIT_RULE
+                        self.exit(journey, state, reason, self.now)
+                        break
         # Steps run in priority order, so the first journey takes a capped slot.
         for journey in self.flows.journeys:
             state = self.states.get(journey.name)

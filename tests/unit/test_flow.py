@@ -508,3 +508,14 @@ def test_the_profile_step_sends_journey_events_keyed_by_profile_id() -> None:
     ]
     assert isinstance(step.store, Profile)
     assert step.store.wake_at == START + H
+
+
+def test_an_order_applied_before_an_earlier_cart_ends_the_journey_at_entry() -> None:
+    # Different topics: the order (later) may be applied before the cart (earlier).
+    sim = simulate(SHIPPED, [signup()])
+    sim.apply(placed(START + 10 * 60_000))
+    sim.apply(cart(START))
+    sim.run_until(START + 3 * D)
+    assert sends(sim, "abandoned_cart") == []
+    kinds = [(e["kind"], e["reason"]) for e in journey(sim, "abandoned_cart")]
+    assert kinds == [("entered", None), ("exited", "goal")]
