@@ -105,6 +105,7 @@ class FlowState:
     position: str | None  # the key of the next step; None: out of the journey
     due_at: int | None = None  # the end of a wait, or the slot of a deferred send
     held_since: int | None = None  # when the send at ``position`` was first deferred
+    held_for: Reason | None = None  # why it was last deferred
     parked: bool = False  # waiting for a date the profile does not have yet
     sends: int = 0
     segment: str | None = None  # the segment whose change entered it, for payloads
@@ -123,6 +124,7 @@ class FlowState:
             "position": self.position,
             "due_at": self.due_at,
             "held_since": self.held_since,
+            "held_for": None if self.held_for is None else self.held_for.value,
             "parked": self.parked,
             "sends": self.sends,
             "segment": self.segment,
@@ -140,6 +142,7 @@ class FlowState:
             position=d["position"],
             due_at=d.get("due_at"),
             held_since=d.get("held_since"),
+            held_for=None if d.get("held_for") is None else Reason(d["held_for"]),
             parked=d.get("parked", False),
             sends=d.get("sends", 0),
             segment=d.get("segment"),
@@ -159,6 +162,13 @@ class Book:
     rules: str = ""  # the Flows.fingerprint the states were made under
     # The latest journey events, oldest first: (at, journey, kind, step, reason).
     history: tuple[tuple[int, str, str, str | None, str | None], ...] = ()
+    # Booked stays not over yet: (order id, starts, ends), for suppress_during_stay.
+    stays: tuple[tuple[str, int, int], ...] = ()
+
+    @property
+    def blank(self) -> bool:
+        """Nothing worth storing: no journey ever entered, no stay ahead."""
+        return not self.states and not self.stays and not self.sent
 
     @property
     def next_due(self) -> int | None:
@@ -172,6 +182,7 @@ class Book:
             "sequence": self.sequence,
             "rules": self.rules,
             "history": [list(h) for h in self.history],
+            "stays": [list(stay) for stay in self.stays],
         }
 
     @classmethod
@@ -184,6 +195,7 @@ class Book:
             d.get("sequence", 0),
             d.get("rules", ""),
             tuple((h[0], h[1], h[2], h[3], h[4]) for h in d.get("history", ())),
+            tuple((str(o), int(a), int(b)) for o, a, b in d.get("stays", ())),
         )
 
 
@@ -400,6 +412,7 @@ class _Run:
         self.sent = list(book.sent)
         self.sequence = book.sequence
         self.history = list(book.history)
+        self.stays = {order: (starts, ends) for order, starts, ends in book.stays}
         self.sends: list[JourneyTrigger] = []
         self.events: list[JourneyEvent] = []
         self.event: Event | None = None
@@ -410,6 +423,7 @@ class _Run:
 
     def occur(self, occurrence: Occurrence, entered: Mapping[str, Mapping[str, int]]) -> None:
         self.event, self.cause_id = occurrence.event, occurrence.cause_id
+        self.book_stay(occurrence.event)
         for journey in self.flows.journeys:
             state = self.states.get(journey.name)
             if state is None or not state.active:
@@ -439,6 +453,22 @@ class _Run:
             state = self.states.get(journey.name)
             if state is not None and state.active and (state.due_at is None or state.parked):
                 self.run(journey, state, self.now)
+
+    def book_stay(self, event: Event | None) -> None:
+        if event is None or event.kind is not EventKind.ORDER:
+            return
+        order = str(event.body.get("order_id"))
+        status = event.body.get("status")
+        dates = dict(stay_dates(event))
+        if status == "placed" and "stay_starts_at" in dates and "stay_ends_at" in dates:
+            self.stays[order] = (dates["stay_starts_at"], dates["stay_ends_at"])
+        elif status in ("cancelled", "refunded"):
+            self.stays.pop(order, None)
+
+    def stay_over(self, at: int) -> int | None:
+        """When the stay current at ``at`` ends (the latest of those current); None: none."""
+        ends = [end for start, end in self.stays.values() if start <= at < end]
+        return max(ends, default=None)
 
     def fire(self, at: int) -> None:
         self.cause_id = f"timer:{at}"
@@ -589,13 +619,23 @@ class _Run:
             return None
         held = state.held_since
         if held is not None and step.expires_ms is not None and at - held > step.expires_ms:
-            self.emit(
-                name, state, Kind.SUPPRESSED, at, step.key, Reason.FREQUENCY_CAP, action="skipped"
-            )
-            return replace(state, held_since=None)
+            reason = state.held_for or Reason.FREQUENCY_CAP
+            self.emit(name, state, Kind.SUPPRESSED, at, step.key, reason, action="skipped")
+            return replace(state, held_since=None, held_for=None)
         if holdout(journey, self.profile.profile_id):
             self.emit(name, state, Kind.SUPPRESSED, at, step.key, Reason.HOLDOUT, action="skipped")
             return state
+        if name in self.flows.policies.suppress_during_stay:
+            stay_ends = self.stay_over(at)
+            if stay_ends is not None:
+                waiting = replace(
+                    state, due_at=stay_ends, held_since=state.held_since or at, held_for=Reason.STAY
+                )
+                self.states[name] = waiting
+                self.emit(
+                    name, waiting, Kind.SUPPRESSED, at, step.key, Reason.STAY, stay_ends, "deferred"
+                )
+                return None
         if not journey.transactional:
             quiet = quiet_until(self.flows, self.profile, at)
             slot = cap_slot(self.flows, self.sent, step.channel, at)
@@ -607,7 +647,9 @@ class _Run:
                     reason, due = Reason.FREQUENCY_CAP, max(slot, quiet or slot)
                     if self.slots_taken - {name}:
                         reason = Reason.PRIORITY
-                waiting = replace(state, due_at=due, held_since=state.held_since or at)
+                waiting = replace(
+                    state, due_at=due, held_since=state.held_since or at, held_for=reason
+                )
                 self.states[name] = waiting
                 self.emit(name, waiting, Kind.SUPPRESSED, at, step.key, reason, due, "deferred")
                 return None
@@ -628,7 +670,7 @@ class _Run:
         self.slots_taken.add(name)
         if not journey.transactional:
             self.sent.append((at, step.channel))
-        sent = replace(state, sends=state.sends + 1, held_since=None)
+        sent = replace(state, sends=state.sends + 1, held_since=None, held_for=None)
         self.states[name] = sent
         self.emit(name, sent, Kind.STEP_SENT, at, step.key)
         return sent
@@ -671,7 +713,8 @@ class _Run:
         sent = tuple(sorted(s for s in self.sent if s[0] > horizon)) if window else ()
         rules = self.flows.fingerprint if self.states else ""
         history = tuple(self.history[-HISTORY_LIMIT:])
-        book = Book(self.states, sent, self.sequence, rules, history)
+        stays = tuple(sorted((o, a, b) for o, (a, b) in self.stays.items() if b > self.now))
+        book = Book(self.states, sent, self.sequence, rules, history, stays)
         return Advance(book, tuple(self.sends), tuple(self.events))
 
 

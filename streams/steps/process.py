@@ -348,7 +348,7 @@ def _derive(
 def _journeys(after: Profile, book: Book, moved: Advance) -> Outcome:
     """``after`` (a fresh object nobody else holds) with the journey book ``moved`` left."""
     if moved.book != book:
-        after.journey_flows = moved.book.to_dict() if moved.book.states else {}
+        after.journey_flows = {} if moved.book.blank else moved.book.to_dict()
         after.journey_due_at = moved.next_due
     if moved.sends:
         after.journeys = record(after.journeys, moved.sends)

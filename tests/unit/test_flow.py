@@ -271,7 +271,7 @@ def test_a_deferred_send_past_its_expiry_is_skipped_with_an_event(tmp_path: Path
     suppressed = [
         (e["reason"], e["action"]) for e in sim.journey_events if e["kind"] == "suppressed"
     ]
-    assert suppressed == [("priority", "deferred"), ("frequency_cap", "skipped")]
+    assert suppressed == [("priority", "deferred"), ("priority", "skipped")]
 
 
 def test_quiet_hours_defer_to_the_end_of_the_window_in_the_profiles_zone() -> None:
@@ -519,3 +519,40 @@ def test_an_order_applied_before_an_earlier_cart_ends_the_journey_at_entry() -> 
     assert sends(sim, "abandoned_cart") == []
     kinds = [(e["kind"], e["reason"]) for e in journey(sim, "abandoned_cart")]
     assert kinds == [("entered", None), ("exited", "goal")]
+
+
+def booking(at: int, starts: int, ends: int, order_id: str = "o-stay") -> Event:
+    item = {"product_id": "cabin", "category": "stay", "quantity": 1, "unit_price": 500.0}
+    body = {"order_id": order_id, "status": "placed", "total": 500.0, "currency": "EUR"}
+    items = [item | {"starts_at": starts, "ends_at": ends}]
+    return event(placed(at).kind, body | {"items": items}, at=at, email=EMAIL)
+
+
+def test_nothing_promotional_during_a_stay(tmp_path: Path) -> None:
+    # The shipped journeys without the weekly cap (welcome, post_purchase and pre_arrival
+    # would fill it): the stay alone holds the reminder.
+    shipped = Path(__file__).parents[2] / "streams" / "journeys" / "default_journeys.yaml"
+    text = shipped.read_text().replace("    - {channel: email, max: 3, per: 7d}\n", "")
+    uncapped = rules_for(tmp_path, text.replace("frequency_caps:\n", "frequency_caps: []\n"))
+    starts, ends = local(6, 15), local(8, 10)
+    sim = simulate(uncapped, [signup(), booking(START, starts, ends), cart(local(7, 12))])
+    sim.run_until(ends + D)
+    held = [e for e in journey(sim, "abandoned_cart") if e["kind"] == "suppressed"]
+    assert (held[0]["reason"], held[0]["action"], held[0]["due_at"]) == ("stay", "deferred", ends)
+    (reminder, *_) = sends(sim, "abandoned_cart")
+    assert reminder["occurred_at"] == ends
+    # Held longer than the reminder's expiry (1d): skipped, and the event says why.
+    sim = simulate(uncapped, [signup(), booking(START, starts, local(9, 10)), cart(local(7, 12))])
+    sim.run_until(local(10, 10))
+    held = [e for e in journey(sim, "abandoned_cart") if e["kind"] == "suppressed"]
+    assert [(e["reason"], e["action"]) for e in held][:2] == [
+        ("stay", "deferred"),
+        ("stay", "skipped"),
+    ]
+    # A cancelled booking is no stay.
+    cancelled = order("cancelled", [], at=START + 1, email=EMAIL, order_id="o-stay")
+    sim = simulate(
+        uncapped, [signup(), booking(START, starts, ends), cancelled, cart(local(7, 12))]
+    )
+    sim.run_until(local(7, 13, 1))
+    assert [s["occurred_at"] for s in sends(sim, "abandoned_cart")] == [local(7, 13)]
