@@ -266,10 +266,26 @@ class Flows:
     by_name: Mapping[str, JourneyDefinition] = field(init=False, compare=False, repr=False)
     fingerprint: str = field(init=False, compare=False, repr=False)
     """What a profile's journey states record they were made under."""
+    event_rules: Mapping[str, tuple[TriggerRule, ...]] = field(
+        init=False, compare=False, repr=False
+    )
+    """Every entry and exit rule on events, by event kind ("order")."""
+    segment_rules: tuple[TriggerRule, ...] = field(init=False, compare=False, repr=False)
+    """Every entry and exit rule on segment changes."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {j.name: j for j in self.journeys})
         object.__setattr__(self, "fingerprint", flows_fingerprint(self))
+        exits = [e.rule for j in self.journeys for e in j.exit_on]
+        unique = list(dict.fromkeys([j.entry for j in self.journeys] + exits))
+        by_kind: dict[str, tuple[TriggerRule, ...]] = {}
+        for rule in unique:
+            if rule.kind is TriggerKind.EVENT:
+                kind = rule.pattern.partition(".")[0]
+                by_kind[kind] = (*by_kind.get(kind, ()), rule)
+        segment = tuple(r for r in unique if r.kind is not TriggerKind.EVENT)
+        object.__setattr__(self, "event_rules", by_kind)
+        object.__setattr__(self, "segment_rules", segment)
 
     @property
     def window_ms(self) -> int:

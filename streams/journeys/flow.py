@@ -265,6 +265,46 @@ def advance(
     return run.result()
 
 
+def concerns(
+    flows: Flows, book: Mapping[str, Any], before: Profile, after: Profile, occurrence: Occurrence
+) -> bool:
+    """Whether :func:`advance` could do anything for ``occurrence``: False lets the caller
+    skip decoding the stored ``book`` (its plain form) for most events.
+
+    Something can happen only when a rule (entry or exit) matches, what decides who may be
+    mailed changed, a state waits for a trait, an order may book or cancel a stay, or the
+    states were made under other definitions.
+    """
+    event = occurrence.event
+    if event is not None and event.kind is EventKind.ORDER and flows.policies.suppress_during_stay:
+        return True
+    candidates = () if event is None else flows.event_rules.get(event.kind.value, ())
+    if occurrence.changes:
+        candidates = (*candidates, *flows.segment_rules)
+    for rule in candidates:
+        if matches(rule, occurrence)[0]:
+            return True
+    if (
+        before.consent != after.consent
+        or before.newsletter != after.newsletter
+        or before.email != after.email
+        or _blocking(before) != _blocking(after)
+    ):
+        return True
+    states = book.get("states") or {}
+    if not states:
+        return False
+    if book.get("rules") != flows.fingerprint:
+        return True
+    # A state waiting for a trait (a birthday) moves only when a trait does.
+    return before.traits != after.traits and any(s.get("parked") for s in states.values())
+
+
+def _blocking(profile: Profile) -> tuple[int, int]:
+    counts = profile.email_counts
+    return counts["bounced"], counts["complained"]
+
+
 def holdout(journey: JourneyDefinition, profile_id: str) -> bool:
     """Whether ``profile_id`` is held out of ``journey``: the same answer every time."""
     if journey.holdout_percent <= 0:
@@ -554,12 +594,15 @@ class _Run:
             state = replace(state, due_at=None)
         while i < len(program):
             ins = program[i]
-            state = replace(state, position=ins.key)
             if isinstance(ins, Jump):
                 i = ins.to
-            elif isinstance(ins, Branch):
+                continue
+            if isinstance(ins, Branch):
                 i = i + 1 if ins.test(self.profile, at) else journey.else_at[ins.key]
-            elif isinstance(ins, Wait | WaitUntil):
+                continue
+            if state.position != ins.key:  # a new state only where one is kept or emitted
+                state = replace(state, position=ins.key)
+            if isinstance(ins, Wait | WaitUntil):
                 if resumed:
                     resumed = False
                     i += 1
@@ -575,21 +618,19 @@ class _Run:
                 if due is None:
                     self.exit(journey, state, Reason.NO_DATE, at)
                     return
-                state = replace(state, parked=False)
                 if due <= at:
                     i += 1
                     continue
-                state = replace(state, due_at=due)
+                state = replace(state, due_at=due, parked=False)
                 self.states[journey.name] = state
                 self.emit(journey.name, state, Kind.WAITING, at, step=ins.key, due=due)
                 return
-            else:
-                outcome = self.send(journey, ins, state, at, resumed)
-                resumed = False
-                if outcome is None:  # deferred, or out of the journey
-                    return
-                state = outcome
-                i += 1
+            outcome = self.send(journey, ins, state, at, resumed)
+            resumed = False
+            if outcome is None:  # deferred, or out of the journey
+                return
+            state = outcome
+            i += 1
         self.exit(journey, replace(state, position="end"), Reason.COMPLETED, at)
 
     def until(self, step: WaitUntil, state: FlowState, at: int) -> int | None:

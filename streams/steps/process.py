@@ -21,7 +21,15 @@ from streams.journeys.definitions import (
     Policies,
     load_flows,
 )
-from streams.journeys.flow import Advance, Book, JourneyEvent, Occurrence, Timer, advance
+from streams.journeys.flow import (
+    Advance,
+    Book,
+    JourneyEvent,
+    Occurrence,
+    Timer,
+    advance,
+    concerns,
+)
 from streams.journeys.rules import JourneyTrigger, record
 from streams.profiles.merge import merge
 from streams.profiles.model import RECENT_EVENT_IDS_DEFAULT, Profile, event_fingerprint
@@ -326,9 +334,9 @@ def _derive(
         after.segments = tuple(sorted(evaluation.members))
         after.segment_sequence = changes[-1].sequence
     journeys = Outcome(after, False)
-    if rules.journeys:
+    occurrence = Occurrence(event, changes, cause_event_id)
+    if rules.journeys and concerns(rules.flows, after.journey_flows, before, after, occurrence):
         book = Book.from_dict(after.journey_flows)
-        occurrence = Occurrence(event, changes, cause_event_id)
         moved = advance(
             rules.flows, book, after, occurrence, occurred_at, before=before, entered=after.journeys
         )
