@@ -449,9 +449,17 @@ def _journey(
         re_entry_ms=_re_entry(read),
         exit_on=_exit_rules(read, segment_names),
         holdout_percent=holdout,
-        backfill=read.get("backfill", bool, False),
+        backfill=_backfill(read),
         description=read.get("description", str, ""),
     )
+
+
+def _backfill(read: Reader) -> bool:
+    # Reserved: entering a new segment journey's current members is not implemented, and a
+    # file must not promise what the worker does not do.
+    if read.get("backfill", bool, False):
+        raise read.fail("backfill: true is not supported yet (only future entries enter)")
+    return False
 
 
 def _legacy(

@@ -206,6 +206,12 @@ def recheck(profile: Profile, at: int, rules: Rules) -> Outcome:
         outcome = _derive(profile, profile.clone(), None, recheck_cause(at), at, rules, at)
         outcomes.append(outcome)
         profile = outcome.profile
+    elif profile.segment_recheck_at == at and profile.journey_due_at is not None:
+        # Scheduled under other segment definitions: dropped (the next change evaluates the
+        # profile in full), so that its wake time becomes the journey step's.
+        profile = profile.clone()
+        profile.segment_recheck_at = None
+        outcomes.append(Outcome(profile, False))
     due = profile.journey_due_at
     if due is not None and due <= at:
         after = profile.clone()

@@ -556,3 +556,15 @@ def test_nothing_promotional_during_a_stay(tmp_path: Path) -> None:
     )
     sim.run_until(local(7, 13, 1))
     assert [s["occurred_at"] for s in sends(sim, "abandoned_cart")] == [local(7, 13)]
+
+
+def test_a_stale_segment_recheck_does_not_hide_a_later_journey_step(tmp_path: Path) -> None:
+    profile = process(None, PID, signup(), SHIPPED, START - H).profile
+    profile = process(profile, PID, cart(START, event_id="k"), SHIPPED, START).profile
+    stale = profile.clone()
+    stale.segment_rules = "other definitions"
+    stale.segment_recheck_at = START + 30 * 60_000  # before the reminder is due
+    moved = recheck(stale, START + 30 * 60_000, SHIPPED)
+    assert not moved.duplicate
+    assert moved.profile.wake_at == START + H  # the worker's timer now waits for the step
+    assert recheck(moved.profile, START + H, SHIPPED).triggers
