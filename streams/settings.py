@@ -167,7 +167,7 @@ class Settings(BaseSettings):
     recheck_interval_seconds: float = Field(
         default=1.0,
         gt=0,
-        description="How often due time-based segment rechecks run: how late one may be.",
+        description="How often due segment rechecks and journey steps run: how late one may be.",
     )
     broker_probe_interval_seconds: float = Field(
         default=2.0, gt=0, description="How often readiness checks that the broker answers."
@@ -396,6 +396,10 @@ class Settings(BaseSettings):
         return self.topic("email-journeys")
 
     @property
+    def journey_events_topic(self) -> str:
+        return self.topic("journey-events")
+
+    @property
     def dead_letter_topic(self) -> str:
         return self.topic("dead-letter")
 
@@ -409,6 +413,7 @@ class Settings(BaseSettings):
         return {
             self.segment_changes_topic: "SegmentChange",
             self.journeys_topic: "JourneyTrigger",
+            self.journey_events_topic: "JourneyEvent",
             self.dead_letter_topic: "DeadLetter",
             self.identity_merges_topic: "IdentityMerge",
         }

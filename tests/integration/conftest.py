@@ -111,6 +111,9 @@ class Worker:
 
 # Of every topic and table of the test workers (profile ids depend on it).
 PARTITIONS = 8
+# The one-step journeys, whose sends go at once at any time of day (the shipped flows wait,
+# and hold mail in quiet hours): what workers run unless a test names its own file.
+ONE_STEP_JOURNEYS = Path(__file__).parents[1] / "unit" / "one_step_journeys.yaml"
 
 
 def worker_env(broker: RunningBroker, tmp_path: Path, **overrides: str) -> dict[str, str]:
@@ -128,6 +131,7 @@ def worker_env(broker: RunningBroker, tmp_path: Path, **overrides: str) -> dict[
         "CDP_PARTITIONS": str(PARTITIONS),
         "CDP_SESSION_TIMEOUT_SECONDS": "6",
         "CDP_LOG_LEVEL": "info",
+        "CDP_JOURNEYS_FILE": str(ONE_STEP_JOURNEYS),
     }
     env.update(overrides)
     return env

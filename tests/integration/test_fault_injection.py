@@ -33,7 +33,15 @@ from streams.profiles.model import Profile, event_fingerprint
 from streams.runtime.broker import EmbeddedBroker, free_port
 from streams.steps.process import Rules, process
 
-from .conftest import PARTITIONS, Topics, Worker, chosen_broker_kind, wait_until, worker_env
+from .conftest import (
+    ONE_STEP_JOURNEYS,
+    PARTITIONS,
+    Topics,
+    Worker,
+    chosen_broker_kind,
+    wait_until,
+    worker_env,
+)
 
 PEOPLE = 40
 KILLS = 12
@@ -160,7 +168,7 @@ def test_sigkill_at_random_moments_changes_no_effect(
     workers = [make_worker(env_for("w0")), make_worker(env_for("w1"))]
     settings = workers[0].settings
     codec = Codec(settings.schemas_dir)
-    rules = Rules.load()
+    rules = Rules.load(None, ONE_STEP_JOURNEYS)
     run = uuid.uuid4().hex[:6]
     people = [Person(f"kill{i}-{run}@example.com", f"dev{i}-{run}") for i in range(PEOPLE)]
     now = int(time.time() * 1000)
