@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration test-faults lint check-deploy lock bench bench-collector clean
+.PHONY: install demo test test-unit test-integration test-faults test-kafka kafka lint check-deploy lock bench bench-collector clean
 
 install: $(STAMP)
 
@@ -39,12 +39,28 @@ test-integration: install
 test-faults: install
 	$(BIN)/pytest -q -s -p no:cacheprovider -m faults tests/integration
 
+# Apache Kafka's jars (the version pinned in deploy/kafka/pom.xml) into .kafka/libs, for
+# `cdp broker --apache-kafka`, `make test-kafka` and `make bench BROKER=apache-kafka`.
+KAFKA_STAMP := .kafka/libs/.fetched
+kafka: $(KAFKA_STAMP)
+
+$(KAFKA_STAMP): deploy/kafka/pom.xml
+	@command -v mvn >/dev/null || { echo "need Maven (apt-get install maven) for make kafka"; exit 1; }
+	@command -v java >/dev/null || { echo "need Java 17 (apt-get install openjdk-17-jdk-headless)"; exit 1; }
+	rm -rf .kafka/libs
+	mvn -q -B -f deploy/kafka/pom.xml package
+	touch $(KAFKA_STAMP)
+
+# The integration suite, SIGKILL and join/leave included, against Apache Kafka (KRaft).
+test-kafka: install kafka
+	CDP_TEST_BROKER=apache-kafka $(BIN)/pytest -q -p no:cacheprovider tests/integration
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: install
-	$(BIN)/python -m benchmarks.suite --profile $(if $(EVENTS),--events $(EVENTS),) $(if $(PROFILES),--profiles $(PROFILES),) $(if $(SHOPPERS),--shoppers $(SHOPPERS),) $(if $(MIX),--mix $(MIX),)
+bench: install $(if $(filter apache-kafka,$(BROKER)),kafka,)
+	$(BIN)/python -m benchmarks.suite --profile $(if $(BROKER),--broker $(BROKER),) $(if $(EVENTS),--events $(EVENTS),) $(if $(PROFILES),--profiles $(PROFILES),) $(if $(SHOPPERS),--shoppers $(SHOPPERS),) $(if $(MIX),--mix $(MIX),)
 
 # The collector alone: events/s of one process (pinned to one core) with batches of 100, and
 # request latency at 1,000 requests/s, from a load generator in a process of its own.
@@ -73,4 +89,4 @@ lock: install
 	  --output-file deploy/requirements.lock pyproject.toml
 
 clean:
-	rm -rf $(VENV) .cdp-data *.egg-info
+	rm -rf $(VENV) .cdp-data *.egg-info .kafka

@@ -1,10 +1,12 @@
 """The benchmark suite: throughput, event-to-segment latency, lookups, recovery, footprint.
 
     make bench                          # the full run (about ten minutes on 2 cores)
+    make bench BROKER=apache-kafka      # the same on Apache Kafka (jars from `make kafka`)
     python -m benchmarks.suite --smoke  # seconds; CI runs it so the suite cannot rot
 
-Everything runs against the embedded broker on this machine with real ``cdp worker``
-processes. It prints a table and writes ``benchmarks/results/latest.json``.
+Everything runs against a broker it starts on this machine (the embedded one, or Apache
+Kafka with ``--broker apache-kafka``) with real ``cdp worker`` processes. It prints a table
+and writes ``benchmarks/results/latest.json`` (``latest-apache-kafka.json`` on Kafka).
 """
 
 from __future__ import annotations
@@ -44,10 +46,12 @@ from benchmarks.measure import (
 from streams.demo.traffic import ACTIONS, parse_mix
 from streams.events import Event
 from streams.runtime.app import changelog_topics
-from streams.runtime.broker import free_port, start_broker
+from streams.runtime.broker import EmbeddedBroker, free_port, start_broker
+from streams.runtime.kafka_broker import ApacheKafkaBroker, start_apache_kafka
 from streams.runtime.topics import ensure_topics
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
+BROKERS = ("embedded", "apache-kafka")
 PROFILE = RESULTS.with_name("worker-profile.svg")
 PER_MILLION = 1_000_000
 TARGETS = {
@@ -100,13 +104,22 @@ SMOKE = Plan(
 
 class Bench:
     def __init__(
-        self, plan: Plan, root: Path, progress: Progress, profile: Path | None = None
+        self,
+        plan: Plan,
+        root: Path,
+        progress: Progress,
+        profile: Path | None = None,
+        broker: str = "embedded",
     ) -> None:
         self.plan = plan
         self.root = root
         self.progress = progress
         self.profile = profile
-        self.broker = start_broker(free_port(), log_file=root / "broker.log")
+        self.broker: EmbeddedBroker | ApacheKafkaBroker = (
+            start_apache_kafka(free_port(), log_file=root / "broker.log", heap="1g")
+            if broker == "apache-kafka"
+            else start_broker(free_port(), log_file=root / "broker.log")
+        )
         self.deployments: list[Deployment] = []
 
     def deployment(self, workers: int) -> Deployment:
@@ -356,7 +369,9 @@ def stored_profiles(bootstrap: str, changelog: str, limit: int = 500) -> list[tu
     return list(found.items())[:limit]
 
 
-def run(plan: Plan, console: Console, profile: Path | None = None) -> dict[str, Any]:
+def run(
+    plan: Plan, console: Console, profile: Path | None = None, broker: str = "embedded"
+) -> dict[str, Any]:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -364,7 +379,7 @@ def run(plan: Plan, console: Console, profile: Path | None = None) -> dict[str, 
         TimeElapsedColumn(),
     )
     with tempfile.TemporaryDirectory() as root, Progress(*columns, console=console) as progress:
-        bench = Bench(plan, Path(root), progress, profile)
+        bench = Bench(plan, Path(root), progress, profile, broker)
         try:
             core = core_ceiling(list(plan.load(plan.events, seed=1)))
             one = bench.throughput(1)
@@ -379,6 +394,7 @@ def run(plan: Plan, console: Console, profile: Path | None = None) -> dict[str, 
     return {
         "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
+        "broker": broker,
         "plan": plan.__dict__,
         "throughput": {
             "one_worker": one,
@@ -537,8 +553,8 @@ def report(results: dict[str, Any], console: Console) -> None:
         ),
     ]
     table = Table(
-        title=f"cdp-streams benchmark ({results['machine']['cores']} cores, "
-        f"{results['machine']['cpu']})"
+        title=f"cdp-streams benchmark on {results.get('broker', 'embedded')} "
+        f"({results['machine']['cores']} cores, {results['machine']['cpu']})"
     )
     for column in ("measure", "result", "target", "met"):
         table.add_column(column)
@@ -563,7 +579,15 @@ def main() -> None:
         help="event mix as name=weight pairs, e.g. page-view=80,order=20 (names: event "
         f"kinds or actions: {', '.join(ACTIONS)})",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--broker",
+        choices=BROKERS,
+        default="embedded",
+        help="which broker the suite starts (apache-kafka: jars from `make kafka`, Java 17)",
+    )
+    parser.add_argument(
+        "--output", type=Path, help=f"default {RESULTS}, or latest-apache-kafka.json beside it"
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -572,6 +596,10 @@ def main() -> None:
         help=f"py-spy flame graph of the one-worker throughput run (default {PROFILE})",
     )
     args = parser.parse_args()
+    if args.output is None:
+        args.output = (
+            RESULTS if args.broker == "embedded" else RESULTS.with_stem("latest-apache-kafka")
+        )
     plan = SMOKE if args.smoke else FULL
     if args.events:
         plan.events = args.events
@@ -586,7 +614,7 @@ def main() -> None:
     for written in (args.output, args.profile):
         if written is not None:
             written.parent.mkdir(parents=True, exist_ok=True)
-    results = run(plan, console, args.profile)
+    results = run(plan, console, args.profile, args.broker)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     report(results, console)
     console.print(f"written to {args.output}")

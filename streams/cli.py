@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from streams.events import EventKind, IdentifierKind
 from streams.runtime.broker import LOOPBACK, EmbeddedBroker, is_listening, start_broker
+from streams.runtime.kafka_clients import ConnectionSetupError, check_connection
 from streams.runtime.topics import ensure_topics
 from streams.settings import Settings, SettingsError, get_settings, unknown_variables
 
@@ -64,6 +66,7 @@ def ensure_port_free(host: str, port: int, setting: str) -> None:
 def kafka(settings: Settings, *, log_file: Path | None = None) -> Iterator[str]:
     """Yield a bootstrap address: the configured Kafka, a running embedded broker, or a new one."""
     if settings.kafka_bootstrap:
+        check_connection(settings.kafka_bootstrap, settings)
         yield settings.kafka_bootstrap
         return
     port = settings.embedded_broker_port
@@ -82,23 +85,47 @@ def kafka(settings: Settings, *, log_file: Path | None = None) -> Iterator[str]:
 @cli.command()
 def broker(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 9092,
+    apache_kafka: Annotated[
+        bool,
+        typer.Option(
+            "--apache-kafka",
+            help="Run Apache Kafka (KRaft, one node; jars from `make kafka`, needs Java 17) "
+            "with its log in $CDP_DATA_DIR/kafka-<port>, instead of the embedded broker.",
+        ),
+    ] = False,
 ) -> None:
-    """Run the embedded Kafka-compatible broker (Tansu, memory only) in the foreground."""
+    """Run a broker in the foreground and create the topics: embedded (memory only) or Kafka."""
+    from streams.runtime.broker import BrokerError
+    from streams.runtime.kafka_broker import ApacheKafkaBroker, start_apache_kafka
+
     settings = get_settings()
     ensure_port_free(LOOPBACK, port, "--port")
-    embedded = start_broker(port)
+    running: EmbeddedBroker | ApacheKafkaBroker
+    try:
+        if apache_kafka:
+            err.print("[dim]starting Apache Kafka…[/]")
+            running = start_apache_kafka(
+                port,
+                data_dir=settings.data_dir / f"kafka-{port}",
+                libs_dir=settings.apache_kafka_libs,
+                heap=settings.apache_kafka_heap,
+            )
+        else:
+            running = start_broker(port)
+    except BrokerError as exc:
+        err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    name = "Apache Kafka (KRaft)" if apache_kafka else "embedded broker (memory only)"
     # SIGTERM (systemd, docker stop, a test) must stop the broker too, not orphan it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        ensure_topics(embedded.bootstrap, settings)
-        console.print(
-            f"embedded broker on [bold]{embedded.bootstrap}[/]; topics created. Ctrl-C stops it."
-        )
-        embedded.wait()
+        ensure_topics(running.bootstrap, settings)
+        console.print(f"{name} on [bold]{running.bootstrap}[/]; topics created. Ctrl-C stops it.")
+        running.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        embedded.stop()
+        running.stop()
 
 
 @cli.command(
@@ -133,6 +160,7 @@ def worker() -> None:
     from streams.rule_files import DefinitionError
     from streams.runtime.app import create_runtime, discard_untrusted_state, mark_stopped_cleanly
     from streams.runtime.faust_patches import UnsupportedFaustError
+    from streams.runtime.worker_topics import ensure_worker_topics
 
     settings = get_settings()
     ensure_port_free(settings.web_host, settings.web_port, "CDP_WEB_PORT")
@@ -149,6 +177,8 @@ def worker() -> None:
             err.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from exc
         discard_untrusted_state(runtime, bootstrap)
+        # After the check above, which reads missing changelogs as a broker that lost them.
+        ensure_worker_topics(bootstrap, settings)
         err.print(f"[dim]API on {settings.api_url}[/]")
         worker = Worker(
             runtime.app, loglevel=settings.log_level.value, quiet=True, redirect_stdouts=False
@@ -447,6 +477,123 @@ def replay_dead_letters(
     console.print(f"replayed {sent} letters ({by_topic or 'none'})")
 
 
+journeys_cli = typer.Typer(help="Check journey definitions, and try them without Kafka.")
+cli.add_typer(journeys_cli, name="journeys")
+
+
+@journeys_cli.command("check")
+def journeys_check(
+    file: Annotated[Path, typer.Argument(help="A journeys file (YAML).")],
+    segments: Annotated[
+        Path | None, typer.Option(help="The segments file (default: CDP_SEGMENTS_FILE or shipped).")
+    ] = None,
+) -> None:
+    """Check a journeys file as a worker would at start; one line naming journey, step and
+    problem when it is not valid (exit status 1)."""
+    from streams.rule_files import DefinitionError
+    from streams.steps.process import Rules
+
+    try:
+        rules = Rules.load(segments or get_settings().segments_file, file)
+    except DefinitionError as exc:
+        sys.stderr.write(f"{exc}\n")
+        raise typer.Exit(1) from exc
+    for journey in rules.journeys:
+        sends = [step.key for step in journey.program if hasattr(step, "template")]
+        console.print(
+            f"{journey.name}: entry {journey.entry.kind}:{journey.entry.pattern}, "
+            f"{plural(len(journey.program), 'step')}, sends {', '.join(sends)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(f"ok: {plural(len(rules.journeys), 'journey')}")
+
+
+@journeys_cli.command("simulate")
+def journeys_simulate(
+    file: Annotated[Path, typer.Argument(help="A journeys file (YAML).")],
+    events: Annotated[
+        Path,
+        typer.Option(
+            help="Events, JSON Lines (or an array): each an input event as the topics take it, "
+            'with "kind": page-view | order | email | identify.'
+        ),
+    ],
+    after: Annotated[
+        str, typer.Option(help="How long the clock runs on after the last event: 30s, 12h, 90d.")
+    ] = "30d",
+    segments: Annotated[
+        Path | None, typer.Option(help="The segments file (default: CDP_SEGMENTS_FILE or shipped).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line.")] = False,
+) -> None:
+    """Print what the journeys would send when, and every journey decision, on a virtual
+    clock that runs from event to event and on to due steps: no Kafka, no worker."""
+    from streams.codec import Codec, DecodeError
+    from streams.event_files import documents
+    from streams.journeys.definitions import duration_ms
+    from streams.rule_files import DefinitionError
+    from streams.steps.process import Rules
+    from streams.steps.simulate import simulate
+
+    settings = get_settings()
+    run_on = duration_ms(after)
+    if run_on is None or run_on < 0:
+        sys.stderr.write(f"--after must be a duration like 30s, 12h, 90d; got {after!r}\n")
+        raise typer.Exit(2)
+    try:
+        rules = Rules.load(segments or settings.segments_file, file)
+    except DefinitionError as exc:
+        sys.stderr.write(f"{exc}\n")
+        raise typer.Exit(1) from exc
+    try:
+        text = events.read_text(encoding="utf-8")
+    except OSError as exc:
+        sys.stderr.write(f"cannot read {events}: {exc}\n")
+        raise typer.Exit(2) from exc
+    codec = Codec(settings.schemas_dir)
+    decoded, problems = [], []
+    for line, value, error in documents(text):
+        if error is None and not (isinstance(value, dict) and value.get("kind") in _KINDS):
+            error = f'each event needs "kind": one of {", ".join(_KINDS)}'
+        if error is None:
+            assert isinstance(value, dict)
+            fields = {k: v for k, v in value.items() if k != "kind"}
+            try:
+                decoded.append(codec.decode(EventKind(value["kind"]), json.dumps(fields).encode()))
+            except DecodeError as exc:
+                error = f"{exc.reason.value}: {exc.detail}"
+        if error is not None:
+            problems.append(f"line {line}: {error}")
+    if problems:
+        sys.stderr.write("".join(f"{p}\n" for p in problems))
+        raise typer.Exit(1)
+    last = max((e.occurred_at for e in decoded), default=0)
+    simulation = simulate(rules, decoded, until=last + run_on)
+    for entry in sorted(simulation.lines, key=lambda e: e.at):
+        if entry.kind == "segment_change":
+            continue
+        if as_json:
+            console.print_json(data={"kind": entry.kind, **entry.record}, indent=None)
+            continue
+        when = datetime.fromtimestamp(entry.at / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        r = entry.record
+        if entry.kind == "send":
+            what = f"SEND {r['journey']}/{r['step']} to {r['email']}"
+        else:
+            detail = [r["step"], r["reason"], r["action"]]
+            if r["due_at"] is not None:
+                due = datetime.fromtimestamp(r["due_at"] / 1000, UTC)
+                detail.append(f"until {due:%Y-%m-%d %H:%M:%SZ}")
+            what = f"{r['kind']} {r['journey']} " + " ".join(str(d) for d in detail if d)
+        console.print(f"{when}  {entry.profile_id}  {what}", highlight=False, soft_wrap=True)
+    sent = sum(1 for entry in simulation.lines if entry.kind == "send")
+    err.print(f"{plural(len(decoded), 'event')}, {plural(sent, 'send')}")
+
+
+_KINDS = [kind.value for kind in EventKind]
+
+
 VERBOSE = "--verbose"
 
 
@@ -478,3 +625,8 @@ def main() -> None:
             raise
         sys.stderr.write(f"{exc}\n")
         sys.exit(2 if isinstance(exc, PortInUseError) else 1)
+    except ConnectionSetupError as exc:
+        if VERBOSE in sys.argv:
+            raise
+        sys.stderr.write(f"{exc}\n")
+        sys.exit(2)

@@ -21,6 +21,7 @@ from streams.codec import Codec
 from streams.events import Event
 from streams.identity.resolver import routing_key
 from streams.partitioning import LIBRDKAFKA_PARTITIONER
+from streams.runtime.kafka_clients import client_config
 from streams.settings import OutputFormat, Settings, get_settings
 
 
@@ -46,7 +47,7 @@ class EventProducer:
         self.errors: list[str] = []
         self._producer = Producer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap, self.settings),
                 # Kafka's default partitioner, as Java clients and the worker partition keys.
                 "partitioner": LIBRDKAFKA_PARTITIONER,
                 "linger.ms": linger_ms,

@@ -21,9 +21,23 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from streams.durations import Duration, parse_duration
 from streams.events import DEFAULT_BLOCKED_IDENTIFIERS, EventKind, IdentifierCaps
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
 
 
 class OutputFormat(StrEnum):
@@ -71,17 +85,69 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a command waits for Kafka to answer before it gives up.",
     )
+    # How every Kafka client of the worker, collector, producer API and CLI connects
+    # (streams/runtime/kafka_clients.py); the password is never logged.
+    kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: SaslMechanism = SaslMechanism.SCRAM_SHA_512
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password; or CDP_KAFKA_SASL_PASSWORD_FILE."
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        default=None, description="A file holding the SASL password (its first line)."
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        default=None, description="PEM CA certificates the broker's certificate must chain to."
+    )
+    kafka_ssl_cert_file: Path | None = Field(
+        default=None, description="PEM client certificate, for brokers that require one."
+    )
+    kafka_ssl_key_file: Path | None = Field(
+        default=None, description="PEM private key of the client certificate."
+    )
     embedded_broker_port: Port = 9092
+    apache_kafka_libs: Path = Field(
+        default=PROJECT_ROOT / ".kafka" / "libs",
+        description="Where `make kafka` put Apache Kafka's jars (cdp broker --apache-kafka).",
+    )
+    apache_kafka_heap: str = Field(
+        default="512m",
+        pattern=r"^[1-9][0-9]*[kmgKMG]$",
+        description="Heap cap of the local Apache Kafka broker's JVM, e.g. 512m or 1g.",
+    )
     topic_prefix: str = "cdp."
     partitions: int = Field(default=8, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=100)
     # Off by default: in the SIGKILL suite a worker promoting its standby copy of a partition
     # to active sometimes held the partition's offset without all of its values, and served
-    # those profiles as new (docs/operations.md, "Workers joining and leaving").
+    # those profiles as new, on the embedded broker and on Apache Kafka alike
+    # (docs/operations.md, "Workers joining and leaving").
     standby_replicas: int = Field(
         default=0,
         ge=0,
         description="Standby copies of each table partition on other workers, for fast takeover.",
+    )
+    # The tables' changelogs are compacted: a profile's erasure (a tombstone) must leave the
+    # log within a bound, which needs the active segment rolled and the cleaner forced in time.
+    changelog_min_compaction_lag: Duration = Field(
+        default=parse_duration("0s"),
+        description="Changelog records stay uncompacted at least this long "
+        "(min.compaction.lag.ms).",
+    )
+    changelog_max_compaction_lag: Duration = Field(
+        default=parse_duration("7d"),
+        description="A superseded or erased changelog value is compacted away within about this "
+        "long (max.compaction.lag.ms); the bound an erasure relies on.",
+    )
+    changelog_delete_retention: Duration = Field(
+        default=parse_duration("1d"),
+        description="How long a changelog tombstone stays readable (delete.retention.ms): a "
+        "worker restoring longer than this may miss an erasure.",
+    )
+    changelog_segment: Duration = Field(
+        default=parse_duration("1d"),
+        description="Changelog segments roll after this long (segment.ms); the active segment "
+        "is never compacted, so it is at most the compaction bound.",
     )
     app_id: str = "cdp-streams"
     data_dir: Path = Path(".cdp-data")
@@ -101,7 +167,7 @@ class Settings(BaseSettings):
     recheck_interval_seconds: float = Field(
         default=1.0,
         gt=0,
-        description="How often due time-based segment rechecks run: how late one may be.",
+        description="How often due segment rechecks and journey steps run: how late one may be.",
     )
     broker_probe_interval_seconds: float = Field(
         default=2.0, gt=0, description="How often readiness checks that the broker answers."
@@ -267,6 +333,43 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        sasl = self.kafka_security_protocol in (
+            SecurityProtocol.SASL_PLAINTEXT,
+            SecurityProtocol.SASL_SSL,
+        )
+        if sasl and not self.kafka_sasl_username:
+            raise ValueError(
+                f"CDP_KAFKA_SASL_USERNAME is required with {self.kafka_security_protocol}"
+            )
+        if sasl and self.kafka_sasl_password is None and self.kafka_sasl_password_file is None:
+            raise ValueError(
+                "CDP_KAFKA_SASL_PASSWORD or CDP_KAFKA_SASL_PASSWORD_FILE is required with "
+                f"{self.kafka_security_protocol}"
+            )
+        for name in ("ca", "cert", "key"):
+            path: Path | None = getattr(self, f"kafka_ssl_{name}_file")
+            if path is not None and not path.is_file():
+                raise ValueError(f"CDP_KAFKA_SSL_{name.upper()}_FILE: no file at {path}")
+        password_file = self.kafka_sasl_password_file
+        if password_file is not None and not password_file.is_file():
+            raise ValueError(f"CDP_KAFKA_SASL_PASSWORD_FILE: no file at {password_file}")
+        return self
+
+    @model_validator(mode="after")
+    def _compaction_bounds(self) -> Settings:
+        if self.changelog_segment > self.changelog_max_compaction_lag:
+            raise ValueError(
+                "CDP_CHANGELOG_SEGMENT must not exceed CDP_CHANGELOG_MAX_COMPACTION_LAG "
+                "(the active segment is never compacted)"
+            )
+        if self.changelog_min_compaction_lag > self.changelog_max_compaction_lag:
+            raise ValueError(
+                "CDP_CHANGELOG_MIN_COMPACTION_LAG must not exceed CDP_CHANGELOG_MAX_COMPACTION_LAG"
+            )
+        return self
+
     @property
     def api_url(self) -> str:
         if self.advertised_url:
@@ -293,6 +396,10 @@ class Settings(BaseSettings):
         return self.topic("email-journeys")
 
     @property
+    def journey_events_topic(self) -> str:
+        return self.topic("journey-events")
+
+    @property
     def dead_letter_topic(self) -> str:
         return self.topic("dead-letter")
 
@@ -306,6 +413,7 @@ class Settings(BaseSettings):
         return {
             self.segment_changes_topic: "SegmentChange",
             self.journeys_topic: "JourneyTrigger",
+            self.journey_events_topic: "JourneyEvent",
             self.dead_letter_topic: "DeadLetter",
             self.identity_merges_topic: "IdentityMerge",
         }
@@ -340,7 +448,7 @@ class SettingsError(ValueError):
         self.problems = problems
 
 
-_SECRET = frozenset({"api_token", "collector_write_keys"})
+_SECRET = frozenset({"api_token", "kafka_sasl_password", "collector_write_keys"})
 _MESSAGES = {
     "int_parsing": "must be a whole number",
     "int_from_float": "must be a whole number",

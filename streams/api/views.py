@@ -23,6 +23,7 @@ from streams.api.decisions import newsletter_popup
 from streams.api.lookups import FORWARDED_HEADER, Lookups, NotReadyError
 from streams.codec import MAX_IDENTIFIER_CHARS
 from streams.events import IdentifierKind, identifier_key, now_ms
+from streams.journeys.flow import Book, summary
 from streams.runtime import health
 from streams.runtime.context import Runtime
 from streams.runtime.metrics import LOOKUP_SECONDS, READY, REGISTRY
@@ -75,6 +76,7 @@ class Api:
         self.token = secret.get_secret_value() if secret is not None else None
         self.lookups = Lookups(runtime, self.token)
         self.cooldown_ms = int(settings.popup_cooldown_days * DAY_MS)
+        self.flows = runtime.rules.flows
         self._app = runtime.app
         self._broker = broker
 
@@ -148,6 +150,21 @@ class ProfileById(CdpView):
         return self.json(profile.to_dict())
 
 
+class ProfileJourneys(CdpView):
+    """Where a profile stands in each journey: state, next due time, the latest decisions."""
+
+    endpoint = "profile_journeys"
+
+    async def get(self, request: Request, profile_id: str) -> Response:
+        if not profile_id.startswith("p_") or len(profile_id) > 64:
+            raise BadRequestError("profile ids look like p_<24 hex characters>")
+        profile = await self.api.lookups.profile_by_id(profile_id, forwarded(request))
+        if profile is None:
+            return self.not_found(f"no profile {profile_id}")
+        book = Book.from_dict(profile.journey_flows)
+        return self.json({"profile_id": profile_id, **summary(book, self.api.flows)})
+
+
 class ProfileByIdentifier(CdpView):
     endpoint = "profile_by_identifier"
 
@@ -215,6 +232,7 @@ class Metrics(CdpView):
 
 ROUTES: dict[str, type[CdpView]] = {
     "/profiles/{profile_id}": ProfileById,
+    "/profiles/{profile_id}/journeys": ProfileJourneys,
     "/profiles": ProfileByIdentifier,
     "/identities/{key}": IdentityOwner,
     "/decisions/newsletter-popup": NewsletterPopup,

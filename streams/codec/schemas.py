@@ -114,3 +114,16 @@ def load_record_types(schemas_dir: Path) -> dict[str, RecordType]:
             check_avro=_mentions_floating_point(schema),
         )
     return types
+
+
+def load_previous_writers(schemas_dir: Path) -> dict[bytes, tuple[str, Any]]:
+    """Earlier versions of the schemas (``schemas_dir/previous/*.avsc``, each self-contained):
+    their fingerprint -> (record name, parsed writer schema), so single-object records
+    written with them are still read, resolved to the current schema."""
+    writers: dict[bytes, tuple[str, Any]] = {}
+    for path in sorted((schemas_dir / "previous").glob("*.avsc")):
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        canonical = to_parsing_canonical_form(schema)
+        found = bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO"))
+        writers[found] = (schema["name"], parse_schema(without_logical_types(schema)))
+    return writers

@@ -28,7 +28,13 @@ from streams.codec.json_check import (
     parse_json,
 )
 from streams.codec.registry import SchemaRegistry
-from streams.codec.schemas import NAMESPACE, SINGLE_OBJECT_MARKER, RecordType, load_record_types
+from streams.codec.schemas import (
+    NAMESPACE,
+    SINGLE_OBJECT_MARKER,
+    RecordType,
+    load_previous_writers,
+    load_record_types,
+)
 from streams.events import Event, EventKind
 from streams.settings import OutputFormat
 
@@ -50,6 +56,7 @@ class Codec:
             raise FileNotFoundError(f"{schemas_dir} lacks schemas for {', '.join(missing)}")
         self._inputs = {kind: self._types[kind.schema_name] for kind in EventKind}
         self._by_fingerprint = {rtype.fingerprint: rtype.name for rtype in self._types.values()}
+        self._previous = load_previous_writers(Path(schemas_dir))
         self._max_event_bytes = max_event_bytes
         self._future_tolerance_ms = future_tolerance_ms
         self._registry = SchemaRegistry(schema_registry_url) if schema_registry_url else None
@@ -108,6 +115,10 @@ class Codec:
         if len(data) < 10:
             raise DecodeError(DeadLetterReason.INVALID_AVRO, "single-object header is truncated")
         found = data[2:10]
+        previous = self._previous.get(found)
+        if previous is not None and previous[0] == rtype.name:
+            # Written with an earlier version of the schema: resolved to the current one.
+            return self._read_avro(rtype, data, 10, previous[1], rtype.parsed)
         if found != rtype.fingerprint:
             other = self._by_fingerprint.get(found)
             if other is not None:

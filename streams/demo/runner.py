@@ -19,6 +19,7 @@ from streams.demo.shop import ShopConfig, ShopServer
 from streams.demo.traffic import ShopperSimulation
 from streams.producer import EventProducer
 from streams.runtime.broker import LOOPBACK
+from streams.runtime.kafka_clients import client_config
 from streams.runtime.processes import spawn_collector, spawn_worker, wait_ready
 from streams.settings import OutputFormat, Settings
 
@@ -141,7 +142,7 @@ def _run(
     producer = EventProducer(bootstrap, settings=settings, codec=codec, fmt=OutputFormat.AVRO)
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap, settings),
             "group.id": f"cdp-demo-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
         }

@@ -669,6 +669,8 @@ class ShopperSimulation:
                     "category": product.category,
                     "quantity": quantity,
                     "unit_price": product.price,
+                    "starts_at": None,
+                    "ends_at": None,
                 }
             )
             total += quantity * product.price

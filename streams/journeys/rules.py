@@ -1,27 +1,18 @@
-"""Which journeys fire for one processed event: ``decide(...) -> triggers``, purely.
+"""What a journey sends and who may receive it: triggers, their ids, eligibility, bookkeeping.
 
-Enforced: trigger matching, eligibility (email address, consent purpose, newsletter
-subscription, no bounce or complaint) and once-per-(journey, step) unless ``repeat``.
-Nothing else (delays, exit events, suppression, caps) is enforced yet.
+The flow engine (:mod:`streams.journeys.flow`) decides when; this is the shared vocabulary of
+its sends.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from streams.events import ENTERED, EXITED, Event, SegmentChange
-from streams.journeys.definitions import (
-    PAYLOAD_FIELDS,
-    JourneyDefinition,
-    PayloadSource,
-    TriggerKind,
-)
+from streams.journeys.definitions import JourneyDefinition
 from streams.profiles.model import Profile
-
-_CHANGE_FOR = {TriggerKind.SEGMENT_ENTERED: ENTERED, TriggerKind.SEGMENT_EXITED: EXITED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,48 +59,6 @@ def ineligibility(journey: JourneyDefinition, profile: Profile) -> str | None:
     return None
 
 
-def decide(
-    journeys: Sequence[JourneyDefinition],
-    before: Profile,
-    after: Profile,
-    event: Event | None,
-    changes: Sequence[SegmentChange],
-    cause_event_id: str,
-    occurred_at: int,
-) -> list[JourneyTrigger]:
-    """The triggers a change of profile causes: at most one per journey, in definition order.
-
-    ``event`` is what changed the profile, or None for a merge (then only segment-change
-    triggers can match). ``after`` must already carry its new segments (payloads read
-    them). Outputs carry the cause's id and time, never the clock, so replays are identical.
-    """
-    triggers = []
-    for journey in journeys:
-        matched, segment = _match(journey, event, changes)
-        if not matched:
-            continue
-        if not journey.repeat and journey.step in after.journeys.get(journey.name, {}):
-            continue
-        if ineligibility(journey, after) is not None:
-            continue
-        source = PayloadSource(before, after, event, segment)
-        email = after.email
-        assert email is not None  # ineligibility() checked it
-        triggers.append(
-            JourneyTrigger(
-                trigger_id=trigger_id(journey.name, journey.step, after.profile_id, cause_event_id),
-                journey=journey.name,
-                step=journey.step,
-                profile_id=after.profile_id,
-                email=email,
-                occurred_at=occurred_at,
-                cause_event_id=cause_event_id,
-                payload={name: PAYLOAD_FIELDS[name](source) for name in journey.payload},
-            )
-        )
-    return triggers
-
-
 def record(
     bookkeeping: dict[str, dict[str, int]], triggers: Iterable[JourneyTrigger]
 ) -> dict[str, dict[str, int]]:
@@ -123,17 +72,3 @@ def record(
         steps[t.step] = max(steps.get(t.step, t.occurred_at), t.occurred_at)
         updated[t.journey] = steps
     return updated
-
-
-def _match(
-    journey: JourneyDefinition, event: Event | None, changes: Sequence[SegmentChange]
-) -> tuple[bool, str | None]:
-    rule = journey.trigger
-    if rule.kind is TriggerKind.EVENT:
-        return event is not None and rule.matches_event(event), None
-    wanted = _CHANGE_FOR[rule.kind]
-    # `changes` is sorted by segment name, so a glob deterministically picks the first.
-    for change in changes:
-        if change.change == wanted and rule.matches_segment(change.segment):
-            return True, change.segment
-    return False, None

@@ -109,6 +109,8 @@ MERGED_FIELDS: frozenset[str] = frozenset(
         "segment_rules",
         "segment_recheck_at",
         "journeys",
+        "journey_flows",
+        "journey_due_at",
         "recent_event_ids",
         "refused_identifiers",
     }
@@ -169,6 +171,7 @@ def merge(
 
     p.segment_sequence = max(into.segment_sequence, other.segment_sequence)
     p.journeys = _earliest_steps(into.journeys, other.journeys)
+    p.journey_flows, p.journey_due_at = _journey_flows(into.journey_flows, other.journey_flows)
     p.recent_event_ids = _merge_event_ids(into, other, recent_ids)
     return p
 
@@ -303,6 +306,25 @@ def _earliest_steps(
             if step not in mine or at < mine[step]:
                 mine[step] = at
     return merged
+
+
+def _journey_flows(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[dict[str, Any], int | None]:
+    """Both sides' journey books as one (see streams.journeys.flow.Book): ``a``'s state of
+    a journey both are in, the other's states beside it, the sends of both (caps count them
+    all), the higher sequence; and the earliest step due in it."""
+    if not b:
+        merged = dict(a)
+    else:
+        states = {**b.get("states", {}), **a.get("states", {})}
+        sent = sorted({tuple(s) for s in [*a.get("sent", ()), *b.get("sent", ())]})
+        sequence = max(a.get("sequence", 0), b.get("sequence", 0))
+        merged = {"states": states, "sent": [list(s) for s in sent], "sequence": sequence}
+    dues = [
+        s["due_at"]
+        for s in merged.get("states", {}).values()
+        if s.get("position") is not None and s.get("due_at") is not None
+    ]
+    return merged, min(dues, default=None)
 
 
 def _still_refused(p: Profile, a: Mapping[str, str], b: Mapping[str, str]) -> dict[str, str]:

@@ -114,6 +114,11 @@ class Profile:
     # profile (streams.segments.clock); None: no such instant is ahead.
     segment_recheck_at: int | None = None
     journeys: dict[str, dict[str, int]] = field(default_factory=dict)  # journey -> step -> ms
+    # The flow engine's book (streams.journeys.flow.Book.to_dict): each journey's state, the
+    # sends within the cap windows, the journey-event sequence. Plain data, owned there.
+    journey_flows: dict[str, Any] = field(default_factory=dict)
+    # Event-time ms at which a journey step is due (a wait ends, a deferred send's slot).
+    journey_due_at: int | None = None
     # Fingerprints of the last applied events (event_fingerprint) and markers of merges
     # (MERGE_MARKER_PREFIX). A dict, not a tuple: O(1) membership, and insertion order
     # gives FIFO eviction.
@@ -149,6 +154,12 @@ class Profile:
     def email(self) -> str | None:
         """The address to mail: the most recently seen one."""
         return self.emails[0] if self.emails else None
+
+    @property
+    def wake_at(self) -> int | None:
+        """When the worker must look at this profile without an event: the earlier of its
+        segment recheck and its next due journey step."""
+        return _earliest(self.segment_recheck_at, self.journey_due_at)
 
     def consented(self, purpose: str) -> bool:
         given = self.consent.get(purpose)
@@ -202,6 +213,8 @@ class Profile:
             "segment_rules": self.segment_rules,
             "segment_recheck_at": self.segment_recheck_at,
             "journeys": {j: dict(steps) for j, steps in self.journeys.items()},
+            "journey_flows": self.journey_flows,
+            "journey_due_at": self.journey_due_at,
             "recent_event_ids": list(self.recent_event_ids),
         }
 
@@ -250,6 +263,8 @@ class Profile:
             segment_rules=d.get("segment_rules", "") if schema >= 3 else "",
             segment_recheck_at=d.get("segment_recheck_at"),
             journeys={j: dict(steps) for j, steps in d["journeys"].items()},
+            journey_flows=d.get("journey_flows") or {},
+            journey_due_at=d.get("journey_due_at"),
             recent_event_ids=_remembered(d["recent_event_ids"], schema),
             refused_identifiers=dict(ids.get("refused", {})),
         )
@@ -306,10 +321,21 @@ def load_stored(data: bytes) -> Profile | Forward:
 
 
 def stored_recheck_at(data: bytes) -> int | None:
-    """The ``segment_recheck_at`` of a profile table value, without building the profile
+    """The :attr:`Profile.wake_at` of a profile table value, without building the profile
     (``None`` for a forward, or a profile stored before schema 3)."""
-    recheck_at: int | None = orjson.loads(data).get("segment_recheck_at")
-    return recheck_at
+    raw = orjson.loads(data)
+    return _earliest(raw.get("segment_recheck_at"), raw.get("journey_due_at"))
+
+
+def stored_wake(data: bytes) -> tuple[int | None, int | None]:
+    """The :attr:`Profile.wake_at` and ``journey_due_at`` of a profile table value."""
+    raw = orjson.loads(data)
+    due = raw.get("journey_due_at")
+    return _earliest(raw.get("segment_recheck_at"), due), due
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def dump_stored(stored: Profile | Forward) -> bytes:

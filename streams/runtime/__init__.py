@@ -1,0 +1,1 @@
+"""The runtime layer: Faust, RocksDB, librdkafka and the processes around them."""

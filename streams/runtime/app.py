@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 from streams.codec import Codec
 from streams.runtime import faust_patches, gc_tuning, pipeline
 from streams.runtime.context import Runtime, raw_table, raw_topic
+from streams.runtime.kafka_clients import client_config, faust_credentials
 from streams.runtime.sender import RecordSender
 from streams.settings import Settings
 from streams.steps.process import Rules
@@ -47,6 +48,7 @@ def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
         canonical_url=settings.api_url,
         broker_session_timeout=timeout,
         broker_rebalance_timeout=timeout,
+        broker_credentials=faust_credentials(settings),
         broker_heartbeat_interval=settings.heartbeat_interval_seconds,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=settings.standby_replicas,
@@ -112,7 +114,7 @@ def discard_untrusted_state(runtime: Runtime, bootstrap: str) -> str | None:
     if not state_dir.exists():
         return None
     marker = state_dir / STOPPED_CLEANLY_MARKER
-    topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    topics = AdminClient(client_config(bootstrap)).list_topics(timeout=10).topics
     reason = None
     if not all(name in topics for name in changelog_topics(runtime.settings)):
         reason = f"changelog topics are missing on {bootstrap}"

@@ -64,6 +64,7 @@ class Runtime:
         topic_name = {
             Out.SEGMENT_CHANGES: settings.segment_changes_topic,
             Out.JOURNEYS: settings.journeys_topic,
+            Out.JOURNEY_EVENTS: settings.journey_events_topic,
             Out.IDENTITY_MERGES: settings.identity_merges_topic,
         }[send.topic]
         value = self.encode_output(OUTPUT_RECORDS[send.topic], send.message.to_record())

@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from streams.codec import Codec, DecodeError
+from streams.runtime.kafka_clients import client_config
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +99,7 @@ def read(bootstrap: str, topic: str, codec: Codec, idle_s: float = 1.0) -> list[
     Reads until the topic has been quiet for ``idle_s``: the end offsets some brokers
     report (the embedded one among them) can lie before the last records.
     """
-    settings = {"bootstrap.servers": bootstrap, "group.id": "cdp-dead-letters"}
+    settings = {**client_config(bootstrap), "group.id": "cdp-dead-letters"}
     consumer = Consumer({**settings, "enable.auto.commit": False})
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
@@ -130,7 +131,7 @@ def read(bootstrap: str, topic: str, codec: Codec, idle_s: float = 1.0) -> list[
 
 def replay(bootstrap: str, letters: Iterable[DeadLetter]) -> int:
     """Publish each letter's original key, value and headers to its original topic."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    producer = Producer({**client_config(bootstrap), "linger.ms": 5})
     sent = 0
     for letter in letters:
         headers: dict[str, str | bytes | None] = dict(letter.headers)

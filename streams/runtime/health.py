@@ -16,6 +16,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streams.runtime import lag
+from streams.runtime.kafka_clients import client_config
 from streams.runtime.metrics import BROKER_REACHABLE, EVENT_LOOP_LAG_SECONDS
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class BrokerProbe:
     """Asks the broker for metadata every few seconds; remembers whether it answered."""
 
     def __init__(self, bootstrap: str, timeout_s: float) -> None:
-        self._admin = AdminClient({"bootstrap.servers": bootstrap})
+        self._admin = AdminClient(client_config(bootstrap))
         self._timeout_s = timeout_s
         self.reachable = True
 

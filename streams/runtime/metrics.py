@@ -94,6 +94,26 @@ JOURNEY_TRIGGERS = Counter(
     ["journey"],
     registry=REGISTRY,
 )
+JOURNEY_EVENTS = Counter(
+    "cdp_journey_events_total",
+    "Decisions of the flow engine (the journey-events topic), by journey, step, kind (entered,"
+    " step_sent, waiting, exited, suppressed) and reason.",
+    ["journey", "step", "kind", "reason"],
+    registry=REGISTRY,
+)
+JOURNEY_TIMERS_PENDING = Gauge(
+    "cdp_journey_timers_pending",
+    "Profiles of this worker's partitions with a journey step to come at a due time (a wait,"
+    " a deferred send).",
+    registry=REGISTRY,
+)
+TIMER_LATENESS_SECONDS = Histogram(
+    "cdp_timer_lateness_seconds",
+    "How long after its due time a profile's timer ran (due journey steps and segment"
+    " rechecks): at most CDP_RECHECK_INTERVAL_SECONDS plus the time to run the due ones.",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900),
+    registry=REGISTRY,
+)
 SEGMENT_EVALUATION_ERRORS = Counter(
     "cdp_segment_evaluation_errors_total",
     "Segment expressions that failed at runtime for a profile (counted as not a member).",

@@ -76,6 +76,7 @@ class Pipeline:
         self.runtime = runtime
         self.checked = inputs(runtime)
         self.rechecks = RecheckSchedule()
+        self.journey_timers = RecheckSchedule()
         self.identities = PendingWrites(runtime.identities, Owner.decode, Owner.encode)
         self.profiles = PendingWrites[Profile | Forward](
             runtime.profiles, load_stored, dump_stored
@@ -85,7 +86,7 @@ class Pipeline:
             runtime.rules,
             self.identities,
             self.profiles,
-            StepMetrics(runtime.settings, self.rechecks),
+            StepMetrics(runtime.settings, self.rechecks, self.journey_timers),
         )
         self.held = HeldPartitions(runtime)
         self.in_place = self.engine.in_place(runtime.queue, self.held.holds, self.failed)
@@ -136,7 +137,12 @@ def install(runtime: Runtime) -> Pipeline:
     pipeline = Pipeline(runtime)
     app = runtime.app
     timer = RecheckTimer(
-        runtime, pipeline.rechecks, pipeline.stage, pipeline.in_place.run, pipeline.held.of
+        runtime,
+        pipeline.rechecks,
+        pipeline.stage,
+        pipeline.in_place.run,
+        pipeline.held.of,
+        pipeline.journey_timers,
     )
     app.task(timer.run)
 

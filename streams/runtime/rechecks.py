@@ -1,4 +1,5 @@
-"""Profile shell: time-based segments re-evaluated when their time comes, not at an event.
+"""Profile shell: time-based segments re-evaluated and due journey steps run when their time
+comes, not at an event.
 
 The profile shell keeps each written profile's recheck time in a
 :class:`~streams.runtime.recheck_schedule.RecheckSchedule`; a partition newly assigned to this
@@ -9,6 +10,10 @@ worker is read for them in the background, a slice at a time. Every
 take the path an event's take. A crash before a recheck's profile is written leaves the
 stored recheck time as it was: the next worker to hold the partition reads it and runs the
 recheck again, with the same outputs (:func:`streams.steps.process.recheck`).
+
+A profile's time is its :attr:`~streams.profiles.model.Profile.wake_at`: the earlier of its
+segment recheck and its next due journey step, so journey waits are durable timers kept in
+the profile table (and its changelog) of their partition, whoever holds it next.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from streams.events import now_ms
-from streams.profiles.model import stored_recheck_at
+from streams.profiles.model import stored_wake
 from streams.runtime.metrics import (
+    JOURNEY_TIMERS_PENDING,
     SEGMENT_RECHECK_PARTITIONS_UNREAD,
     SEGMENT_RECHECK_SCAN_SECONDS,
     SEGMENT_RECHECKS_SCHEDULED,
+    TIMER_LATENESS_SECONDS,
 )
 from streams.runtime.recheck_schedule import RecheckSchedule
 from streams.runtime.stages import SLICE_SECONDS, BatchedStage
@@ -48,12 +55,15 @@ class RecheckTimer:
         stage: BatchedStage,
         run_in_place: RunInPlace,
         held_partitions: HeldPartitions,
+        journey_timers: RecheckSchedule | None = None,
     ) -> None:
         self._runtime = runtime
         self._schedule = schedule
         self._stage = stage
         self._run_in_place = run_in_place
         self._held_partitions = held_partitions
+        # Counted only (the profile's wake time in `schedule` runs them).
+        self._journey_timers = journey_timers or RecheckSchedule()
         self._generation: int | None = None
         self._held: frozenset[int] = frozenset()
         self._scanned: set[int] = set()
@@ -62,8 +72,9 @@ class RecheckTimer:
 
     async def run(self) -> None:
         """Run due rechecks for as long as the worker runs."""
-        if not any(definition.clock for definition in self._runtime.rules.segments):
-            return  # no expression has clock terms: no profile gets a recheck time
+        rules = self._runtime.rules
+        if not rules.journeys and not any(definition.clock for definition in rules.segments):
+            return  # no clock terms and no journeys: no profile gets a wake time
         interval = self._runtime.settings.recheck_interval_seconds
         while True:
             await asyncio.sleep(interval)
@@ -76,6 +87,7 @@ class RecheckTimer:
                     [self._recheck(partition, key, at) for partition, key, at in due]
                 )
             SEGMENT_RECHECKS_SCHEDULED.set(len(self._schedule))
+            JOURNEY_TIMERS_PENDING.set(len(self._journey_timers))
             SEGMENT_RECHECK_PARTITIONS_UNREAD.set(len(self._held - self._scanned))
 
     def _settled(self) -> bool:
@@ -94,6 +106,7 @@ class RecheckTimer:
         self._generation = app.consumer_generation_id
         self._held = self._held_partitions(Out.PROFILE)
         self._schedule.keep(self._held)
+        self._journey_timers.keep(self._held)
         self._scanned &= self._held
         # Scans of an earlier generation stopped where they were; these start over.
         for partition in sorted(self._held - self._scanned):
@@ -117,6 +130,7 @@ class RecheckTimer:
                 # still holds the partition (forgotten with it if not).
                 self._schedule.offer(partition, key, at)
                 return
+            TIMER_LATENESS_SECONDS.observe(max(0, now_ms() - at) / 1000)
             try:
                 self._run_in_place(Send(Out.PROFILE, key, Recheck(at)), {}, partition)
             except Exception:
@@ -150,8 +164,9 @@ class RecheckTimer:
             while entries.valid() and time.perf_counter() - began < SLICE_SECONDS:
                 last = entries.key()
                 if last != store.offset_key:
-                    at = stored_recheck_at(entries.value())
+                    at, journey_due = stored_wake(entries.value())
                     self._schedule.offer(partition, last.decode(), at)
+                    self._journey_timers.offer(partition, last.decode(), journey_due)
                 entries.next()
             finished = not entries.valid()
             del entries

@@ -17,6 +17,7 @@ import os
 from confluent_kafka import KafkaError, Message, Producer
 
 from streams.partitioning import LIBRDKAFKA_PARTITIONER
+from streams.runtime.kafka_clients import client_config
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class RecordSender:
     ) -> None:
         self._producer = Producer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 # Keys land where Faust and the Java client put them (murmur2), so the table
                 # partition of a key is the same as the topic partition it is sent to.
                 "partitioner": LIBRDKAFKA_PARTITIONER,

@@ -21,6 +21,8 @@ from streams.runtime.metrics import (
     IDENTITY_LINKS,
     IDENTITY_LINKS_REFUSED,
     IDENTITY_MERGES,
+    JOURNEY_EVENTS,
+    JOURNEY_TIMERS_PENDING,
     JOURNEY_TRIGGERS,
     PROFILE_FORWARDS,
     SEGMENT_CHANGES,
@@ -38,9 +40,16 @@ log = logging.getLogger(__name__)
 
 
 class StepMetrics:
-    def __init__(self, settings: Settings, rechecks: RecheckSchedule) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        rechecks: RecheckSchedule,
+        journey_timers: RecheckSchedule | None = None,
+    ) -> None:
         self._settings = settings
         self._rechecks = rechecks
+        # Only counted (the gauge): the profile's wake time in `rechecks` runs them.
+        self._journey_timers = journey_timers or RecheckSchedule()
 
     def identity_stepped(self, send: Send, step: IdentityStep, partition: int) -> None:
         message = send.message
@@ -62,8 +71,12 @@ class StepMetrics:
         message = send.message
         store = step.store
         if store is not None:
-            at = store.segment_recheck_at if isinstance(store, Profile) else None
-            self._rechecks.set(partition, send.key, at)
+            profile = store if isinstance(store, Profile) else None
+            wake = None if profile is None else profile.wake_at
+            due = None if profile is None else profile.journey_due_at
+            self._rechecks.set(partition, send.key, wake)
+            self._journey_timers.set(partition, send.key, due)
+            JOURNEY_TIMERS_PENDING.set(len(self._journey_timers))
         if step.refused and isinstance(message, HandOver):
             log.info("refused to merge %s into %s: caps", send.key, message.claim.profile_id)
         for sent in step.sends:
@@ -71,6 +84,11 @@ class StepMetrics:
                 SEGMENT_CHANGES.labels(sent.message.segment, sent.message.change).inc()
             elif sent.topic is Out.JOURNEYS:
                 JOURNEY_TRIGGERS.labels(sent.message.journey).inc()
+            elif sent.topic is Out.JOURNEY_EVENTS:
+                event = sent.message
+                reason = "" if event.reason is None else event.reason.value
+                step_label = event.step or ""
+                JOURNEY_EVENTS.labels(event.journey, step_label, event.kind.value, reason).inc()
             elif sent.topic is Out.IDENTITY_MERGES:
                 IDENTITY_MERGES.inc()
         for reason in step.refused:

@@ -7,6 +7,7 @@ import time
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from streams.runtime.kafka_clients import client_config
 from streams.settings import Settings
 
 
@@ -31,7 +32,7 @@ def ensure_topics(bootstrap: str, settings: Settings) -> list[str]:
     """
     timeout = settings.kafka_connect_timeout_seconds
     # Connection failures are reported once, as KafkaUnreachableError, not logged per retry.
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
+    admin = AdminClient({**client_config(bootstrap, settings), "log_level": 2})
     deadline = time.monotonic() + timeout
     while True:
         try:

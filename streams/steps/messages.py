@@ -188,6 +188,7 @@ class Out(StrEnum):
     PROFILE = "profile"
     SEGMENT_CHANGES = "segment-changes"
     JOURNEYS = "journeys"
+    JOURNEY_EVENTS = "journey-events"
     IDENTITY_MERGES = "identity-merges"
 
 
@@ -198,6 +199,7 @@ INTERNAL = (Out.IDENTITY, Out.PROFILE)
 OUTPUT_RECORDS = {
     Out.SEGMENT_CHANGES: "SegmentChange",
     Out.JOURNEYS: "JourneyTrigger",
+    Out.JOURNEY_EVENTS: "JourneyEvent",
     Out.IDENTITY_MERGES: "IdentityMerge",
 }
 

@@ -14,15 +14,32 @@ from pathlib import Path
 from streams.events import DEFAULT_CAPS, Event, IdentifierCaps, SegmentChange
 from streams.identity.identifiers import admit, merge_marker, release, with_refused
 from streams.identity.resolver import RefusalReason
-from streams.journeys.definitions import JourneyDefinition, load_journeys
-from streams.journeys.rules import JourneyTrigger, decide, record
+from streams.journeys.definitions import (
+    NO_POLICIES,
+    Flows,
+    JourneyDefinition,
+    Policies,
+    load_flows,
+)
+from streams.journeys.flow import (
+    Advance,
+    Book,
+    JourneyEvent,
+    Occurrence,
+    Timer,
+    advance,
+    concerns,
+)
+from streams.journeys.rules import JourneyTrigger, record
 from streams.profiles.merge import merge
 from streams.profiles.model import RECENT_EVENT_IDS_DEFAULT, Profile, event_fingerprint
 from streams.profiles.reducer import apply, remember
+from streams.segments.conditions import compile_condition
 from streams.segments.definitions import SegmentDefinition, load_segments
 from streams.segments.evaluator import diff, evaluate, fingerprint
 
 __all__ = [
+    "JourneyEvent",
     "JourneyTrigger",
     "Outcome",
     "Rules",
@@ -42,12 +59,16 @@ class Rules:
     journeys: tuple[JourneyDefinition, ...]
     recent_ids: int = RECENT_EVENT_IDS_DEFAULT
     caps: IdentifierCaps = DEFAULT_CAPS
+    policies: Policies = NO_POLICIES
     segment_fingerprint: str = field(init=False, compare=False)
     """What profiles record their segments were evaluated under."""
+    flows: Flows = field(init=False, compare=False, repr=False)
+    """The journeys and their policies, as the flow engine takes them."""
     _blank: Profile | None = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "segment_fingerprint", fingerprint(self.segments))
+        object.__setattr__(self, "flows", Flows(self.journeys, self.policies))
         object.__setattr__(self, "_blank", None)
 
     def blank(self, now_ms: int) -> Profile:
@@ -80,8 +101,8 @@ class Rules:
     ) -> Rules:
         """Load both files (``None``: shipped defaults); raises DefinitionError."""
         segments = tuple(load_segments(segments_file))
-        journeys = tuple(load_journeys(journeys_file, [s.name for s in segments]))
-        return cls(segments, journeys, recent_ids, caps)
+        flows = load_flows(journeys_file, [s.name for s in segments], compile_condition)
+        return cls(segments, flows.journeys, recent_ids, caps, flows.policies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +111,7 @@ class Outcome:
     duplicate: bool
     segment_changes: tuple[SegmentChange, ...] = ()
     triggers: tuple[JourneyTrigger, ...] = ()
+    journey_events: tuple[JourneyEvent, ...] = ()
     # Segment name -> error, for expressions that failed on this profile (counted as
     # non-membership); for metrics and logs.
     evaluation_errors: dict[str, str] = field(default_factory=dict)
@@ -166,18 +188,38 @@ def absorb(
 
 
 def recheck(profile: Profile, at: int, rules: Rules) -> Outcome:
-    """Re-evaluate ``profile`` at its recheck time ``at``, when no event came since.
+    """Look at ``profile`` at its wake time ``at`` (:attr:`Profile.wake_at`), when no event
+    came since: re-evaluate its time-based segments if their recheck is due, then run its
+    journey steps due by ``at``.
 
-    The evaluation runs at ``at``, not at the wall clock, and the changes name
-    :func:`recheck_cause` and occurred at ``at``: a recheck repeated after a crash emits
-    the same changes and triggers, with the same ids. A recheck whose time is no longer the
-    profile's (an event or an earlier recheck evaluated it since) or that was scheduled
-    under other definitions changes nothing; under other definitions the profile is
-    evaluated in full at its next change, as every stored profile is.
+    Both run at ``at``, not at the wall clock, and name :func:`recheck_cause`: a recheck
+    repeated after a crash emits the same changes, triggers and journey events, with the same
+    ids. A time that is no longer the profile's (an event or an earlier recheck looked at it
+    since) changes nothing, nor does a segment recheck scheduled under other definitions;
+    under other definitions the profile is evaluated in full at its next change, as every
+    stored profile is.
     """
-    if profile.segment_recheck_at != at or profile.segment_rules != rules.segment_fingerprint:
+    if profile.wake_at != at:
         return Outcome(profile=profile, duplicate=True)
-    return _derive(profile, profile.clone(), None, recheck_cause(at), at, rules, at)
+    outcomes: list[Outcome] = []
+    if profile.segment_recheck_at == at and profile.segment_rules == rules.segment_fingerprint:
+        outcome = _derive(profile, profile.clone(), None, recheck_cause(at), at, rules, at)
+        outcomes.append(outcome)
+        profile = outcome.profile
+    elif profile.segment_recheck_at == at and profile.journey_due_at is not None:
+        # Scheduled under other segment definitions: dropped (the next change evaluates the
+        # profile in full), so that its wake time becomes the journey step's.
+        profile = profile.clone()
+        profile.segment_recheck_at = None
+        outcomes.append(Outcome(profile, False))
+    due = profile.journey_due_at
+    if due is not None and due <= at:
+        after = profile.clone()
+        book = Book.from_dict(profile.journey_flows)
+        outcomes.append(_journeys(after, book, advance(rules.flows, book, after, Timer(at), at)))
+    if not outcomes:
+        return Outcome(profile=profile, duplicate=True)
+    return _after(outcomes[:-1], outcomes[-1])
 
 
 def _rechecked(profile: Profile, rules: Rules, now_ms: int) -> tuple[Profile, list[Outcome]]:
@@ -189,7 +231,7 @@ def _rechecked(profile: Profile, rules: Rules, now_ms: int) -> tuple[Profile, li
     comes first. So they are the same in every run, crashed or not.
     """
     rechecks: list[Outcome] = []
-    while (at := profile.segment_recheck_at) is not None and at <= now_ms:
+    while (at := profile.wake_at) is not None and at <= now_ms:
         outcome = recheck(profile, at, rules)
         if outcome.duplicate:  # scheduled under other definitions
             break
@@ -212,6 +254,7 @@ def _after(rechecks: list[Outcome], outcome: Outcome) -> Outcome:
         duplicate=False,
         segment_changes=tuple(c for o in outcomes for c in o.segment_changes),
         triggers=tuple(t for o in outcomes for t in o.triggers),
+        journey_events=tuple(e for o in outcomes for e in o.journey_events),
         evaluation_errors={k: v for o in outcomes for k, v in o.evaluation_errors.items()},
         claims=outcome.claims,
         refused=outcome.refused,
@@ -296,15 +339,31 @@ def _derive(
     if changes:
         after.segments = tuple(sorted(evaluation.members))
         after.segment_sequence = changes[-1].sequence
-    triggers = decide(rules.journeys, before, after, event, changes, cause_event_id, occurred_at)
-    if triggers:
-        after.journeys = record(after.journeys, triggers)
+    journeys = Outcome(after, False)
+    occurrence = Occurrence(event, changes, cause_event_id)
+    if rules.journeys and concerns(rules.flows, after.journey_flows, before, after, occurrence):
+        book = Book.from_dict(after.journey_flows)
+        moved = advance(
+            rules.flows, book, after, occurrence, occurred_at, before=before, entered=after.journeys
+        )
+        journeys = _journeys(after, book, moved)
     return Outcome(
         profile=after,
         duplicate=False,
         segment_changes=changes,
-        triggers=tuple(triggers),
+        triggers=journeys.triggers,
+        journey_events=journeys.journey_events,
         evaluation_errors=evaluation.errors,
         claims=claims,
         refused=refused,
     )
+
+
+def _journeys(after: Profile, book: Book, moved: Advance) -> Outcome:
+    """``after`` (a fresh object nobody else holds) with the journey book ``moved`` left."""
+    if moved.book != book:
+        after.journey_flows = {} if moved.book.blank else moved.book.to_dict()
+        after.journey_due_at = moved.next_due
+    if moved.sends:
+        after.journeys = record(after.journeys, moved.sends)
+    return Outcome(after, False, triggers=moved.sends, journey_events=moved.events)

@@ -192,6 +192,7 @@ def _outputs(outcome: process.Outcome, cause: Cause) -> ProfileStep:
     sends = [
         *(Send(Out.SEGMENT_CHANGES, key, change) for change in outcome.segment_changes),
         *(Send(Out.JOURNEYS, key, trigger) for trigger in outcome.triggers),
+        *(Send(Out.JOURNEY_EVENTS, key, event) for event in outcome.journey_events),
     ]
     if outcome.claims:
         owner = owner_of(profile)

@@ -1,4 +1,8 @@
-"""Fixtures for the real thing: the embedded broker and ``cdp worker`` processes."""
+"""Fixtures for the real thing: a broker and ``cdp worker`` processes.
+
+``CDP_TEST_BROKER`` chooses the broker of every integration and fault test: ``embedded`` (the
+default, Tansu, no Java needed) or ``apache-kafka`` (KRaft from the jars of ``make kafka``).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams.codec import Codec
 from streams.runtime.broker import EmbeddedBroker, free_port, start_broker
+from streams.runtime.kafka_broker import ApacheKafkaBroker, start_apache_kafka
 from streams.runtime.processes import local_http, spawn_worker, wait_ready
 from streams.runtime.topics import ensure_topics
 from streams.settings import Settings
@@ -26,12 +31,30 @@ from streams.settings import Settings
 WORKER_READY_TIMEOUT_S = 60.0
 
 
+RunningBroker = EmbeddedBroker | ApacheKafkaBroker
+BROKER_KINDS = ("embedded", "apache-kafka")
+
+
+def chosen_broker_kind() -> str:
+    kind = os.environ.get("CDP_TEST_BROKER", "embedded")
+    if kind not in BROKER_KINDS:
+        raise pytest.UsageError(f"CDP_TEST_BROKER must be one of {BROKER_KINDS}, not {kind!r}")
+    return kind
+
+
+def start_test_broker(log_file: Path) -> RunningBroker:
+    """A new broker of the kind ``CDP_TEST_BROKER`` names, on a free port."""
+    if chosen_broker_kind() == "apache-kafka":
+        return start_apache_kafka(free_port(), log_file=log_file, heap="512m")
+    return start_broker(free_port(), log_file=log_file)
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBroker]:
     log_file = tmp_path_factory.mktemp("broker") / "broker.log"
-    embedded = start_broker(free_port(), log_file=log_file)
-    yield embedded
-    embedded.stop()
+    running = start_test_broker(log_file)
+    yield running
+    running.stop()
 
 
 @dataclass
@@ -88,9 +111,12 @@ class Worker:
 
 # Of every topic and table of the test workers (profile ids depend on it).
 PARTITIONS = 8
+# The one-step journeys, whose sends go at once at any time of day (the shipped flows wait,
+# and hold mail in quiet hours): what workers run unless a test names its own file.
+ONE_STEP_JOURNEYS = Path(__file__).parents[1] / "unit" / "one_step_journeys.yaml"
 
 
-def worker_env(broker: EmbeddedBroker, tmp_path: Path, **overrides: str) -> dict[str, str]:
+def worker_env(broker: RunningBroker, tmp_path: Path, **overrides: str) -> dict[str, str]:
     prefix = f"t{uuid.uuid4().hex[:6]}."
     env = {
         **os.environ,
@@ -105,6 +131,7 @@ def worker_env(broker: EmbeddedBroker, tmp_path: Path, **overrides: str) -> dict
         "CDP_PARTITIONS": str(PARTITIONS),
         "CDP_SESSION_TIMEOUT_SECONDS": "6",
         "CDP_LOG_LEVEL": "info",
+        "CDP_JOURNEYS_FILE": str(ONE_STEP_JOURNEYS),
     }
     env.update(overrides)
     return env
@@ -116,7 +143,7 @@ def settings_from(env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
-def make_worker(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+def make_worker(broker: RunningBroker, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     started: list[Worker] = []
 
     def make(env: dict[str, str] | None = None, *, start: bool = True) -> Worker:
@@ -136,7 +163,7 @@ def make_worker(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[...
 
 @pytest.fixture
 def two_workers(
-    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+    broker: RunningBroker, tmp_path: Path, make_worker: Callable[..., Worker]
 ) -> tuple[Worker, Worker]:
     """Two workers in one group, each with its own state and API, both ready."""
     # With an API token, so lookups routed between the workers must carry it.
@@ -213,7 +240,7 @@ class Topics:
 
 
 @pytest.fixture
-def topics(broker: EmbeddedBroker, worker: Worker) -> Iterator[Topics]:
+def topics(broker: RunningBroker, worker: Worker) -> Iterator[Topics]:
     made = Topics(broker.bootstrap, worker.settings, Codec(worker.settings.schemas_dir))
     yield made
     made.close()

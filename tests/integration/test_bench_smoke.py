@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .conftest import chosen_broker_kind
+
 
 def test_benchmark_suite_runs_end_to_end_and_writes_its_results(tmp_path: Path) -> None:
     output = tmp_path / "latest.json"
@@ -15,6 +17,7 @@ def test_benchmark_suite_runs_end_to_end_and_writes_its_results(tmp_path: Path) 
         [
             *(sys.executable, "-m", "benchmarks.suite", "--smoke", "--output", str(output)),
             *("--shoppers", "250", "--mix", "page-view=7,identify=2,order=1"),
+            *("--broker", chosen_broker_kind()),
         ],
         capture_output=True,
         text=True,
@@ -24,6 +27,7 @@ def test_benchmark_suite_runs_end_to_end_and_writes_its_results(tmp_path: Path) 
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     results = json.loads(output.read_text())
+    assert results["broker"] == chosen_broker_kind()
     throughput = results["throughput"]
     assert throughput["one_worker"]["events_per_s"] > 0
     assert throughput["two_workers"]["raw_consume_events_per_s"] > 0

@@ -21,12 +21,20 @@ from streams.api.lookups import FORWARDED_HEADER
 from streams.codec import Codec
 from streams.events import Event, EventKind, Identity
 from streams.producer import EventProducer
-from streams.runtime.broker import EmbeddedBroker, free_port, is_listening, start_broker
+from streams.runtime.broker import EmbeddedBroker, free_port, is_listening
 from streams.runtime.metrics import sample_total
 from streams.settings import Settings
 from streams.steps.messages import COMMAND_HEADER
 
-from .conftest import Topics, Worker, run_cdp, settings_from, wait_until, worker_env
+from .conftest import (
+    Topics,
+    Worker,
+    run_cdp,
+    settings_from,
+    start_test_broker,
+    wait_until,
+    worker_env,
+)
 
 
 def now_ms() -> int:
@@ -468,7 +476,7 @@ def test_a_worker_whose_broker_lost_everything_starts_afresh(
     """Local state outlives a memory-only broker (``make demo`` twice): it is discarded."""
     env = stopped_after_sign_up(broker, tmp_path, make_worker, "old@x.io")
 
-    fresh = start_broker(free_port(), log_file=tmp_path / "fresh-broker.log")
+    fresh = start_test_broker(tmp_path / "fresh-broker.log")
     second = make_worker({**env, "CDP_KAFKA_BOOTSTRAP": fresh.bootstrap}, start=False)
     try:
         second.start()

@@ -18,7 +18,7 @@ from streams.runtime.broker import EmbeddedBroker
 from streams.runtime.metrics import sample_total
 from streams.settings import PROJECT_ROOT
 
-from .conftest import Topics, Worker, wait_until, worker_env
+from .conftest import ONE_STEP_JOURNEYS, Topics, Worker, wait_until, worker_env
 
 ABANDONED_AFTER_S = 4
 
@@ -32,7 +32,8 @@ CART_REMINDER = """
 
 
 def definitions(tmp_path: Path) -> dict[str, str]:
-    """The shipped definitions, with carts abandoned after seconds, and a journey on it."""
+    """The shipped segments, with carts abandoned after seconds, and the one-step journeys
+    with a journey on it."""
     segments = (PROJECT_ROOT / "streams/segments/default_segments.yaml").read_text()
     assert 'duration("1h")' in segments
     segments_file = tmp_path / "segments.yaml"
@@ -40,7 +41,7 @@ def definitions(tmp_path: Path) -> dict[str, str]:
         segments.replace('duration("1h")', f'duration("{ABANDONED_AFTER_S}s")')
     )
     journeys_file = tmp_path / "journeys.yaml"
-    journeys = (PROJECT_ROOT / "streams/journeys/default_journeys.yaml").read_text()
+    journeys = ONE_STEP_JOURNEYS.read_text()
     journeys_file.write_text(journeys + CART_REMINDER)
     return {"CDP_SEGMENTS_FILE": str(segments_file), "CDP_JOURNEYS_FILE": str(journeys_file)}
 

@@ -13,9 +13,9 @@ import pytest
 
 from streams.codec import Codec
 from streams.events import EventKind
-from streams.runtime.broker import EmbeddedBroker, free_port, start_broker
+from streams.runtime.broker import EmbeddedBroker, free_port
 
-from .conftest import Topics, Worker, wait_until, worker_env
+from .conftest import Topics, Worker, start_test_broker, wait_until, worker_env
 from .test_pipeline import page_view
 
 STALL_S = 30
@@ -24,7 +24,7 @@ STALL_S = 30
 def test_a_stalled_broker_makes_the_worker_not_ready_and_it_recovers_losing_nothing(
     tmp_path: Path, make_worker: Callable[..., Worker]
 ) -> None:
-    stalled = start_broker(free_port(), log_file=tmp_path / "stalled-broker.log")
+    stalled = start_test_broker(tmp_path / "stalled-broker.log")
     topics: Topics | None = None
     try:
         env = worker_env(

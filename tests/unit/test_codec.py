@@ -33,6 +33,8 @@ from streams.settings import PROJECT_ROOT, OutputFormat
 from tests import bad_inputs
 
 SCHEMAS = PROJECT_ROOT / "schemas"
+# Order items carry an optional stay (starts_at, ends_at); decoded, absent ones are None.
+NO_STAY = {"starts_at": None, "ends_at": None}
 NOW = 1_732_350_000_000  # 2024-11-23T08:20:00Z
 DAY_MS = 86_400_000
 R = DeadLetterReason
@@ -66,8 +68,10 @@ EVENTS = {
             "total": 129.5,
             "currency": "EUR",
             "items": [
-                {"product_id": "p-42", "category": "baking", "quantity": 1, "unit_price": 99.5},
-                {"product_id": "p-7", "category": None, "quantity": 2, "unit_price": 15.0},
+                {"product_id": "p-42", "category": "baking", "quantity": 1, "unit_price": 99.5}
+                | NO_STAY,
+                {"product_id": "p-7", "category": None, "quantity": 2, "unit_price": 15.0}
+                | NO_STAY,
             ],
         },
     ),
@@ -215,7 +219,7 @@ def test_json_numbers_are_normalised_like_avro() -> None:
     assert event.body["total"] == 10.0
     assert isinstance(event.body["total"], float)
     assert event.body["items"] == [
-        {"product_id": "p-1", "category": None, "quantity": 2, "unit_price": 5.0}
+        {"product_id": "p-1", "category": None, "quantity": 2, "unit_price": 5.0} | NO_STAY
     ]
     assert CODEC.decode(EventKind.ORDER, CODEC.encode_event(event), now_ms=NOW) == event
 

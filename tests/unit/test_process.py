@@ -15,7 +15,10 @@ from streams.steps.process import Outcome, Rules, process, recheck, recheck_caus
 from streams.steps.profile import ProfileStep, Recheck, profile_step
 from tests.unit.test_reducer import T0, email_event, identify, order, page_view, unique_events
 
-RULES = Rules.load()
+# The one-step journeys, whose sends go at once: what these tests are about. The shipped
+# flows are tested in test_flow.py.
+ONE_STEP = Path(__file__).with_name("one_step_journeys.yaml")
+RULES = Rules.load(None, ONE_STEP)
 NOW = T0 + 1_000
 
 

@@ -29,7 +29,7 @@ BODY_KEYS = {
     EventKind.EMAIL: {"campaign_id", "message_id", "action", "url", "category"},
     EventKind.IDENTIFY: {"traits", "newsletter", "consent"},
 }
-ITEM_KEYS = {"product_id", "category", "quantity", "unit_price"}
+ITEM_KEYS = {"product_id", "category", "quantity", "unit_price", "starts_at", "ends_at"}
 PRODUCT_ID = re.compile(r"^p-(toys|baking|gifts|garden|kitchen)-\d{3}$")
 
 
