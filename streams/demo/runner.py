@@ -197,7 +197,10 @@ def _run(
                     if message.error() or message.value() is None:
                         continue
                     name = record_names[str(message.topic())]
-                    handlers[name](codec.decode_record(name, message.value() or b""))
+                    handler = handlers.get(name)
+                    # Outputs the live view does not show (journey events) are not read.
+                    if handler is not None:
+                        handler(codec.decode_record(name, message.value() or b""))
                 if time.monotonic() - last_refresh > view.refresh_s:
                     view.update(stats, urls(), elapsed, duration)
                     last_refresh = time.monotonic()
