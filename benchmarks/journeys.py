@@ -34,10 +34,15 @@ T0 = 1_709_546_400_000  # 2024-03-04 10:00 in Amsterdam: outside quiet hours
 
 
 def event_rate(events: list[Event], journeys: Path | None, rounds: int) -> float:
-    """The best of ``rounds`` runs of the in-memory core, in events/s."""
+    """Events per second of CPU time of the in-memory core, the best of ``rounds`` runs (CPU
+    time, not wall time: on a shared machine the wall clock measures the neighbours too)."""
     settings = Settings(journeys_file=journeys)
-    rates = [core_ceiling(events, settings)["events_per_s"] for _ in range(rounds)]
-    return max(rates)
+    best = float("inf")
+    for _ in range(rounds):
+        began = time.process_time()
+        core_ceiling(events, settings)
+        best = min(best, time.process_time() - began)
+    return len(events) / best
 
 
 def waiting_profile(rules: Rules, n: int) -> Profile:
@@ -94,7 +99,7 @@ def timers(count: int, due: int) -> dict[str, Any]:
     assert len(popped) == count
 
     # Due steps as the worker runs them: decode, recheck at the wake time, encode.
-    began = time.perf_counter()
+    began = time.process_time()
     sent = 0
     for data in stored:
         profile = load_stored(data)
@@ -104,7 +109,7 @@ def timers(count: int, due: int) -> dict[str, Any]:
         outcome = recheck(profile, at, rules)
         sent += len(outcome.triggers)
         dump_stored(outcome.profile)
-    run_s = time.perf_counter() - began
+    run_s = time.process_time() - began
     assert sent == len(stored), sent
     return {
         "pending_timers": count,
@@ -112,7 +117,7 @@ def timers(count: int, due: int) -> dict[str, Any]:
         "journey_book_bytes_mean": statistics.mean(book_bytes),
         "schedule_bytes_per_timer": schedule_bytes / count,
         "schedule_pop_due_per_s": count / pop_s,
-        "due_steps_per_s": len(stored) / run_s,
+        "due_steps_per_cpu_s": len(stored) / run_s,
         "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
 
@@ -129,8 +134,8 @@ def main() -> None:
     flows = event_rate(events, None, args.rounds)
     report = {
         "events": args.events,
-        "core_events_per_s_one_step_journeys": round(one_step),
-        "core_events_per_s_shipped_flows": round(flows),
+        "core_events_per_cpu_s_one_step_journeys": round(one_step),
+        "core_events_per_cpu_s_shipped_flows": round(flows),
         "flows_vs_one_step": round(flows / one_step, 3),
         **timers(args.timers, args.due),
     }
