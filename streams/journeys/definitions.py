@@ -184,7 +184,7 @@ def _compile(steps: Sequence[Step], into: list[Instruction], else_at: dict[str, 
 class JourneyDefinition:
     name: str
     entry: TriggerRule
-    consent: str  # the purpose that must be granted (transactional journeys too: the address)
+    consent: str  # the purpose that must be granted (not checked for transactional journeys)
     steps: tuple[Step, ...]
     transactional: bool = False
     # None: never again once entered; else the least time from one entry to the next.

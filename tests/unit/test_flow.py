@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from streams.codec import Codec
 from streams.events import Event
-from streams.journeys.definitions import load_flows
+from streams.journeys.definitions import Flows, load_flows
 from streams.journeys.flow import Book, Occurrence, Timer, advance, holdout
 from streams.journeys.rules import trigger_id
 from streams.profiles.model import Profile
@@ -300,6 +300,11 @@ journeys:
     assert sim.sends == []
     kinds = [(e["kind"], e["reason"]) for e in sim.journey_events]
     assert kinds == [("entered", None), ("suppressed", "holdout"), ("exited", "completed")]
+    receipt = replace(rules.flows.journeys[0], transactional=True)
+    transactional = advance(
+        Flows((receipt,)), Book(), sim.profiles[PID], Occurrence(placed(START + 1), (), "o"), START
+    )
+    assert [t.step for t in transactional.sends] == ["never_sent"]  # no holdout for receipts
     ten = replace(rules.flows.journeys[0], holdout_percent=10.0)
     held = sum(holdout(ten, f"p{i}") for i in range(10_000))
     assert 900 < held < 1_100
