@@ -30,7 +30,7 @@ import yaml
 
 from streams.events import Event, EventKind
 from streams.profiles.model import EMAIL_ACTIONS, Profile
-from streams.rule_files import Reader, field_reader, read_entries
+from streams.rule_files import DefinitionError, Reader, field_reader, read_entries
 
 INTEREST_PREFIX = "interest_"
 _LEGACY_FIELDS = {"trigger", "step", "payload", "repeat"}
@@ -185,7 +185,7 @@ def _compile(steps: Sequence[Step], into: list[Instruction], else_at: dict[str, 
 class JourneyDefinition:
     name: str
     entry: TriggerRule
-    consent: str  # the purpose that must be granted (transactional journeys too: the address)
+    consent: str  # the purpose that must be granted (not checked for transactional journeys)
     steps: tuple[Step, ...]
     transactional: bool = False
     # None: never again once entered; else the least time from one entry to the next.
@@ -667,10 +667,12 @@ def _wait_until(read: Reader, spec: object, key: str, where: str) -> WaitUntil:
 
 def _policies(source: str, doc: dict[str, Any], names: Sequence[str]) -> Policies:
     raw = doc.get("policies", {}) or {}
+    if not isinstance(raw, dict):
+        raise DefinitionError(source, "policies", f"expected a mapping, got {raw!r}")
     read = field_reader(
         source,
         "policies",
-        raw if isinstance(raw, dict) else {"?": raw},
+        raw,
         {"frequency_caps", "quiet_hours", "priority", "suppress_during_stay"},
     )
     caps = []

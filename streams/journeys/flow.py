@@ -663,7 +663,7 @@ class _Run:
             reason = state.held_for or Reason.FREQUENCY_CAP
             self.emit(name, state, Kind.SUPPRESSED, at, step.key, reason, action="skipped")
             return replace(state, held_since=None, held_for=None)
-        if holdout(journey, self.profile.profile_id):
+        if not journey.transactional and holdout(journey, self.profile.profile_id):
             self.emit(name, state, Kind.SUPPRESSED, at, step.key, Reason.HOLDOUT, action="skipped")
             return state
         if name in self.flows.policies.suppress_during_stay:

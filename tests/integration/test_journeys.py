@@ -16,7 +16,7 @@ import pytest
 
 from streams.codec import Codec
 from streams.events import EventKind
-from streams.runtime.broker import EmbeddedBroker
+from streams.runtime.broker import EmbeddedBroker, free_port
 from streams.runtime.metrics import sample_total
 
 from .conftest import Topics, Worker, wait_until, worker_env
@@ -236,4 +236,61 @@ def test_sigkill_while_many_profiles_wait_sends_every_due_step_once(
     assert set(per_email) == waiting  # none lost, none for a buyer
     assert set(per_email.values()) == {1}  # one trigger id each: none twice in effect
     print(f"\nreminders {len(ids)}, copies re-sent {sum(ids.values()) - len(ids)}")
+    topics.close()
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(600)
+def test_waits_move_with_their_partitions_when_a_worker_dies(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    """Two workers share the partitions; one is killed while its shoppers wait and is not
+    restarted: the other takes its partitions over, reads their waits from the tables and
+    sends every reminder, one trigger id each."""
+    first_env = env_for(broker, tmp_path)
+    second_env = {
+        **first_env,
+        "CDP_DATA_DIR": str(tmp_path / "two" / "data"),
+        "CDP_WEB_PORT": str(free_port()),
+    }
+    first, second = make_worker(first_env), make_worker(second_env)
+    wait_until(lambda: first.get("/ready").status_code == 200, timeout=30)
+    wait_until(lambda: second.get("/ready").status_code == 200, timeout=30)
+    settings = first.settings
+    topics = Topics(broker.bootstrap, settings, Codec(settings.schemas_dir))
+    run = uuid.uuid4().hex[:6]
+    emails = [f"r{i}-{run}@example.com" for i in range(200)]
+    day = zone_at(12)
+    for email in emails:
+        topics.produce(settings.input_topic(EventKind.IDENTIFY), signup(email, day))
+    topics.flush()
+    wait_until(
+        lambda: all(second.get("/profiles", email=e).status_code == 200 for e in emails),
+        timeout=60,
+        interval=0.5,
+    )
+    for email in emails:
+        topics.produce(settings.input_topic(EventKind.PAGE_VIEW), add_to_cart(email))
+    topics.flush()
+    wait_until(
+        lambda: all(
+            second.get("/profiles", email=e).json()["journey_due_at"] is not None for e in emails
+        ),
+        timeout=60,
+        interval=0.5,
+    )
+    first.kill()  # its shoppers wait in its partitions
+
+    def reminded() -> set[str]:
+        cart = topics.seen.get(settings.journeys_topic, [])
+        return {t["email"] for t in cart if t["journey"] == "cart"}
+
+    topics.wait_for(settings.journeys_topic, lambda seen: reminded() >= set(emails), timeout=120)
+    time.sleep(3)
+    for _ in range(10):
+        topics.poll()
+    cart = [t for t in topics.seen[settings.journeys_topic] if t["journey"] == "cart"]
+    per_email = Counter(email for email, _ in {(t["email"], t["trigger_id"]) for t in cart})
+    assert set(per_email) == set(emails)
+    assert set(per_email.values()) == {1}
     topics.close()

@@ -16,13 +16,14 @@ from hypothesis import strategies as st
 
 from streams.codec import Codec
 from streams.events import Event
-from streams.journeys.definitions import load_flows
+from streams.journeys.definitions import Flows, load_flows
 from streams.journeys.flow import Book, Occurrence, Timer, advance, holdout
 from streams.journeys.rules import trigger_id
 from streams.profiles.model import Profile
 from streams.segments.conditions import compile_condition
 from streams.segments.definitions import load_segments
 from streams.settings import OutputFormat
+from streams.steps import process as process_module
 from streams.steps.messages import Out, RoutedEvent
 from streams.steps.process import Rules, process, recheck
 from streams.steps.profile import profile_step
@@ -300,6 +301,11 @@ journeys:
     assert sim.sends == []
     kinds = [(e["kind"], e["reason"]) for e in sim.journey_events]
     assert kinds == [("entered", None), ("suppressed", "holdout"), ("exited", "completed")]
+    receipt = replace(rules.flows.journeys[0], transactional=True)
+    transactional = advance(
+        Flows((receipt,)), Book(), sim.profiles[PID], Occurrence(placed(START + 1), (), "o"), START
+    )
+    assert [t.step for t in transactional.sends] == ["never_sent"]  # no holdout for receipts
     ten = replace(rules.flows.journeys[0], holdout_percent=10.0)
     held = sum(holdout(ten, f"p{i}") for i in range(10_000))
     assert 900 < held < 1_100
@@ -371,7 +377,7 @@ journeys:
 # -- properties -----------------------------------------------------------------------------
 
 _ACTIONS = st.sampled_from(
-    ["cart", "cart", "order", "unsubscribe", "subscribe", "revoke", "grant", "click"]
+    ["cart", "cart", "order", "unsubscribe", "subscribe", "revoke", "grant", "click", "birthday"]
 )
 
 
@@ -387,6 +393,9 @@ def _event(action: str, at: int, n: int) -> Event:
         return identify(newsletter="subscribed", at=at, email=EMAIL, event_id=eid)
     if action == "revoke":
         return identify(consent={"email_marketing": False}, at=at, email=EMAIL, event_id=eid)
+    if action == "birthday":
+        told = {"birthday": f"1990-{n % 12 + 1:02d}-15"}
+        return identify(told, at=at, email=EMAIL, event_id=eid)
     if action == "grant":
         return identify(consent={"email_marketing": True}, at=at, email=EMAIL, event_id=eid)
     return email_event("clicked", "toys", at=at, email=EMAIL, event_id=eid)
@@ -568,3 +577,17 @@ def test_a_stale_segment_recheck_does_not_hide_a_later_journey_step(tmp_path: Pa
     assert not moved.duplicate
     assert moved.profile.wake_at == START + H  # the worker's timer now waits for the step
     assert recheck(moved.profile, START + H, SHIPPED).triggers
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_STREAMS)
+def test_skipping_events_that_cannot_move_a_journey_changes_no_output(
+    stream: list[tuple[str, int]],
+) -> None:
+    """``concerns`` lets most events skip the engine; running it for every event instead
+    must give the same sends and journey events."""
+    skipping = _run(stream)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(process_module, "concerns", lambda *args: True)
+        always = _run(stream)
+    assert always.lines == skipping.lines

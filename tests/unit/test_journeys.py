@@ -433,6 +433,7 @@ _FLOW = "journeys:\n  - name: j_a\n    entry: {event: order.placed}\n    consent
             ["policies", "Mars/Olympus"],
         ),
         ("    steps: [{send: a}]\npolicies: {sometimes: 1}\n", ["policies", "sometimes"]),
+        ("    steps: [{send: a}]\npolicies: [caps]\n", ["policies", "expected a mapping"]),
     ],
 )
 def test_flow_definition_errors(tmp_path: Path, body: str, needles: list[str]) -> None:
