@@ -11,14 +11,37 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from streams.codec import Codec
 from streams.events import EventKind
 from streams.runtime.broker import EmbeddedBroker
 from streams.runtime.metrics import sample_total
-from streams.settings import PROJECT_ROOT
+from streams.runtime.worker_topics import changelog_topic
+from streams.settings import PROJECT_ROOT, Settings
 
 from .conftest import ONE_STEP_JOURNEYS, Topics, Worker, wait_until, worker_env
+
+PROFILES_TABLE = "profiles"
+
+
+def in_changelog(topics: Topics, settings: Settings, profile_id: str, timeout: float = 15) -> None:
+    """Wait until the profiles changelog holds a record of ``profile_id``."""
+    topic = changelog_topic(settings, PROFILES_TABLE)
+    consumer = Consumer(
+        {"bootstrap.servers": topics.bootstrap, "group.id": "tests", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in consumer.consume(500, timeout=0.2):
+                if message.error() is None and message.key() == profile_id.encode():
+                    return
+        raise AssertionError(f"{profile_id} not in {topic} after {timeout} s")
+    finally:
+        consumer.close()
+
 
 ABANDONED_AFTER_S = 4
 
@@ -132,6 +155,10 @@ def test_a_recheck_due_while_no_worker_ran_comes_after_the_restart(
     assert list(profile["cart"]["items"]) == ["pram"]
     assert profile["segment_recheck_at"] is not None
     # Killed before the recheck is due; the restarted worker learns of it from its table.
+    # A profile is readable once in the worker's database, its changelog record a moment
+    # later: killed in between, the restarted worker (which does not trust the local state
+    # of a killed one) would apply the cart anew, after the recheck was due.
+    in_changelog(topics, worker.settings, profile["profile_id"])
     worker.kill()
     restarted = make_worker(env)
     changes = abandoned(topics, timeout=ABANDONED_AFTER_S + 30)
@@ -139,7 +166,10 @@ def test_a_recheck_due_while_no_worker_ran_comes_after_the_restart(
     assert [c["change"] for c in entered] == ["entered"]
     # Rechecked at the edge, where "> 4s" is still false, and a millisecond later.
     assert entered[0]["cause_event_id"] == f"recheck:{profile['segment_recheck_at'] + 1}"
-    assert "cart_abandoner" in restarted.get("/profiles", email=email).json()["segments"]
+    # The change is sent before the batch's table values are written: read until it shows.
+    wait_until(
+        lambda: "cart_abandoner" in restarted.get("/profiles", email=email).json()["segments"]
+    )
     topics.close()
 
 
