@@ -24,6 +24,7 @@ from streams.api.lookups import FORWARDED_HEADER, Lookups, NotReadyError
 from streams.codec import MAX_IDENTIFIER_CHARS
 from streams.events import IdentifierKind, identifier_key, now_ms
 from streams.journeys.flow import Book, summary
+from streams.profiles.model import Profile
 from streams.runtime import health
 from streams.runtime.context import Runtime
 from streams.runtime.metrics import LOOKUP_SECONDS, READY, REGISTRY
@@ -137,14 +138,18 @@ class CdpView(View):
     def not_found(self, message: str) -> Response:
         return self.json({"error": "not_found", "message": message}, status=404)
 
+    async def profile_named(self, request: Request, profile_id: str) -> Profile | None:
+        """The profile a ``/profiles/{profile_id}…`` route names; a malformed id is a 400."""
+        if not profile_id.startswith("p_") or len(profile_id) > 64:
+            raise BadRequestError("profile ids look like p_<24 hex characters>")
+        return await self.api.lookups.profile_by_id(profile_id, forwarded(request))
+
 
 class ProfileById(CdpView):
     endpoint = "profile_by_id"
 
     async def get(self, request: Request, profile_id: str) -> Response:
-        if not profile_id.startswith("p_") or len(profile_id) > 64:
-            raise BadRequestError("profile ids look like p_<24 hex characters>")
-        profile = await self.api.lookups.profile_by_id(profile_id, forwarded(request))
+        profile = await self.profile_named(request, profile_id)
         if profile is None:
             return self.not_found(f"no profile {profile_id}")
         return self.json(profile.to_dict())
@@ -156,9 +161,7 @@ class ProfileJourneys(CdpView):
     endpoint = "profile_journeys"
 
     async def get(self, request: Request, profile_id: str) -> Response:
-        if not profile_id.startswith("p_") or len(profile_id) > 64:
-            raise BadRequestError("profile ids look like p_<24 hex characters>")
-        profile = await self.api.lookups.profile_by_id(profile_id, forwarded(request))
+        profile = await self.profile_named(request, profile_id)
         if profile is None:
             return self.not_found(f"no profile {profile_id}")
         book = Book.from_dict(profile.journey_flows)

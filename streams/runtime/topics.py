@@ -46,7 +46,8 @@ def ensure_topics(bootstrap: str, settings: Settings) -> list[str]:
     missing = [name for name in public_topics(settings) if name not in existing]
     if not missing:
         return []
-    futures = admin.create_topics(
+    create_topics(
+        admin,
         [
             NewTopic(
                 name,
@@ -54,8 +55,15 @@ def ensure_topics(bootstrap: str, settings: Settings) -> list[str]:
                 replication_factor=settings.replication_factor,
             )
             for name in missing
-        ]
+        ],
+        timeout,
     )
+    return missing
+
+
+def create_topics(admin: AdminClient, topics: list[NewTopic], timeout: float) -> None:
+    """Create ``topics``, waiting for each; one that exists already is no error."""
+    futures = admin.create_topics(topics)
     for future in futures.values():
         try:
             future.result(timeout=timeout)
@@ -63,4 +71,3 @@ def ensure_topics(bootstrap: str, settings: Settings) -> list[str]:
             # Another worker starting at the same moment may have created it first.
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
-    return missing

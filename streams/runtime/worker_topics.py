@@ -27,6 +27,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from streams.durations import milliseconds
 from streams.runtime.kafka_clients import client_config
+from streams.runtime.topics import create_topics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ def ensure_worker_topics(bootstrap: str, settings: Settings, timeout: float = 30
     existing = set(admin.list_topics(timeout=10).topics)
     missing = [spec for spec in specs if spec.name not in existing]
     if missing:
-        futures = admin.create_topics(
+        create_topics(
+            admin,
             [
                 NewTopic(
                     spec.name,
@@ -90,15 +92,9 @@ def ensure_worker_topics(bootstrap: str, settings: Settings, timeout: float = 30
                     config=spec.config,
                 )
                 for spec in missing
-            ]
+            ],
+            timeout,
         )
-        for future in futures.values():
-            try:
-                future.result(timeout=timeout)
-            except KafkaException as exc:
-                # Another worker starting at the same moment may have created it first.
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise
     align_configs(admin, [spec for spec in specs if spec.config and spec.name in existing])
     wait_until_served(admin, specs, timeout)
     return [spec.name for spec in missing]
