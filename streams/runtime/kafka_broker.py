@@ -54,8 +54,15 @@ SINGLE_NODE_PROPERTIES: dict[str, str] = {
 
 
 def cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes in URL-safe base64, as ``kafka-storage random-uuid``."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A KRaft cluster id: 16 random bytes in URL-safe base64, as ``kafka-storage random-uuid``.
+
+    Like Kafka's ``Uuid.randomUuid``, it never starts with ``-``: the storage tool would read
+    such an id as an option (1 start in 64 did, and formatting failed).
+    """
+    while True:
+        made = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not made.startswith("-"):
+            return made
 
 
 def java_binary() -> str:

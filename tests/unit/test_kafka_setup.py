@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 import xml.etree.ElementTree as ET
 from datetime import timedelta
 from pathlib import Path
@@ -51,6 +52,13 @@ def test_cluster_ids_are_kraft_style_and_heaps_start_at_a_quarter() -> None:
     assert min_heap("512m") == "128m"
     assert min_heap("2g") == "512m"
     assert min_heap("128m") == "64m"
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The storage tool reads ``--cluster-id -x...`` as a missing value and refuses to format."""
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x01" + bytes(15))])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(drawn))
+    assert cluster_id() == "AQAAAAAAAAAAAAAAAAAAAA"
 
 
 @pytest.mark.parametrize(
