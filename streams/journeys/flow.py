@@ -36,7 +36,7 @@ from streams.journeys.definitions import (
     WaitUntil,
 )
 from streams.journeys.rules import JourneyTrigger, ineligibility, trigger_id
-from streams.profiles.model import Profile
+from streams.profiles.model import Profile, order_stay, stay_ends
 
 
 class Kind(StrEnum):
@@ -162,13 +162,11 @@ class Book:
     rules: str = ""  # the Flows.fingerprint the states were made under
     # The latest journey events, oldest first: (at, journey, kind, step, reason).
     history: tuple[tuple[int, str, str, str | None, str | None], ...] = ()
-    # Booked stays not over yet: (order id, starts, ends), for suppress_during_stay.
-    stays: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def blank(self) -> bool:
-        """Nothing worth storing: no journey ever entered, no stay ahead."""
-        return not self.states and not self.stays and not self.sent
+        """Nothing worth storing: no journey ever entered, no send within a cap window."""
+        return not self.states and not self.sent
 
     @property
     def next_due(self) -> int | None:
@@ -182,7 +180,6 @@ class Book:
             "sequence": self.sequence,
             "rules": self.rules,
             "history": [list(h) for h in self.history],
-            "stays": [list(stay) for stay in self.stays],
         }
 
     @classmethod
@@ -195,7 +192,6 @@ class Book:
             d.get("sequence", 0),
             d.get("rules", ""),
             tuple((h[0], h[1], h[2], h[3], h[4]) for h in d.get("history", ())),
-            tuple((str(o), int(a), int(b)) for o, a, b in d.get("stays", ())),
         )
 
 
@@ -272,12 +268,10 @@ def concerns(
     skip decoding the stored ``book`` (its plain form) for most events.
 
     Something can happen only when a rule (entry or exit) matches, what decides who may be
-    mailed changed, a state waits for a trait, an order may book or cancel a stay, or the
-    states were made under other definitions.
+    mailed changed, a state waits for a trait, or the states were made under other
+    definitions.
     """
     event = occurrence.event
-    if event is not None and event.kind is EventKind.ORDER and flows.policies.suppress_during_stay:
-        return True
     candidates = () if event is None else flows.event_rules.get(event.kind.value, ())
     if occurrence.changes:
         candidates = (*candidates, *flows.segment_rules)
@@ -399,14 +393,12 @@ def stay_dates(event: Event | None) -> tuple[tuple[str, int], ...]:
     """The stay an order books: its items' earliest ``starts_at`` and latest ``ends_at``."""
     if event is None or event.kind is not EventKind.ORDER:
         return ()
-    items = event.body.get("items") or ()
-    starts = [i["starts_at"] for i in items if i.get("starts_at") is not None]
-    ends = [i["ends_at"] for i in items if i.get("ends_at") is not None]
+    starts, ends = order_stay(event.body)
     dates = []
-    if ends:
-        dates.append(("stay_ends_at", int(max(ends))))
-    if starts:
-        dates.append(("stay_starts_at", int(min(starts))))
+    if ends is not None:
+        dates.append(("stay_ends_at", ends))
+    if starts is not None:
+        dates.append(("stay_starts_at", starts))
     return tuple(dates)
 
 
@@ -452,7 +444,6 @@ class _Run:
         self.sent = list(book.sent)
         self.sequence = book.sequence
         self.history = list(book.history)
-        self.stays = {order: (starts, ends) for order, starts, ends in book.stays}
         self.sends: list[JourneyTrigger] = []
         self.events: list[JourneyEvent] = []
         self.event: Event | None = None
@@ -463,7 +454,6 @@ class _Run:
 
     def occur(self, occurrence: Occurrence, entered: Mapping[str, Mapping[str, int]]) -> None:
         self.event, self.cause_id = occurrence.event, occurrence.cause_id
-        self.book_stay(occurrence.event)
         for journey in self.flows.journeys:
             state = self.states.get(journey.name)
             if state is None or not state.active:
@@ -494,21 +484,9 @@ class _Run:
             if state is not None and state.active and (state.due_at is None or state.parked):
                 self.run(journey, state, self.now)
 
-    def book_stay(self, event: Event | None) -> None:
-        if event is None or event.kind is not EventKind.ORDER:
-            return
-        order = str(event.body.get("order_id"))
-        status = event.body.get("status")
-        dates = dict(stay_dates(event))
-        if status == "placed" and "stay_starts_at" in dates and "stay_ends_at" in dates:
-            self.stays[order] = (dates["stay_starts_at"], dates["stay_ends_at"])
-        elif status in ("cancelled", "refunded"):
-            self.stays.pop(order, None)
-
     def stay_over(self, at: int) -> int | None:
-        """When the stay current at ``at`` ends (the latest of those current); None: none."""
-        ends = [end for start, end in self.stays.values() if start <= at < end]
-        return max(ends, default=None)
+        """When the profile's stay current at ``at`` ends (the latest of those current)."""
+        return stay_ends(self.profile.stays, at)
 
     def fire(self, at: int) -> None:
         self.cause_id = f"timer:{at}"
@@ -754,8 +732,7 @@ class _Run:
         sent = tuple(sorted(s for s in self.sent if s[0] > horizon)) if window else ()
         rules = self.flows.fingerprint if self.states else ""
         history = tuple(self.history[-HISTORY_LIMIT:])
-        stays = tuple(sorted((o, a, b) for o, (a, b) in self.stays.items() if b > self.now))
-        book = Book(self.states, sent, self.sequence, rules, history, stays)
+        book = Book(self.states, sent, self.sequence, rules, history)
         return Advance(book, tuple(self.sends), tuple(self.events))
 
 

@@ -10,18 +10,23 @@ most of a segment evaluation's cost), and tells a timer when the profile is due.
 Expressions that use ``now`` any other way (as a timestamp of its own, inside arithmetic,
 in parentheses, in a comprehension) are not analysed: they run at every change of the
 profile, as before.
+
+Paths whose value is computed at the clock (``profile.stays.current``, see
+:data:`~streams.segments.view.CEL_CLOCK_PATHS`) change at their attribute's own instants:
+each stay's start and end. An expression reading one gets a term for them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from streams.expressions import mask_string_literals
 from streams.profiles.model import Profile
-from streams.segments.view import CEL_TIMESTAMPS
+from streams.segments.view import CEL_CLOCK_PATHS, CEL_TIMESTAMPS
 
 # `now` the variable: not a member (`x.now`) nor part of a longer name.
 _NOW = re.compile(r"(?<![.\w])now(?!\w)")
@@ -55,6 +60,23 @@ class ClockTerm:
     duration_ms: int
 
 
+# Attribute of a clock path -> the instants at which the clock changes its paths' values.
+CLOCK_EDGES: dict[str, Callable[[Any], Iterable[int]]] = {
+    "stays": lambda stays: (edge for stay in stays for edge in (stay.starts_at, stay.ends_at)),
+}
+
+
+def with_clock_paths(
+    terms: tuple[ClockTerm, ...] | None, paths: Iterable[str]
+) -> tuple[ClockTerm, ...] | None:
+    """``terms`` and a term for each clock path among ``paths`` (none added to ``None``:
+    such an expression runs at every change anyway)."""
+    if terms is None:
+        return None
+    attributes = sorted({CEL_CLOCK_PATHS[p] for p in paths if p in CEL_CLOCK_PATHS})
+    return (*terms, *(ClockTerm(attribute, 0) for attribute in attributes))
+
+
 def clock_terms(expression: str) -> tuple[ClockTerm, ...] | None:
     """The clock terms of ``expression``, or ``None`` when it reads ``now`` otherwise.
 
@@ -86,10 +108,13 @@ def next_change(terms: Iterable[ClockTerm], profile: Profile, now_ms: int) -> in
     """
     due: int | None = None
     for term in terms:
-        edge = (getattr(profile, term.attribute) or 0) + term.duration_ms
-        for instant in (edge, edge + 1):
-            if instant > now_ms and (due is None or instant < due):
-                due = instant
+        value = getattr(profile, term.attribute)
+        edges = CLOCK_EDGES.get(term.attribute)
+        for base in (value or 0,) if edges is None else edges(value):
+            edge = base + term.duration_ms
+            for instant in (edge, edge + 1):
+                if instant > now_ms and (due is None or instant < due):
+                    due = instant
     return due
 
 
