@@ -197,14 +197,22 @@ class JourneyDefinition:
     program: tuple[Instruction, ...] = field(init=False, compare=False, repr=False)
     positions: Mapping[str, int] = field(init=False, compare=False, repr=False)
     else_at: Mapping[str, int] = field(init=False, compare=False, repr=False)
+    # Where the journey goes on after its last step: its first top-level yearly wait
+    # (`wait_until: {trait, each: year}`), one round a year; None: it completes.
+    yearly_at: int | None = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         program: list[Instruction] = []
         else_at: dict[str, int] = {}
         _compile(self.steps, program, else_at)
+        positions = {ins.key: i for i, ins in enumerate(program)}
+        yearly = next(
+            (s for s in self.steps if isinstance(s, WaitUntil) and s.trait is not None), None
+        )
         object.__setattr__(self, "program", tuple(program))
-        object.__setattr__(self, "positions", {ins.key: i for i, ins in enumerate(program)})
+        object.__setattr__(self, "positions", positions)
         object.__setattr__(self, "else_at", else_at)
+        object.__setattr__(self, "yearly_at", None if yearly is None else positions[yearly.key])
 
     # What the one-step form called them; a flow's first send.
     @property

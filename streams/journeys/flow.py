@@ -13,6 +13,7 @@ time however late the timer fired, so replays and late timers decide exactly ali
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -112,10 +113,16 @@ class FlowState:
     dates: tuple[tuple[str, int], ...] = ()  # the entry order's stay dates
     exited_at: int | None = None
     exit_reason: Reason | None = None
+    rounds: int = 0  # the rounds a yearly journey went back to its yearly wait
 
     @property
     def active(self) -> bool:
         return self.position is not None
+
+    @property
+    def occasion(self) -> str:
+        """What trigger ids name: the entry, and the round of a yearly journey after its first."""
+        return f"{self.entry_id}#{self.rounds}" if self.rounds else self.entry_id
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,6 +138,7 @@ class FlowState:
             "dates": dict(self.dates),
             "exited_at": self.exited_at,
             "exit_reason": None if self.exit_reason is None else self.exit_reason.value,
+            "rounds": self.rounds,
         }
 
     @classmethod
@@ -149,6 +157,7 @@ class FlowState:
             dates=tuple(sorted(d.get("dates", {}).items())),
             exited_at=d.get("exited_at"),
             exit_reason=None if reason is None else Reason(reason),
+            rounds=d.get("rounds", 0),
         )
 
 
@@ -371,22 +380,25 @@ def cap_slot(flows: Flows, sent: Sequence[tuple[int, str]], channel: str, at: in
 
 
 def birthday_after(value: str, at: int, minutes: int, zone: ZoneInfo) -> int | None:
-    """The next local ``minutes`` on the month and day of ``value`` ("1990-05-17", "05-17")."""
+    """The first local ``minutes`` at or after ``at`` on the month and day of ``value``
+    ("1990-05-17", "05-17"); None when it is no date. 29 February is kept on 28 February
+    in common years, so it comes every year too."""
     parts = value.strip().split("-")
     try:
         month, day = int(parts[-2]), int(parts[-1])
         date(2000, month, day)  # a leap year: 29 February is a date
     except (ValueError, IndexError):
         return None
+
+    def on(year: int) -> datetime:
+        leap_day = (month, day) == (2, 29) and not calendar.isleap(year)
+        return datetime(year, month, 28 if leap_day else day, *divmod(minutes, 60), tzinfo=zone)
+
     local = datetime.fromtimestamp(at / 1000, zone)
-    for year in range(local.year, local.year + 9):
-        try:
-            when = datetime(year, month, day, minutes // 60, minutes % 60, tzinfo=zone)
-        except ValueError:  # 29 February in a common year
-            continue
-        if when >= local:
-            return int(when.timestamp() * 1000)
-    return None
+    when = on(local.year)
+    if when < local:
+        when = on(local.year + 1)
+    return int(when.timestamp() * 1000)
 
 
 def stay_dates(event: Event | None) -> tuple[tuple[str, int], ...]:
@@ -564,13 +576,18 @@ class _Run:
         if i is None:  # made under other definitions, and not redefined: cannot go on
             self.exit(journey, state, Reason.DEFINITION_CHANGED, at)
             return
-        resumed = False
+        resumed = looped = False
         if state.due_at is not None and not state.parked:
             if at < state.due_at:
                 return
             at, resumed = state.due_at, True
             state = replace(state, due_at=None)
-        while i < len(program):
+        while True:
+            if i == len(program):
+                if journey.yearly_at is None:
+                    break
+                i, looped = journey.yearly_at, True
+                state = replace(state, rounds=state.rounds + 1)
             ins = program[i]
             if isinstance(ins, Jump):
                 i = ins.to
@@ -585,7 +602,10 @@ class _Run:
                     resumed = False
                     i += 1
                     continue
-                due = ins.ms + at if isinstance(ins, Wait) else self.until(ins, state, at)
+                # A yearly wait gone back to waits for the next round, not this one.
+                since = at + 1 if looped else at
+                looped = False
+                due = ins.ms + at if isinstance(ins, Wait) else self.until(ins, state, since)
                 if due is None and isinstance(ins, WaitUntil) and ins.trait is not None:
                     # Waits for the trait: tried again at the profile's next event.
                     if not state.parked:
@@ -618,7 +638,9 @@ class _Run:
             if stamped is None or not stamped.value:
                 return None
             minutes = 9 * 60 if step.time is None else step.time
-            return birthday_after(stamped.value, at + step.offset_ms, minutes, zone)
+            # The first date whose offset instant is not before ``at``.
+            date_at = birthday_after(stamped.value, at - step.offset_ms, minutes, zone)
+            return None if date_at is None else date_at + step.offset_ms
         if step.order_field is not None:
             base = dict(state.dates).get(step.order_field)
             if base is None:
@@ -676,7 +698,7 @@ class _Run:
         assert email is not None  # blocked() checked it
         source = PayloadSource(self.before, self.profile, self.event, state.segment)
         trigger = JourneyTrigger(
-            trigger_id=trigger_id(name, step.template, self.profile.profile_id, state.entry_id),
+            trigger_id=trigger_id(name, step.template, self.profile.profile_id, state.occasion),
             journey=name,
             step=step.template,
             profile_id=self.profile.profile_id,
