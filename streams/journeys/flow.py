@@ -214,6 +214,10 @@ class Occurrence(NamedTuple):
     event: Event | None  # None for a merge: only segment changes can match then
     changes: Sequence[SegmentChange]
     cause_id: str
+    # The profile evaluated under new definitions, no event: current members of the entry
+    # segment of a ``backfill`` journey enter it (never entered before), no other journey
+    # is entered (only future entries).
+    backfill: bool = False
 
 
 class Timer(NamedTuple):
@@ -281,6 +285,8 @@ def concerns(
     definitions.
     """
     event = occurrence.event
+    if occurrence.backfill and flows.backfilled:
+        return True
     candidates = () if event is None else flows.event_rules.get(event.kind.value, ())
     if occurrence.changes:
         candidates = (*candidates, *flows.segment_rules)
@@ -480,16 +486,17 @@ class _Run:
                     reason = Reason.GOAL if rule.goal else Reason.EXIT_RULE
                     self.exit(journey, state, reason, self.now)
                     break
-        for journey in self.flows.journeys:
+        for journey in () if occurrence.backfill else self.flows.journeys:
             hit, segment = matches(journey.entry, occurrence)
             if hit and self.may_enter(journey, entered):
-                self.enter(journey, segment, occurrence)
-                state = self.states[journey.name]
-                for rule in journey.exit_on:
-                    if happened_after(rule.rule, self.profile, self.now):
-                        reason = Reason.GOAL if rule.goal else Reason.EXIT_RULE
-                        self.exit(journey, state, reason, self.now)
-                        break
+                self.admit(journey, segment, occurrence)
+        for journey in self.flows.backfilled if occurrence.backfill else ():
+            member = next(
+                (s for s in self.profile.segments if journey.entry.matches_segment(s)), None
+            )
+            never = journey.name not in self.states and journey.name not in entered
+            if member is not None and never and self.may_enter(journey, entered):
+                self.admit(journey, member, occurrence)
         # Steps run in priority order, so the first journey takes a capped slot.
         for journey in self.flows.journeys:
             state = self.states.get(journey.name)
@@ -543,6 +550,19 @@ class _Run:
         if last is None:
             return True
         return journey.re_entry_ms is not None and self.now - last >= journey.re_entry_ms
+
+    def admit(
+        self, journey: JourneyDefinition, segment: str | None, occurrence: Occurrence
+    ) -> None:
+        """Enter ``journey``, and leave it at once when an exit event is known to have come
+        after now."""
+        self.enter(journey, segment, occurrence)
+        state = self.states[journey.name]
+        for rule in journey.exit_on:
+            if happened_after(rule.rule, self.profile, self.now):
+                reason = Reason.GOAL if rule.goal else Reason.EXIT_RULE
+                self.exit(journey, state, reason, self.now)
+                break
 
     def enter(
         self, journey: JourneyDefinition, segment: str | None, occurrence: Occurrence
