@@ -374,11 +374,18 @@ def stored_recheck_at(data: bytes) -> int | None:
     return _earliest(raw.get("segment_recheck_at"), raw.get("journey_due_at"))
 
 
-def stored_wake(data: bytes) -> tuple[int | None, int | None]:
-    """The :attr:`Profile.wake_at` and ``journey_due_at`` of a profile table value."""
+class StoredWake(NamedTuple):
+    wake_at: int | None
+    journey_due_at: int | None
+    segment_rules: str | None  # None for a forward
+
+
+def stored_wake(data: bytes) -> StoredWake:
+    """The :attr:`Profile.wake_at`, ``journey_due_at`` and ``segment_rules`` of a profile
+    table value."""
     raw = orjson.loads(data)
     due = raw.get("journey_due_at")
-    return _earliest(raw.get("segment_recheck_at"), due), due
+    return StoredWake(_earliest(raw.get("segment_recheck_at"), due), due, raw.get("segment_rules"))
 
 
 def _earliest(a: int | None, b: int | None) -> int | None:
