@@ -10,6 +10,7 @@ from typing import Any
 from streams.events import Event, EventKind
 from streams.profiles.merge import merge
 from streams.profiles.model import STAYS_LIMIT, Profile, Stay
+from streams.segments.clock import ClockTerm, clock_terms
 from streams.segments.conditions import compile_condition
 from streams.segments.definitions import load_segments
 from streams.segments.evaluator import evaluate
@@ -100,3 +101,28 @@ def test_a_segment_on_stays_is_rechecked_when_a_stay_starts_and_ends(tmp_path: P
     assert after.members == frozenset()
     assert after.recheck_at == T0 + 3 * DAY + 1
     assert evaluate(definitions, p, T0 + 3 * DAY + 2).recheck_at is None
+
+
+def test_a_segment_on_the_time_until_the_next_stay_is_rechecked_that_long_before_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "segments.yaml"
+    path.write_text(
+        "segments:\n  - name: arriving\n    when: 'profile.stays.next_starts_at != null"
+        ' && profile.stays.next_starts_at - now < duration("168h")\'\n'
+    )
+    (definition,) = load_segments(path)
+    assert definition.clock == (ClockTerm("stays", -7 * DAY), ClockTerm("stays", 0))
+    p = fold([booking("o-1", T0 + 10 * DAY, T0 + 12 * DAY)])
+    before = evaluate([definition], p, T0)
+    assert before.members == frozenset() and before.recheck_at == T0 + 3 * DAY
+    assert evaluate([definition], p, T0 + 3 * DAY + 1).members == {"arriving"}
+    assert evaluate([definition], p, T0 + 10 * DAY).members == frozenset()
+
+
+def test_the_time_ahead_form_of_a_clock_term() -> None:
+    assert clock_terms('profile.last_order_at - now > duration("-1h")') == (
+        ClockTerm("last_order_at", 3_600_000),
+    )
+    # Not a term: the difference is an operand of something else.
+    assert clock_terms('2 * profile.last_order_at - now > duration("1h")') is None
