@@ -3,8 +3,8 @@
 A time-based expression written in the documented idiom reads the clock only in terms
 ``now - profile.<timestamp> <op> duration("<d>")`` (or, for a time ahead,
 ``profile.<timestamp> - now <op> duration("<d>")``). Each such term flips at one instant,
-the timestamp plus (or minus) the duration, so for a given profile the expression's result can change
-without a change to the profile only at those instants. Knowing the next one lets the
+the timestamp plus (or minus) the duration, so for a given profile the expression's result
+can change without a change to the profile only at those instants. Knowing the next one lets the
 evaluator skip the expression at every event before it (its conversion into CEL values is
 most of a segment evaluation's cost), and tells a timer when the profile is due.
 

@@ -115,7 +115,8 @@ def test_a_segment_on_the_time_until_the_next_stay_is_rechecked_that_long_before
     assert definition.clock == (ClockTerm("stays", -7 * DAY), ClockTerm("stays", 0))
     p = fold([booking("o-1", T0 + 10 * DAY, T0 + 12 * DAY)])
     before = evaluate([definition], p, T0)
-    assert before.members == frozenset() and before.recheck_at == T0 + 3 * DAY
+    assert before.members == frozenset()
+    assert before.recheck_at == T0 + 3 * DAY
     assert evaluate([definition], p, T0 + 3 * DAY + 1).members == {"arriving"}
     assert evaluate([definition], p, T0 + 10 * DAY).members == frozenset()
 
