@@ -219,7 +219,7 @@ class RecheckTimer:
         No iterator outlives a slice: a rebalance between two slices may close the database.
         """
         app = self._runtime.app
-        current = self._runtime.rules.segment_fingerprint
+        rules = self._runtime.rules
         last: bytes | None = None
         while app.consumer_generation_id == generation:
             if not self._settled():
@@ -243,7 +243,7 @@ class RecheckTimer:
                     wake = stored_wake(entries.value())
                     self._schedule.offer(partition, key, wake.wake_at)
                     self._journey_timers.offer(partition, key, wake.journey_due_at)
-                    if wake.segment_rules not in (None, "", current):
+                    if rules.outdated(wake.segment_rules):
                         self._backfill.offer(partition, key)
                 entries.next()
             finished = not entries.valid()

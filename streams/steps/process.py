@@ -81,6 +81,11 @@ class Rules:
         object.__setattr__(self, "flows", flows)
         object.__setattr__(self, "_blank", None)
 
+    def outdated(self, segment_rules: str | None) -> bool:
+        """Whether a profile stored with ``segment_rules`` was evaluated under other
+        definitions (not never, nor a forward: ``""``, ``None``)."""
+        return bool(segment_rules) and segment_rules != self.segment_fingerprint
+
     def blank(self, now_ms: int) -> Profile:
         """What a new profile is evaluated against: an empty profile with its segments at
         ``now_ms``, so a new profile's first event runs only the expressions whose inputs it
@@ -238,8 +243,8 @@ def backfill(profile: Profile, rules: Rules, now_ms: int) -> Outcome:
     """Evaluate ``profile``, stored under other definitions, in full at ``now_ms`` without an
     event (the worker's background evaluation): its segment changes and the entries of
     ``backfill`` journeys name :func:`backfill_cause`. A profile already evaluated under
-    these definitions changes nothing."""
-    if profile.segment_rules == rules.segment_fingerprint:
+    these definitions (or never: stored before fingerprints) changes nothing."""
+    if not rules.outdated(profile.segment_rules):
         return Outcome(profile=profile, duplicate=True)
     _, outcomes = _rechecked(profile, rules, now_ms)
     return _after(outcomes[:-1], outcomes[-1])
@@ -269,7 +274,7 @@ def _rechecked(profile: Profile, rules: Rules, now_ms: int) -> tuple[Profile, li
             break
         rechecks.append(outcome)
         profile = outcome.profile
-    if profile.segment_rules not in ("", rules.segment_fingerprint):
+    if rules.outdated(profile.segment_rules):
         cause = backfill_cause(rules)
         outcome = _derive(profile, profile.clone(), None, cause, now_ms, rules, now_ms)
         rechecks.append(outcome)
@@ -360,7 +365,7 @@ def _derive(
     ``previous`` stands in for ``before`` in the evaluation (a new profile's blank).
     """
     # Segments evaluated under other definitions (or never) are evaluated in full.
-    redefined = before.segment_rules not in ("", rules.segment_fingerprint)
+    redefined = rules.outdated(before.segment_rules)
     if previous is None and before.segment_rules == rules.segment_fingerprint:
         previous = before
     evaluation = evaluate(rules.segments, after, now_ms, previous)
