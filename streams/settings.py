@@ -172,6 +172,12 @@ class Settings(BaseSettings):
             " rounds after its time (once the input before it is applied)."
         ),
     )
+    backfill_rate: float = Field(
+        default=200.0,
+        ge=0,
+        description="Profiles stored under other segment definitions that a worker evaluates"
+        " under the current ones per second, in the background (0: each at its next event).",
+    )
     broker_probe_interval_seconds: float = Field(
         default=2.0, gt=0, description="How often readiness checks that the broker answers."
     )

@@ -15,6 +15,7 @@ import time
 from streams.identity.resolver import redacted
 from streams.profiles.model import Profile
 from streams.runtime.metrics import (
+    BACKFILL_EVALUATED,
     EVENT_TO_OUTPUT_SECONDS,
     EVENTS,
     IDENTIFIERS_PER_PROFILE,
@@ -34,7 +35,7 @@ from streams.settings import Settings
 from streams.steps.identity import IdentityStep
 from streams.steps.in_place import RECEIVED_AT_HEADER, Headers
 from streams.steps.messages import Absorb, Claim, HandOver, Out, RoutedEvent, Send
-from streams.steps.profile import ProfileStep, Recheck
+from streams.steps.profile import Backfill, ProfileStep, Recheck
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,11 @@ class StepMetrics:
         if step.forwarded:
             PROFILE_FORWARDS.inc()
         outcome = step.outcome
+        evaluated = outcome is not None and not outcome.duplicate
         if isinstance(message, Recheck):
-            evaluated = outcome is not None and not outcome.duplicate
             SEGMENT_RECHECKS.labels("evaluated" if evaluated else "stale").inc()
+        elif isinstance(message, Backfill) and evaluated:
+            BACKFILL_EVALUATED.inc()
         if outcome is None:
             return
         for segment in outcome.evaluation_errors:
