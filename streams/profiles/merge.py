@@ -10,7 +10,8 @@ had every event of both profiles arrived at one profile:
   category counts stay bounded to the top :data:`~streams.profiles.model.CATEGORIES_LIMIT`;
 - first/last timestamps are the min/max of both (``None`` means "never");
 - statements (traits, consent, newsletter) keep the latest per key, ties broken exactly as
-  the reducer breaks them (its ``_newer``), so ``merge`` commutes on them;
+  the reducer breaks them (its ``_newer``), so ``merge`` commutes on them; the consent
+  histories are one sorted union, bounded as the reducer bounds it;
 - bounded lists are unions within the model's limits (identifiers: within the caps, a
   safety net: :mod:`streams.identity.identifiers` refuses merges that would exceed them);
   identities and purchased products
@@ -68,6 +69,7 @@ from streams.profiles.reducer import (
     _newer,
     _seen_product,
     bounded_events,
+    consent_history,
 )
 
 _S = TypeVar("_S", bound=tuple[Any, int])
@@ -81,6 +83,7 @@ MERGED_FIELDS: frozenset[str] = frozenset(
         "emails",
         "traits",
         "consent",
+        "consent_history",
         "newsletter",
         "newsletter_at",
         "first_seen",
@@ -149,6 +152,7 @@ def merge(
 
     p.traits = _latest_statements(into.traits, other.traits)
     p.consent = _latest_statements(into.consent, other.consent)
+    p.consent_history = consent_history(into.consent_history, other.consent_history)
     if other.newsletter_at is not None:
         current = None if into.newsletter_at is None else (into.newsletter, into.newsletter_at)
         if _newer((other.newsletter_at, other.newsletter), current):
