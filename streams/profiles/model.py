@@ -360,11 +360,17 @@ def stored_recheck_at(data: bytes) -> int | None:
     return _earliest(raw.get("segment_recheck_at"), raw.get("journey_due_at"))
 
 
-def stored_wake(data: bytes) -> tuple[int | None, int | None]:
-    """The :attr:`Profile.wake_at` and ``journey_due_at`` of a profile table value."""
-    raw = orjson.loads(data)
+def stored_wake(raw: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """The :attr:`Profile.wake_at` and ``journey_due_at`` of a profile table value (as a
+    dict, see :func:`stored_dict`)."""
     due = raw.get("journey_due_at")
     return _earliest(raw.get("segment_recheck_at"), due), due
+
+
+def stored_dict(data: bytes) -> dict[str, Any]:
+    """A profile table value as plain data, for reading a field or two of it."""
+    raw: dict[str, Any] = orjson.loads(data)
+    return raw
 
 
 def _earliest(a: int | None, b: int | None) -> int | None:

@@ -14,6 +14,11 @@ recheck again, with the same outputs (:func:`streams.steps.process.recheck`).
 A profile's time is its :attr:`~streams.profiles.model.Profile.wake_at`: the earlier of its
 segment recheck and its next due journey step, so journey waits are durable timers kept in
 the profile table (and its changelog) of their partition, whoever holds it next.
+
+Retention takes the same path: each profile's expiry
+(:func:`~streams.profiles.retention.expires_at`, from its latest event time) is kept in a
+second schedule, and a due one goes through the profile step as an
+:class:`~streams.steps.profile.Expire` message, which erases the profile if it is still due.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from streams.events import now_ms
-from streams.profiles.model import stored_wake
+from streams.profiles.model import stored_dict, stored_wake
+from streams.profiles.retention import stored_expires_at
 from streams.runtime.metrics import (
     JOURNEY_TIMERS_PENDING,
+    PROFILE_EXPIRIES_SCHEDULED,
     SEGMENT_RECHECK_PARTITIONS_UNREAD,
     SEGMENT_RECHECK_SCAN_SECONDS,
     SEGMENT_RECHECKS_SCHEDULED,
@@ -36,7 +43,7 @@ from streams.runtime.metrics import (
 from streams.runtime.recheck_schedule import RecheckSchedule
 from streams.runtime.stages import SLICE_SECONDS, BatchedStage
 from streams.steps.messages import Out, Send
-from streams.steps.profile import Recheck
+from streams.steps.profile import Expire, Recheck
 
 if TYPE_CHECKING:
     from streams.runtime.context import Runtime
@@ -56,9 +63,11 @@ class RecheckTimer:
         run_in_place: RunInPlace,
         held_partitions: HeldPartitions,
         journey_timers: RecheckSchedule | None = None,
+        expiries: RecheckSchedule | None = None,
     ) -> None:
         self._runtime = runtime
         self._schedule = schedule
+        self._expiries = expiries or RecheckSchedule()
         self._stage = stage
         self._run_in_place = run_in_place
         self._held_partitions = held_partitions
@@ -71,22 +80,29 @@ class RecheckTimer:
         self._scans: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
-        """Run due rechecks for as long as the worker runs."""
-        rules = self._runtime.rules
-        if not rules.journeys and not any(definition.clock for definition in rules.segments):
-            return  # no clock terms and no journeys: no profile gets a wake time
+        """Run due rechecks and expiries for as long as the worker runs (every profile may
+        expire, so this runs whatever the segments and journeys)."""
         interval = self._runtime.settings.recheck_interval_seconds
         while True:
             await asyncio.sleep(interval)
             if not self._settled():
                 continue
             self._follow_assignment()
-            due = self._schedule.pop_due(now_ms())
-            if due:
-                await self._stage.run_unfetched(
-                    [self._recheck(partition, key, at) for partition, key, at in due]
-                )
+            now = now_ms()
+            work = [
+                *(
+                    self._prompt(self._schedule, partition, key, at, Recheck(at))
+                    for partition, key, at in self._schedule.pop_due(now)
+                ),
+                *(
+                    self._prompt(self._expiries, partition, key, at, Expire())
+                    for partition, key, at in self._expiries.pop_due(now)
+                ),
+            ]
+            if work:
+                await self._stage.run_unfetched(work)
             SEGMENT_RECHECKS_SCHEDULED.set(len(self._schedule))
+            PROFILE_EXPIRIES_SCHEDULED.set(len(self._expiries))
             JOURNEY_TIMERS_PENDING.set(len(self._journey_timers))
             SEGMENT_RECHECK_PARTITIONS_UNREAD.set(len(self._held - self._scanned))
 
@@ -107,6 +123,7 @@ class RecheckTimer:
         self._held = self._held_partitions(Out.PROFILE)
         self._schedule.keep(self._held)
         self._journey_timers.keep(self._held)
+        self._expiries.keep(self._held)
         self._scanned &= self._held
         # Scans of an earlier generation stopped where they were; these start over.
         for partition in sorted(self._held - self._scanned):
@@ -121,21 +138,28 @@ class RecheckTimer:
             # reads the partition again.
             log.error("reading a partition's recheck times failed", exc_info=scan.exception())
 
-    def _recheck(self, partition: int, key: str, at: int) -> Callable[[], None]:
+    def _prompt(
+        self,
+        schedule: RecheckSchedule,
+        partition: int,
+        key: str,
+        at: int,
+        message: Recheck | Expire,
+    ) -> Callable[[], None]:
         generation = self._generation
 
         def run() -> None:
             if not self._settled() or self._runtime.app.consumer_generation_id != generation:
                 # A rebalance since it came due: due again at the next round if this worker
                 # still holds the partition (forgotten with it if not).
-                self._schedule.offer(partition, key, at)
+                schedule.offer(partition, key, at)
                 return
             TIMER_LATENESS_SECONDS.observe(max(0, now_ms() - at) / 1000)
             try:
-                self._run_in_place(Send(Out.PROFILE, key, Recheck(at)), {}, partition)
+                self._run_in_place(Send(Out.PROFILE, key, message), {}, partition)
             except Exception:
-                # The stored profile is unchanged; it is rechecked at its next change.
-                log.exception("a segment recheck failed in partition %s", partition)
+                # The stored profile is unchanged; it is looked at again at its next change.
+                log.exception("a profile's timer failed in partition %s", partition)
 
         return run
 
@@ -145,6 +169,7 @@ class RecheckTimer:
         No iterator outlives a slice: a rebalance between two slices may close the database.
         """
         app = self._runtime.app
+        retention = self._runtime.rules.retention
         last: bytes | None = None
         while app.consumer_generation_id == generation:
             if not self._settled():
@@ -164,9 +189,12 @@ class RecheckTimer:
             while entries.valid() and time.perf_counter() - began < SLICE_SECONDS:
                 last = entries.key()
                 if last != store.offset_key:
-                    at, journey_due = stored_wake(entries.value())
-                    self._schedule.offer(partition, last.decode(), at)
-                    self._journey_timers.offer(partition, last.decode(), journey_due)
+                    raw = stored_dict(entries.value())
+                    at, journey_due = stored_wake(raw)
+                    profile_id = last.decode()
+                    self._schedule.offer(partition, profile_id, at)
+                    self._journey_timers.offer(partition, profile_id, journey_due)
+                    self._expiries.offer(partition, profile_id, stored_expires_at(raw, retention))
                 entries.next()
             finished = not entries.valid()
             del entries

@@ -13,6 +13,7 @@ repoint     identity, key K   profile C was merged into P: K, if still C's, is P
 hand-over   profile, C        K, owned by C, was claimed by stronger P: merge into P
 absorb      profile, P        C's whole state, to merge into P (then P re-points C's keys)
 release     profile, P        the table refused K to P: give it up
+forget      identity, key K   profile P is erased: K, if still P's, is nobody's now
 =========== ================= ======================================================
 """
 
@@ -37,6 +38,7 @@ class Command(StrEnum):
     HAND_OVER = "hand-over"
     ABSORB = "absorb"
     RELEASE = "release"
+    FORGET = "forget"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +146,19 @@ class Release(_Message):
         return super()._from_dict(raw)
 
 
+@dataclass(frozen=True)
+class Forget(_Message):
+    profile_id: str  # the erased profile
+    command = Command.FORGET
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> Self:
+        return cls(raw["profile_id"])
+
+
 #: A command by its header value.
-COMMANDS: dict[bytes, type[Claim | Repoint | HandOver | Absorb | Release]] = {
-    cls.command.value.encode(): cls for cls in (Claim, Repoint, HandOver, Absorb, Release)
+COMMANDS: dict[bytes, type[Claim | Repoint | HandOver | Absorb | Release | Forget]] = {
+    cls.command.value.encode(): cls for cls in (Claim, Repoint, HandOver, Absorb, Release, Forget)
 }
 
 
@@ -162,7 +174,7 @@ class RoutedEvent:
     owned: str | None = None
 
 
-InternalMessage = RoutedEvent | Claim | Repoint | HandOver | Absorb | Release
+InternalMessage = RoutedEvent | Claim | Repoint | HandOver | Absorb | Release | Forget
 
 
 def encode(message: InternalMessage) -> tuple[bytes, dict[str, bytes]]:
@@ -190,6 +202,7 @@ class Out(StrEnum):
     JOURNEYS = "journeys"
     JOURNEY_EVENTS = "journey-events"
     IDENTITY_MERGES = "identity-merges"
+    PRIVACY_EVENTS = "privacy-events"
 
 
 #: Where the identity and profile steps send each other messages; the rest are outputs.
@@ -201,6 +214,7 @@ OUTPUT_RECORDS = {
     Out.JOURNEYS: "JourneyTrigger",
     Out.JOURNEY_EVENTS: "JourneyEvent",
     Out.IDENTITY_MERGES: "IdentityMerge",
+    Out.PRIVACY_EVENTS: "PrivacyEvent",
 }
 
 
@@ -231,4 +245,22 @@ class IdentityMerge:
             "identifiers": list(self.identifiers),
             "cause_event_id": self.cause.event_id,
             "occurred_at": self.cause.occurred_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyEvent:
+    """A record of the privacy-events topic: what was done to whose data, naming nobody."""
+
+    type: str
+    profile_hash: str
+    at: int
+    anonymous: bool
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "profile_hash": self.profile_hash,
+            "at": self.at,
+            "anonymous": self.anonymous,
         }
