@@ -1,0 +1,139 @@
+"""Privacy end to end: consent revoked in one event, retention, access (export)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from streams.codec import Codec
+from streams.events import EventKind
+from streams.profiles.retention import profile_hash
+from streams.runtime.broker import EmbeddedBroker
+from streams.runtime.metrics import sample_total
+
+from .conftest import Topics, Worker, wait_until, worker_env
+
+CONSENTED_SEGMENTS = """
+segments:
+  - name: newsletter_subscriber
+    when: 'profile.newsletter == "subscribed"'
+    consent: email_marketing
+  - name: interest_toys
+    when: '"toys" in profile.views_by_category'
+    consent: email_marketing
+"""
+
+
+def event(identity: dict[str, str], **body: Any) -> dict[str, Any]:
+    return {
+        "event_id": uuid.uuid4().hex,
+        "occurred_at": int(time.time() * 1000),
+        "identity": identity,
+        **body,
+    }
+
+
+def toys_view(identity: dict[str, str]) -> dict[str, Any]:
+    return event(identity, url="https://shop.example/c/toys", category="toys", action="view")
+
+
+def test_a_revocation_stops_segment_and_journey_outputs_in_the_same_event(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    segments = tmp_path / "segments.yaml"
+    segments.write_text(CONSENTED_SEGMENTS)
+    worker = make_worker(worker_env(broker, tmp_path, CDP_SEGMENTS_FILE=str(segments)))
+    settings = worker.settings
+    topics = Topics(broker.bootstrap, settings, Codec(settings.schemas_dir))
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    identity = {"email": email}
+    signup = event(identity, newsletter="subscribed", consent={"email_marketing": True})
+    topics.produce(settings.input_topic(EventKind.IDENTIFY), signup)
+    topics.produce(settings.input_topic(EventKind.PAGE_VIEW), toys_view(identity))
+    topics.flush()
+    triggers = topics.wait_for(settings.journeys_topic, lambda seen: len(seen) >= 2)
+    assert sorted(t["journey"] for t in triggers) == ["interest_inspiration", "welcome"]
+
+    unsubscribe = event(identity, campaign_id="c1", message_id="m1", action="unsubscribed")
+    topics.produce(settings.input_topic(EventKind.EMAIL), unsubscribe)
+    topics.flush()
+    changes = topics.wait_for(
+        settings.segment_changes_topic,
+        lambda seen: sum(c["change"] == "exited" for c in seen) >= 2,
+    )
+    exits = [c for c in changes if c["change"] == "exited"]
+    assert sorted(c["segment"] for c in exits) == ["interest_toys", "newsletter_subscriber"]
+    assert {c["cause_event_id"] for c in exits} == {unsubscribe["event_id"]}
+
+    # What follows would enter segments and trigger journeys with the consent.
+    order = event(
+        identity,
+        order_id="o1",
+        status="placed",
+        total=10.0,
+        currency="EUR",
+        items=[{"product_id": "pram", "category": "toys", "quantity": 1, "unit_price": 10.0}],
+    )
+    topics.produce(settings.input_topic(EventKind.PAGE_VIEW), toys_view(identity))
+    topics.produce(settings.input_topic(EventKind.ORDER), order)
+    topics.flush()
+
+    def folded() -> bool:
+        profile = worker.get("/profiles", email=email).json()
+        return bool(profile["views"]["count"] == 2 and profile["orders"]["placed"] == 1)
+
+    wait_until(folded)
+    profile = worker.get("/profiles", email=email).json()
+    assert profile["segments"] == []
+    assert profile["consent"]["email_marketing"]["granted"] is False
+    assert [(c["purpose"], c["granted"], c["source"], c["event_id"]) for c in profile[
+        "consent_history"
+    ]] == [
+        ("email_marketing", True, "identify", signup["event_id"]),
+        ("email_marketing", False, "email.unsubscribed", unsubscribe["event_id"]),
+    ]
+    time.sleep(1)  # outputs are sent before the profile is written; give stragglers a moment
+    topics.poll()
+    assert len(topics.seen[settings.journeys_topic]) == 2
+    entered = [c for c in topics.seen[settings.segment_changes_topic] if c["change"] == "entered"]
+    assert len(entered) == 2
+    topics.close()
+
+
+def test_an_anonymous_profile_expires_and_one_with_an_email_stays(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    worker = make_worker(worker_env(broker, tmp_path, CDP_ANONYMOUS_RETENTION="4s"))
+    settings = worker.settings
+    topics = Topics(broker.bootstrap, settings, Codec(settings.schemas_dir))
+    visitor = uuid.uuid4().hex
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    topics.produce(settings.input_topic(EventKind.PAGE_VIEW), toys_view({"anonymous_id": visitor}))
+    topics.produce(settings.input_topic(EventKind.PAGE_VIEW), toys_view({"email": email}))
+    topics.flush()
+    wait_until(lambda: worker.get("/profiles", anonymous_id=visitor).status_code == 200)
+    visitor_id = worker.get("/profiles", anonymous_id=visitor).json()["profile_id"]
+    seen = time.monotonic()
+
+    wait_until(
+        lambda: worker.get("/profiles", anonymous_id=visitor).status_code == 404, timeout=30
+    )
+    assert time.monotonic() - seen >= 3  # not before its retention ran out
+    assert worker.get(f"/profiles/{visitor_id}").status_code == 404
+    assert worker.get("/profiles", email=email).status_code == 200
+    expired = topics.wait_for(settings.privacy_events_topic, lambda seen: bool(seen))
+    assert [(e["type"], e["profile_hash"], e["anonymous"]) for e in expired] == [
+        ("expired", profile_hash(visitor_id), True)
+    ]
+    assert visitor not in str(expired)
+    metrics = worker.get("/metrics").text
+    assert sample_total(metrics, "cdp_expired_profiles_total", kind="anonymous") == 1
+    # The visitor coming back starts a new profile, with nothing of the old one.
+    topics.produce(settings.input_topic(EventKind.PAGE_VIEW), toys_view({"anonymous_id": visitor}))
+    topics.flush()
+    wait_until(lambda: worker.get("/profiles", anonymous_id=visitor).status_code == 200)
+    assert worker.get("/profiles", anonymous_id=visitor).json()["views"]["count"] == 1
+    topics.close()
