@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from streams.profiles.retention import profile_hash
 from streams.runtime.broker import EmbeddedBroker
 from streams.runtime.metrics import sample_total
 
-from .conftest import Topics, Worker, wait_until, worker_env
+from .conftest import Topics, Worker, local_http, run_cdp, wait_until, worker_env
 
 CONSENTED_SEGMENTS = """
 segments:
@@ -136,4 +137,55 @@ def test_an_anonymous_profile_expires_and_one_with_an_email_stays(
     topics.flush()
     wait_until(lambda: worker.get("/profiles", anonymous_id=visitor).status_code == 200)
     assert worker.get("/profiles", anonymous_id=visitor).json()["views"]["count"] == 1
+    topics.close()
+
+
+def test_an_export_holds_everything_about_a_merged_person_and_needs_the_token(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    token = uuid.uuid4().hex
+    worker = make_worker(worker_env(broker, tmp_path, CDP_API_TOKEN=token))
+    settings = worker.settings
+    topics = Topics(broker.bootstrap, settings, Codec(settings.schemas_dir))
+    device, email = uuid.uuid4().hex, f"{uuid.uuid4().hex[:8]}@example.com"
+    topics.produce(settings.input_topic(EventKind.PAGE_VIEW), toys_view({"anonymous_id": device}))
+    topics.flush()
+    wait_until(lambda: worker.get("/profiles", anonymous_id=device).status_code == 200)
+    anonymous_id = worker.get("/profiles", anonymous_id=device).json()["profile_id"]
+    # Signing up on that device: the anonymous profile is merged into the email's.
+    signup = event(
+        {"anonymous_id": device, "email": email},
+        newsletter="subscribed",
+        consent={"email_marketing": True},
+    )
+    topics.produce(settings.input_topic(EventKind.IDENTIFY), signup)
+    topics.flush()
+    merges = topics.wait_for(settings.identity_merges_topic, lambda seen: bool(seen))
+    assert [m["from_profile_id"] for m in merges] == [anonymous_id]
+    profile_id = worker.get("/profiles", email=email).json()["profile_id"]
+    assert profile_id != anonymous_id
+
+    path = f"/profiles/{profile_id}/export"
+    assert local_http().get(f"{worker.api}{path}").status_code == 401
+    # The merge's outputs are sent before the merged profile is written: read until it shows.
+    wait_until(lambda: worker.get(path).json()["merged_profiles"] == [anonymous_id])
+    wait_until(lambda: "welcome" in str(worker.get(path).json()["journeys"]["sent"]))
+    exported = worker.get(path).json()
+    assert exported["identifiers"]["anonymous_ids"] == [device]
+    assert exported["identifiers"]["emails"] == [email]
+    assert [c["event_id"] for c in exported["consent_history"]] == [signup["event_id"]]
+    assert "newsletter_subscriber" in exported["segments"]
+    assert exported["profile"]["views"]["count"] == 1  # the anonymous browsing came along
+    assert [j["journey"] for j in exported["journeys"]["journeys"]] == ["welcome"]
+    assert set(exported["held_elsewhere"]) == {"output_topics", "dead_letters", "table_changelogs"}
+
+    env = {**worker.env, "CDP_ADVERTISED_URL": worker.api}
+    done = run_cdp(env, "privacy", "export", f"anonymous_id:{device}")
+    assert done.returncode == 0, done.stderr
+    from_cli = json.loads(done.stdout)
+    assert from_cli["profile_id"] == profile_id
+    assert from_cli["identifiers"] == exported["identifiers"]
+    unknown = run_cdp(env, "privacy", "export", "email:nobody@example.com")
+    assert unknown.returncode == 1
+    assert "404" in unknown.stderr
     topics.close()
