@@ -14,8 +14,9 @@ from streams.events import EventKind
 from streams.profiles.retention import profile_hash
 from streams.runtime.broker import EmbeddedBroker
 from streams.runtime.metrics import sample_total
+from streams.runtime.processes import local_http
 
-from .conftest import Topics, Worker, local_http, run_cdp, wait_until, worker_env
+from .conftest import Topics, Worker, run_cdp, wait_until, worker_env
 
 CONSENTED_SEGMENTS = """
 segments:
