@@ -9,12 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Consumer, TopicPartition
+
 from streams.codec import Codec
 from streams.events import EventKind
 from streams.profiles.retention import profile_hash
 from streams.runtime.broker import EmbeddedBroker
 from streams.runtime.metrics import sample_total
 from streams.runtime.processes import local_http
+from streams.runtime.worker_topics import changelog_topic
+from streams.settings import Settings
 
 from .conftest import Topics, Worker, run_cdp, wait_until, worker_env
 
@@ -105,6 +109,22 @@ def test_a_revocation_stops_segment_and_journey_outputs_in_the_same_event(
     topics.close()
 
 
+def changelog_values(bootstrap: str, settings: Settings, table: str, key: str) -> list[Any]:
+    """Every value the table's changelog holds for ``key``, in order (None: a tombstone)."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "tests", "enable.auto.commit": False}
+    )
+    topic = changelog_topic(settings, table)
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
+    values = []
+    try:
+        while batch := consumer.consume(500, timeout=1.0):
+            values += [m.value() for m in batch if m.error() is None and m.key() == key.encode()]
+    finally:
+        consumer.close()
+    return values
+
+
 def test_an_anonymous_profile_expires_and_one_with_an_email_stays(
     broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
 ) -> None:
@@ -125,6 +145,11 @@ def test_an_anonymous_profile_expires_and_one_with_an_email_stays(
     )
     assert time.monotonic() - seen >= 3  # not before its retention ran out
     assert worker.get(f"/profiles/{visitor_id}").status_code == 404
+    # Removed from both tables' changelogs too, by a tombstone after the values.
+    for table, key in (("profiles", visitor_id), ("identities", f"anonymous_id:{visitor}")):
+        values = changelog_values(broker.bootstrap, settings, table, key)
+        assert values[0] is not None
+        assert values[-1] is None
     assert worker.get("/profiles", email=email).status_code == 200
     expired = topics.wait_for(settings.privacy_events_topic, lambda seen: bool(seen))
     assert [(e["type"], e["profile_hash"], e["anonymous"]) for e in expired] == [
