@@ -88,23 +88,27 @@ class RecheckTimer:
             if not self._settled():
                 continue
             self._follow_assignment()
-            now = now_ms()
-            work = [
-                *(
-                    self._prompt(self._schedule, partition, key, at, Recheck(at))
-                    for partition, key, at in self._schedule.pop_due(now)
-                ),
-                *(
-                    self._prompt(self._expiries, partition, key, at, Expire())
-                    for partition, key, at in self._expiries.pop_due(now)
-                ),
-            ]
-            if work:
+            # A batch at a time: a mass of profiles due at once (retention switched on over
+            # a large store) must not become one batch held in memory until it is written.
+            # A prompt run after a rebalance is offered back: due again in the next round.
+            while self._settled() and self._generation == self._runtime.app.consumer_generation_id:
+                work = self._due(now_ms(), self._runtime.settings.batch_max_messages)
+                if not work:
+                    break
                 await self._stage.run_unfetched(work)
             SEGMENT_RECHECKS_SCHEDULED.set(len(self._schedule))
             PROFILE_EXPIRIES_SCHEDULED.set(len(self._expiries))
             JOURNEY_TIMERS_PENDING.set(len(self._journey_timers))
             SEGMENT_RECHECK_PARTITIONS_UNREAD.set(len(self._held - self._scanned))
+
+    def _due(self, now: int, limit: int) -> list[Callable[[], None]]:
+        """Up to ``limit`` due rechecks, then expiries, as work for the stage."""
+        rechecks = self._schedule.pop_due(now, limit)
+        expiries = self._expiries.pop_due(now, limit - len(rechecks))
+        return [
+            *(self._prompt(self._schedule, p, key, at, Recheck(at)) for p, key, at in rechecks),
+            *(self._prompt(self._expiries, p, key, at, Expire()) for p, key, at in expiries),
+        ]
 
     def _settled(self) -> bool:
         """Whether the partitions held are stable and their tables recovered."""
