@@ -85,11 +85,19 @@ def _state_consent(p: Profile, statements: list[ConsentChange]) -> None:
     given = {
         s.purpose: Consent(s.granted, s.at)
         for s in statements
-        if _newer((s.at, s.granted), p.consent.get(s.purpose))
+        if newer_consent(Consent(s.granted, s.at), p.consent.get(s.purpose))
     }
     if given:
         p.consent = {**p.consent, **given}
     p.consent_history = consent_history(p.consent_history, statements)
+
+
+def newer_consent(statement: Consent, current: Consent | None) -> bool:
+    """Latest wins; on equal times the revocation wins: a person who withdrew consent at
+    the moment it was given has not given it."""
+    if current is None:
+        return True
+    return (statement.at, not statement.granted) > (current.at, not current.granted)
 
 
 def consent_history(

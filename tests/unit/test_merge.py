@@ -236,7 +236,7 @@ def test_latest_statement_wins_and_ties_break_like_the_reducer() -> None:
     for merged in (merge(a, b), merge(b, a)):
         assert merged.traits == {"language": Stamped("nl", T0 + 9), "name": Stamped("Anna", T0)}
         assert merged.consent == {
-            "ads": Consent(True, T0 + 5),
+            "ads": Consent(False, T0 + 5),  # at equal times the revocation wins
             "email_marketing": Consent(True, T0),
         }
         assert (merged.newsletter, merged.newsletter_at) == ("unsubscribed", T0 + 1)

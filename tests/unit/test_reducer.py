@@ -461,3 +461,10 @@ def test_the_consent_history_keeps_the_newest_statements_within_its_bound() -> N
     assert p.consent_history[0].at == T0 + 7
     assert p.consent_history[-1].at == T0 + CONSENT_HISTORY_LIMIT + 6
     assert fold(list(reversed(statements))).consent_history == p.consent_history
+
+
+def test_a_revocation_at_the_moment_of_a_grant_wins_in_any_order() -> None:
+    grant = identify(consent={"ads": True}, at=T0)
+    revoke = identify(consent={"ads": False}, at=T0)
+    assert not fold([grant, revoke]).consented("ads")
+    assert not fold([revoke, grant]).consented("ads")

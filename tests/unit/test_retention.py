@@ -16,7 +16,7 @@ from streams.profiles.retention import (
     profile_hash,
     stored_expires_at,
 )
-from streams.steps.messages import Out, PrivacyEvent, Send
+from streams.steps.messages import Forget, Out, PrivacyEvent, Send, decode, encode
 from streams.steps.profile import Expire
 from tests.unit.test_identity_protocol import NOW, PARTITIONS, RULES, Cluster, Person
 from tests.unit.test_reducer import T0, fold, identify, page_view
@@ -108,3 +108,8 @@ def test_a_profile_seen_again_before_its_expiry_is_kept() -> None:
     expire(cluster, profile.profile_id)  # a prompt that came too early, or a stale one
     assert cluster.live_profiles() == [profile]
     assert not cluster.sent(Out.PRIVACY_EVENTS)
+
+
+def test_a_forget_crosses_the_internal_topic_unchanged() -> None:
+    forget = Forget("p_0123456789abcdef01234567")
+    assert decode(*encode(forget)) == forget
