@@ -182,7 +182,10 @@ class Settings(BaseSettings):
     recheck_interval_seconds: float = Field(
         default=1.0,
         gt=0,
-        description="How often due segment rechecks and journey steps run: how late one may be.",
+        description=(
+            "How often due segment rechecks and journey steps run; a step runs about two"
+            " rounds after its time (once the input before it is applied)."
+        ),
     )
     broker_probe_interval_seconds: float = Field(
         default=2.0, gt=0, description="How often readiness checks that the broker answers."

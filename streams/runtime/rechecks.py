@@ -11,6 +11,10 @@ take the path an event's take. A crash before a recheck's profile is written lea
 stored recheck time as it was: the next worker to hold the partition reads it and runs the
 recheck again, with the same outputs (:func:`streams.steps.process.recheck`).
 
+A profile's time comes only once the worker has applied its inputs up to that time
+(:mod:`streams.runtime.applied_inputs`): after a restart, an order produced before a
+reminder's due time stops the reminder even though it is read after that time.
+
 A profile's time is its :attr:`~streams.profiles.model.Profile.wake_at`: the earlier of its
 segment recheck and its next due journey step, so journey waits are durable timers kept in
 the profile table (and its changelog) of their partition, whoever holds it next.
@@ -29,9 +33,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from faust.types import TP
+
 from streams.events import now_ms
 from streams.profiles.model import stored_dict, stored_wake
 from streams.profiles.retention import stored_expires_at
+from streams.runtime.applied_inputs import AppliedInputs
+from streams.runtime.lag import EndOffsets
 from streams.runtime.metrics import (
     JOURNEY_TIMERS_PENDING,
     PROFILE_EXPIRIES_SCHEDULED,
@@ -78,6 +86,10 @@ class RecheckTimer:
         self._scanned: set[int] = set()
         """Held partitions whose table was read to the end since they were assigned."""
         self._scans: set[asyncio.Task[None]] = set()
+        self._applied = AppliedInputs[TP]()
+        self._end_offsets = EndOffsets(
+            runtime.app, timeout_s=runtime.settings.broker_probe_timeout_seconds
+        )
 
     async def run(self) -> None:
         """Run due rechecks and expiries for as long as the worker runs (every profile may
@@ -88,11 +100,13 @@ class RecheckTimer:
             if not self._settled():
                 continue
             self._follow_assignment()
+            # Expiries wait for the input too: an event read late may keep a profile.
+            until = await self._inputs_applied_until()
             # A batch at a time: a mass of profiles due at once (retention switched on over
             # a large store) must not become one batch held in memory until it is written.
             # A prompt run after a rebalance is offered back: due again in the next round.
             while self._settled() and self._generation == self._runtime.app.consumer_generation_id:
-                work = self._due(now_ms(), self._runtime.settings.batch_max_messages)
+                work = self._due(until, self._runtime.settings.batch_max_messages)
                 if not work:
                     break
                 await self._stage.run_unfetched(work)
@@ -119,11 +133,32 @@ class RecheckTimer:
             and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
         )
 
+    async def _inputs_applied_until(self) -> int:
+        """The instant up to which every input partition held is applied (see
+        :mod:`streams.runtime.applied_inputs`); one snapshot of their ends is asked at a time."""
+        now = now_ms()
+        held = self._end_offsets.held()
+        consumer: Any = self._runtime.app.consumer  # Faust's own record of its commits
+        committed = consumer._committed_offset
+        finished = self._stage.applied_offsets
+        applied = {
+            # A committed offset is the next one to read: the one before it is applied.
+            tp: max(finished.get(tp, -1), (committed.get(tp) or 0) - 1)
+            for tp in held
+        }
+        until = self._applied.update(now, applied)
+        if self._applied.wants_snapshot():
+            ends = await self._end_offsets.ask(held)
+            if ends is not None:
+                self._applied.snapshot(now, ends)
+        return until
+
     def _follow_assignment(self) -> None:
         app = self._runtime.app
         if self._generation == app.consumer_generation_id:
             return
         self._generation = app.consumer_generation_id
+        self._applied.reset()
         self._held = self._held_partitions(Out.PROFILE)
         self._schedule.keep(self._held)
         self._journey_timers.keep(self._held)

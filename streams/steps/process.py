@@ -142,7 +142,9 @@ def process(
     previous = rules.blank(now_ms) if profile is None else None
     if event_fingerprint(event.event_id) in before.recent_event_ids:
         return Outcome(profile=before, duplicate=True)
-    before, rechecks = _rechecked(before, rules, now_ms)
+    # Steps due after the event happened wait for it: an order placed before a reminder's
+    # due time stops the reminder, even when the order is read after that time.
+    before, rechecks = _rechecked(before, rules, min(now_ms, event.occurred_at))
     admission = admit(before, event.identity, rules.caps, owned)
     if admission.identity is not event.identity:
         event = dataclasses.replace(event, identity=admission.identity)

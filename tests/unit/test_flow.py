@@ -123,6 +123,23 @@ def test_an_order_during_the_wait_exits_at_once_and_nothing_is_sent() -> None:
     assert (state.position, state.due_at) == (None, None)
 
 
+def test_an_order_read_after_the_due_time_but_placed_before_it_stops_the_reminder() -> None:
+    """A worker down at the reminder's due time reads the order only after it: the order
+    goes first, since it happened first, and the due step finds the journey exited."""
+    sim = simulate(SHIPPED, [signup(), cart(START)], until=START + H - 1)
+    waiting = sim.profiles[PID]
+    assert waiting.journey_due_at == START + H
+    order = placed(START + 30 * 60_000)
+    read_late, read_later = (
+        process(waiting, PID, order, SHIPPED, now_ms=now) for now in (START + 2 * H, START + D)
+    )
+    assert read_late == read_later  # the same whenever it is read
+    cart_events = [e for e in read_late.journey_events if e.journey == "abandoned_cart"]
+    assert [(e.kind, e.reason) for e in cart_events] == [("exited", "goal")]
+    assert [t.journey for t in read_late.triggers] == ["post_purchase"]
+    assert read_late.profile.journey_due_at != START + H
+
+
 @pytest.mark.parametrize(
     "revoke",
     [

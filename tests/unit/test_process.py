@@ -339,14 +339,18 @@ def test_rechecks_in_between_or_not_the_outputs_are_the_same(
     timed: list[tuple[Event, int]],
 ) -> None:
     """A worker that runs every recheck on time and one that runs none (every event catches
-    up) emit the same changes and triggers and end with the same profile."""
+    up) emit the same changes and triggers and end with the same profile. On time: once the
+    input before it is applied, so an event read late still goes before the rechecks that came
+    due after it happened."""
     signup = identify(None, "subscribed", {"email_marketing": True}, email="a@b.c", at=T0)
     start = process(None, "p-1", signup, RULES, T0).profile
     lazy, eager = start, start
     lazy_outcomes: list[Outcome] = []
     eager_outcomes: list[Outcome] = []
     for event, handled_at in timed:
-        while (at := eager.segment_recheck_at) is not None and at <= handled_at:
+        while (at := eager.segment_recheck_at) is not None and at <= min(
+            handled_at, event.occurred_at
+        ):
             outcome = recheck(eager, at, RULES)
             eager_outcomes.append(outcome)
             eager = outcome.profile
