@@ -68,7 +68,8 @@ class RecheckSchedule:
         return due
 
     def __len__(self) -> int:
-        """How many profiles have a recheck to come."""
+        """How many profiles have a recheck to come (so an empty schedule is falsy: pass
+        one on with ``is None`` checks, never ``or``)."""
         return sum(len(current) for current in self._at.values())
 
     def _push(self, partition: int, at: int, profile_id: str) -> None:

@@ -75,12 +75,12 @@ class RecheckTimer:
     ) -> None:
         self._runtime = runtime
         self._schedule = schedule
-        self._expiries = expiries or RecheckSchedule()
+        self._expiries = RecheckSchedule() if expiries is None else expiries
         self._stage = stage
         self._run_in_place = run_in_place
         self._held_partitions = held_partitions
         # Counted only (the profile's wake time in `schedule` runs them).
-        self._journey_timers = journey_timers or RecheckSchedule()
+        self._journey_timers = RecheckSchedule() if journey_timers is None else journey_timers
         self._generation: int | None = None
         self._held: frozenset[int] = frozenset()
         self._scanned: set[int] = set()

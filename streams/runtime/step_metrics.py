@@ -53,8 +53,8 @@ class StepMetrics:
         self._settings = settings
         self._rechecks = rechecks
         # Only counted (the gauge): the profile's wake time in `rechecks` runs them.
-        self._journey_timers = journey_timers or RecheckSchedule()
-        self._expiries = expiries or RecheckSchedule()
+        self._journey_timers = RecheckSchedule() if journey_timers is None else journey_timers
+        self._expiries = RecheckSchedule() if expiries is None else expiries
         self._retention = retention
 
     def identity_stepped(self, send: Send, step: IdentityStep, partition: int) -> None:
