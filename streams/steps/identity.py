@@ -44,7 +44,7 @@ def identity_step(
         return _claim(owner, key, message)
     if isinstance(message, Forget):
         # Claimed by another profile since: not the erased one's any more.
-        return IdentityStep(erase=owner is not None and owner.profile_id == message.profile_id)
+        return IdentityStep(erase=owner is not None and owner.profile_id in message.profile_ids)
     if not isinstance(message, Repoint):
         raise ValueError(f"a {message.command} command does not belong on the identity topic")
     if owner is not None and owner.profile_id in message.from_profile_ids:

@@ -14,6 +14,7 @@ hand-over   profile, C        K, owned by C, was claimed by stronger P: merge in
 absorb      profile, P        C's whole state, to merge into P (then P re-points C's keys)
 release     profile, P        the table refused K to P: give it up
 forget      identity, key K   profile P is erased: K, if still P's, is nobody's now
+forget      profile, C        P is erased: C's forward to P (or along its merges) goes
 =========== ================= ======================================================
 """
 
@@ -148,12 +149,14 @@ class Release(_Message):
 
 @dataclass(frozen=True)
 class Forget(_Message):
-    profile_id: str  # the erased profile
+    # The erased profile and every profile merged into it: an identifier or a forward may
+    # still point to any of them (re-points race along a chain of merges).
+    profile_ids: tuple[str, ...]
     command = Command.FORGET
 
     @classmethod
     def _from_dict(cls, raw: dict[str, Any]) -> Self:
-        return cls(raw["profile_id"])
+        return cls(tuple(raw["profile_ids"]))
 
 
 #: A command by its header value.

@@ -79,7 +79,11 @@ def profile_step(
         return _recheck(stored, message, rules)
     if isinstance(message, Expire):
         return expire_profile(stored, rules, now_ms)
-    if isinstance(message, Claim | Repoint | Forget):
+    if isinstance(message, Forget):
+        # A forward left by a merge into the erased profile; anything else stays.
+        gone = isinstance(stored, Forward) and stored.into in message.profile_ids
+        return ProfileStep(erase=gone)
+    if isinstance(message, Claim | Repoint):
         raise ValueError(f"a {message.command} command does not belong on the profile topic")
     if isinstance(message, HandOver):
         return _hand_over(stored, key, message, rules)
@@ -138,9 +142,9 @@ def expire_profile(stored: Stored, rules: process.Rules, now_ms: int) -> Profile
     audiences drop it) and a privacy event naming no one. Anything else: nothing.
 
     The minimal erasure: the profile (its journey state and timers, dedup fingerprints and
-    consent live in it) and its identifiers. Forwards that merged profiles left pointing at
-    it stay (they hold no identifier; a lookup through one finds nothing). This must share
-    the erasure path of privacy requests once that lands, so both remove the same things.
+    consent live in it), its identifiers, and the forwards of the profiles merged into it as
+    far as its remembered merges reach (``CDP_RECENT_EVENT_IDS``). This must share the
+    erasure path of privacy requests once that lands, so both remove the same things.
     """
     if not isinstance(stored, Profile):
         return ProfileStep()
@@ -149,12 +153,14 @@ def expire_profile(stored: Stored, rules: process.Rules, now_ms: int) -> Profile
         return ProfileStep()  # seen again since it was scheduled, or a stale prompt
     key = stored.profile_id
     exits = process.hand_over(stored, f"{EXPIRED_CAUSE_PREFIX}{due}", due)
-    forget = Forget(key)
+    merged = merged_into(stored)
+    forget = Forget((key, *merged))
     expired = PrivacyEvent("expired", profile_hash(key), due, anonymous(stored))
     return ProfileStep(
         sends=(
             *(Send(Out.SEGMENT_CHANGES, key, change) for change in exits),
             *(Send(Out.IDENTITY, identifier, forget) for identifier in stored.identifier_keys()),
+            *(Send(Out.PROFILE, forwarded, forget) for forwarded in merged),
             Send(Out.PRIVACY_EVENTS, key, expired),
         ),
         erase=True,

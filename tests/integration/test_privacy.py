@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +96,9 @@ def test_a_revocation_stops_segment_and_journey_outputs_in_the_same_event(
     profile = worker.get("/profiles", email=email).json()
     assert profile["segments"] == []
     assert profile["consent"]["email_marketing"]["granted"] is False
-    assert [(c["purpose"], c["granted"], c["source"], c["event_id"]) for c in profile[
-        "consent_history"
-    ]] == [
+    assert [
+        (c["purpose"], c["granted"], c["source"], c["event_id"]) for c in profile["consent_history"]
+    ] == [
         ("email_marketing", True, "identify", signup["event_id"]),
         ("email_marketing", False, "email.unsubscribed", unsubscribe["event_id"]),
     ]
@@ -125,6 +126,11 @@ def changelog_values(bootstrap: str, settings: Settings, table: str, key: str) -
     return values
 
 
+def tombstoned(bootstrap: str, settings: Settings, table: str, key: str) -> bool:
+    """Whether the last record of ``key`` in the table's changelog is a tombstone."""
+    return changelog_values(bootstrap, settings, table, key)[-1:] == [None]
+
+
 def test_an_anonymous_profile_expires_and_one_with_an_email_stays(
     broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
 ) -> None:
@@ -140,9 +146,7 @@ def test_an_anonymous_profile_expires_and_one_with_an_email_stays(
     visitor_id = worker.get("/profiles", anonymous_id=visitor).json()["profile_id"]
     seen = time.monotonic()
 
-    wait_until(
-        lambda: worker.get("/profiles", anonymous_id=visitor).status_code == 404, timeout=30
-    )
+    wait_until(lambda: worker.get("/profiles", anonymous_id=visitor).status_code == 404, timeout=30)
     assert time.monotonic() - seen >= 3  # not before its retention ran out
     assert worker.get(f"/profiles/{visitor_id}").status_code == 404
     # Removed from both tables' changelogs too, by a tombstone after the values.
@@ -214,4 +218,43 @@ def test_an_export_holds_everything_about_a_merged_person_and_needs_the_token(
     unknown = run_cdp(env, "privacy", "export", "email:nobody@example.com")
     assert unknown.returncode == 1
     assert "404" in unknown.stderr
+    topics.close()
+
+
+def test_a_known_profile_expires_with_its_identifiers_and_the_forward_of_its_merge(
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    env = worker_env(broker, tmp_path, CDP_ANONYMOUS_RETENTION="1h", CDP_PROFILE_RETENTION="4s")
+    worker = make_worker(env)
+    settings = worker.settings
+    topics = Topics(broker.bootstrap, settings, Codec(settings.schemas_dir))
+    device, email = uuid.uuid4().hex, f"{uuid.uuid4().hex[:8]}@example.com"
+    topics.produce(settings.input_topic(EventKind.PAGE_VIEW), toys_view({"anonymous_id": device}))
+    topics.flush()
+    wait_until(lambda: worker.get("/profiles", anonymous_id=device).status_code == 200)
+    anonymous_id = worker.get("/profiles", anonymous_id=device).json()["profile_id"]
+    signup = event({"anonymous_id": device, "email": email}, newsletter="subscribed")
+    topics.produce(settings.input_topic(EventKind.IDENTIFY), signup)
+    topics.flush()
+    topics.wait_for(settings.identity_merges_topic, lambda seen: bool(seen))
+    wait_until(lambda: worker.get("/profiles", email=email).status_code == 200)
+    profile_id = worker.get("/profiles", email=email).json()["profile_id"]
+
+    wait_until(lambda: worker.get("/profiles", email=email).status_code == 404, timeout=30)
+    assert worker.get("/profiles", anonymous_id=device).status_code == 404
+    for gone in (profile_id, anonymous_id):  # the profile, and the forward its merge left
+        assert worker.get(f"/profiles/{gone}").status_code == 404
+    for table, key in (
+        ("profiles", profile_id),
+        ("profiles", anonymous_id),
+        ("identities", f"email:{email}"),
+        ("identities", f"anonymous_id:{device}"),
+    ):
+        wait_until(partial(tombstoned, broker.bootstrap, settings, table, key))
+    expired = topics.wait_for(settings.privacy_events_topic, lambda seen: bool(seen))
+    assert [(e["profile_hash"], e["anonymous"]) for e in expired] == [
+        (profile_hash(profile_id), False)
+    ]
+    metrics = worker.get("/metrics").text
+    assert sample_total(metrics, "cdp_expired_profiles_total", kind="known") == 1
     topics.close()

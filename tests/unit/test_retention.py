@@ -8,7 +8,7 @@ import orjson
 
 from streams.events import IdentifierKind, identifier_key
 from streams.identity.resolver import profile_id_for
-from streams.profiles.model import Profile
+from streams.profiles.model import Forward, Profile
 from streams.profiles.retention import (
     Retention,
     anonymous,
@@ -90,8 +90,10 @@ def test_a_known_profile_expires_with_every_identifier_when_profile_retention_is
     for event in person.events(views=1):
         cluster.produce(event)
     cluster.run()
+    assert any(isinstance(v, Forward) for v in cluster.profiles.values.values())  # merges
     expire(cluster, person.profile_id)
     assert not cluster.live_profiles()
+    assert not cluster.profiles.values  # the forwards the merges left went with it
     assert not any(key.encode() in cluster.identities.values for key in person.keys)
     [expired] = [s.message for s in cluster.sent(Out.PRIVACY_EVENTS)]
     assert not expired.anonymous
@@ -111,5 +113,5 @@ def test_a_profile_seen_again_before_its_expiry_is_kept() -> None:
 
 
 def test_a_forget_crosses_the_internal_topic_unchanged() -> None:
-    forget = Forget("p_0123456789abcdef01234567")
+    forget = Forget(("p_0123456789abcdef01234567", "p_76543210fedcba9876543210"))
     assert decode(*encode(forget)) == forget
