@@ -26,7 +26,7 @@ from streams.events import Event
 from streams.identity.resolver import Owner, routing_key
 from streams.partitioning import key_partition
 from streams.profiles.model import Forward, Profile, dump_stored, load_stored
-from streams.runtime.pending import PendingWrites
+from streams.runtime.pending import PendingWrites, Put
 from streams.settings import Settings
 from streams.steps.engine import Engine
 from streams.steps.in_place import InPlace
@@ -152,9 +152,12 @@ def _reader(values: dict[bytes, bytes]) -> Callable[[bytes, int], bytes | None]:
     return lambda key, partition: values.get(key)
 
 
-def _writer(values: dict[bytes, bytes]) -> Callable[[bytes, bytes, int], None]:
-    def put(key: bytes, value: bytes, partition: int) -> None:
-        values[key] = value
+def _writer(values: dict[bytes, bytes]) -> Put:
+    def put(key: bytes, value: bytes | None, partition: int) -> None:
+        if value is None:
+            values.pop(key, None)
+        else:
+            values[key] = value
 
     return put
 

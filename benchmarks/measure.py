@@ -7,7 +7,7 @@ import asyncio
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
@@ -257,22 +257,30 @@ def write_profile_changelog(
     Each is a real stored profile (``templates``: key and value from a worker's changelog)
     under a new profile id.
     """
-    # Each key in the partition its hash gives, as the worker's sender places it: lookups
-    # read it only there.
+
+    def records() -> Iterator[tuple[bytes, bytes]]:
+        for n in range(profiles):
+            template_id, template = templates[n % len(templates)]
+            profile_id = b"p_%024d" % n
+            yield profile_id, template.replace(template_id, profile_id)
+
+    write_records(bootstrap, topic, records())
+
+
+def write_records(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+    """``records`` (key, value) into a table's changelog, each key in the partition its hash
+    gives, as the worker's sender places it: the worker reads it only there."""
     producer = Producer(
         {"bootstrap.servers": bootstrap, "linger.ms": 20, "partitioner": LIBRDKAFKA_PARTITIONER}
     )
-    for n in range(profiles):
-        template_id, template = templates[n % len(templates)]
-        profile_id = b"p_%024d" % n
-        value = template.replace(template_id, profile_id)
+    for n, (key, value) in enumerate(records):
         while True:
             try:
-                producer.produce(topic, key=profile_id, value=value)
+                producer.produce(topic, key=key, value=value)
                 break
             except BufferError:
                 producer.poll(0.1)
         if n % 10_000 == 0:
             producer.poll(0)
     if producer.flush(120):
-        raise RuntimeError("profile changelog not delivered")
+        raise RuntimeError(f"{topic} not delivered")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -280,23 +280,24 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-@cli.command()
-def profile(
-    identifier: Annotated[
-        str,
-        typer.Argument(
-            help="A profile id (p_…), an email, or kind:value (user_id:42, anonymous_id:abc)."
-        ),
-    ],
-    api: Annotated[str | None, typer.Option(help="Worker API base URL.")] = None,
-) -> None:
-    """Print a profile, looked up through a worker's API (with CDP_API_TOKEN when set)."""
-    import httpx  # here, not at the top: a worker starts sooner without it
+IdentifierArgument = Annotated[
+    str,
+    typer.Argument(
+        help="A profile id (p_…), an email, or kind:value (user_id:42, anonymous_id:abc)."
+    ),
+]
+ApiOption = Annotated[str | None, typer.Option(help="Worker API base URL.")]
 
-    settings = get_settings()
-    base = (api or settings.api_url).rstrip("/")
-    token = settings.api_token
-    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+
+@cli.command()
+def profile(identifier: IdentifierArgument, api: ApiOption = None) -> None:
+    """Print a profile, looked up through a worker's API (with CDP_API_TOKEN when set)."""
+    path, params = identifier_lookup(identifier)
+    console.print_json(data=api_get(api, path, params))
+
+
+def identifier_lookup(identifier: str) -> tuple[str, dict[str, str]]:
+    """:func:`profile_lookup`, or exit 2 saying what an identifier may look like."""
     lookup = profile_lookup(identifier)
     if lookup is None:
         sys.stderr.write(
@@ -304,10 +305,20 @@ def profile(
             f"(user_id:{identifier}, anonymous_id:{identifier}, email:…) or a profile id p_…\n"
         )
         raise typer.Exit(2)
-    path, params = lookup
-    url = f"{base}{path}"
+    return lookup
+
+
+def api_get(api: str | None, path: str, params: dict[str, str]) -> Any:
+    """The JSON a worker's API answers to a GET (with CDP_API_TOKEN when set); anything but
+    200 is reported and exits."""
+    import httpx  # here, not at the top: a worker starts sooner without it
+
+    settings = get_settings()
+    base = (api or settings.api_url).rstrip("/")
+    token = settings.api_token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
     try:
-        response = httpx.get(url, params=params, headers=headers, timeout=5)
+        response = httpx.get(f"{base}{path}", params=params, headers=headers, timeout=5)
     except httpx.HTTPError as exc:
         err.print(f"[red]cannot reach the worker API at {base}: {exc}[/]")
         raise typer.Exit(2) from exc
@@ -316,7 +327,7 @@ def profile(
             f"[red]{response.status_code}: {response.json().get('message', response.text)}[/]"
         )
         raise typer.Exit(1)
-    console.print_json(data=response.json())
+    return response.json()
 
 
 def profile_lookup(identifier: str) -> tuple[str, dict[str, str]] | None:
@@ -369,6 +380,19 @@ def demo(
         options = DemoOptions(duration, rate, shoppers, weights)
         code = run_demo(settings, bootstrap, options, console)
     raise typer.Exit(code)
+
+
+privacy = typer.Typer(help="Serve the rights of the people profiled.", no_args_is_help=True)
+cli.add_typer(privacy, name="privacy")
+
+
+@privacy.command("export")
+def privacy_export(identifier: IdentifierArgument, api: ApiOption = None) -> None:
+    """Print everything held about a person as one JSON document (the access right)."""
+    path, params = identifier_lookup(identifier)
+    profile_id = identifier if not params else api_get(api, path, params)["profile_id"]
+    sys.stdout.write(json.dumps(api_get(api, f"/profiles/{profile_id}/export", {}), indent=2))
+    sys.stdout.write("\n")
 
 
 dead_letters = typer.Typer(

@@ -149,6 +149,21 @@ class Settings(BaseSettings):
         description="Changelog segments roll after this long (segment.ms); the active segment "
         "is never compacted, so it is at most the compaction bound.",
     )
+    anonymous_retention: Duration = Field(
+        default=parse_duration("90d"),
+        description="A profile with no user id and no email is erased this long after its "
+        "latest event (event time).",
+    )
+    profile_retention: Duration | None = Field(
+        default=None,
+        description="Known profiles are erased this long after their latest event; unset: "
+        "kept.",
+    )
+    dead_letter_retention: Duration = Field(
+        default=parse_duration("14d"),
+        description="How long the dead-letter topic keeps a record (retention.ms, set when "
+        "the topic is created): the bound for a person's raw bytes there.",
+    )
     app_id: str = "cdp-streams"
     data_dir: Path = Path(".cdp-data")
     web_host: str = "127.0.0.1"
@@ -417,6 +432,10 @@ class Settings(BaseSettings):
         return self.topic("identity-merges")
 
     @property
+    def privacy_events_topic(self) -> str:
+        return self.topic("privacy-events")
+
+    @property
     def output_records(self) -> dict[str, str]:
         """Output topic -> the Avro record (``schemas/<name>.avsc``) its values carry."""
         return {
@@ -425,6 +444,7 @@ class Settings(BaseSettings):
             self.journey_events_topic: "JourneyEvent",
             self.dead_letter_topic: "DeadLetter",
             self.identity_merges_topic: "IdentityMerge",
+            self.privacy_events_topic: "PrivacyEvent",
         }
 
     @property

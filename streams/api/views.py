@@ -20,6 +20,7 @@ from prometheus_client import generate_latest
 
 from streams.api.cors import cors_middleware
 from streams.api.decisions import newsletter_popup
+from streams.api.export import export_document
 from streams.api.lookups import FORWARDED_HEADER, Lookups, NotReadyError
 from streams.codec import MAX_IDENTIFIER_CHARS
 from streams.events import IdentifierKind, identifier_key, now_ms
@@ -168,6 +169,18 @@ class ProfileJourneys(CdpView):
         return self.json({"profile_id": profile_id, **summary(book, self.api.flows)})
 
 
+class ProfileExport(CdpView):
+    """Everything held about the person, as one document (the access right)."""
+
+    endpoint = "profile_export"
+
+    async def get(self, request: Request, profile_id: str) -> Response:
+        profile = await self.profile_named(request, profile_id)
+        if profile is None:
+            return self.not_found(f"no profile {profile_id}")
+        return self.json(export_document(profile, self.api.flows, now_ms()))
+
+
 class ProfileByIdentifier(CdpView):
     endpoint = "profile_by_identifier"
 
@@ -236,6 +249,7 @@ class Metrics(CdpView):
 ROUTES: dict[str, type[CdpView]] = {
     "/profiles/{profile_id}": ProfileById,
     "/profiles/{profile_id}/journeys": ProfileJourneys,
+    "/profiles/{profile_id}/export": ProfileExport,
     "/profiles": ProfileByIdentifier,
     "/identities/{key}": IdentityOwner,
     "/decisions/newsletter-popup": NewsletterPopup,

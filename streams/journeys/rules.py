@@ -50,12 +50,13 @@ def ineligibility(journey: JourneyDefinition, profile: Profile) -> str | None:
     """Why ``profile`` may not receive ``journey``'s mail, or None when it may."""
     if profile.email is None:
         return "no_email"
+    # Before consent: a complaint revokes the email-marketing consent too, and is the reason.
+    if profile.email_counts["bounced"] or profile.email_counts["complained"]:
+        return "bounced_or_complained"
     if not profile.consented(journey.consent):
         return "no_consent"
     if profile.newsletter != "subscribed":
         return "not_subscribed"
-    if profile.email_counts["bounced"] or profile.email_counts["complained"]:
-        return "bounced_or_complained"
     return None
 
 

@@ -10,7 +10,8 @@ had every event of both profiles arrived at one profile:
   category counts stay bounded to the top :data:`~streams.profiles.model.CATEGORIES_LIMIT`;
 - first/last timestamps are the min/max of both (``None`` means "never");
 - statements (traits, consent, newsletter) keep the latest per key, ties broken exactly as
-  the reducer breaks them (its ``_newer``), so ``merge`` commutes on them;
+  the reducer breaks them (its ``_newer``, ``newer_consent``), so ``merge`` commutes on
+  them; the consent histories are one sorted union, bounded as the reducer bounds it;
 - bounded lists are unions within the model's limits (identifiers: within the caps, a
   safety net: :mod:`streams.identity.identifiers` refuses merges that would exceed them);
   identities and purchased products
@@ -58,6 +59,7 @@ from streams.profiles.model import (
     PURCHASED_PRODUCTS_LIMIT,
     RECENT_EVENT_IDS_DEFAULT,
     REFUSED_IDENTIFIERS_LIMIT,
+    Consent,
     EventCount,
     Profile,
     bounded_stays,
@@ -71,6 +73,8 @@ from streams.profiles.reducer import (
     _newer,
     _seen_product,
     bounded_events,
+    consent_history,
+    newer_consent,
 )
 
 _S = TypeVar("_S", bound=tuple[Any, int])
@@ -84,6 +88,7 @@ MERGED_FIELDS: frozenset[str] = frozenset(
         "emails",
         "traits",
         "consent",
+        "consent_history",
         "newsletter",
         "newsletter_at",
         "first_seen",
@@ -152,7 +157,8 @@ def merge(
     p.last_click_at = _max(into.last_click_at, other.last_click_at)
 
     p.traits = _latest_statements(into.traits, other.traits)
-    p.consent = _latest_statements(into.consent, other.consent)
+    p.consent = _latest_consent(into.consent, other.consent)
+    p.consent_history = consent_history(into.consent_history, other.consent_history)
     if other.newsletter_at is not None:
         current = None if into.newsletter_at is None else (into.newsletter, into.newsletter_at)
         if _newer((other.newsletter_at, other.newsletter), current):
@@ -271,6 +277,15 @@ def _latest_statements(a: Mapping[str, _S], b: Mapping[str, _S]) -> dict[str, _S
         value, at = statement
         if _newer((at, value), merged.get(key)):
             merged[key] = statement
+    return merged
+
+
+def _latest_consent(a: Mapping[str, Consent], b: Mapping[str, Consent]) -> dict[str, Consent]:
+    """Per purpose the newer statement, ties as the reducer breaks them (revocation wins)."""
+    merged = dict(a)
+    for purpose, statement in b.items():
+        if newer_consent(statement, merged.get(purpose)):
+            merged[purpose] = statement
     return merged
 
 

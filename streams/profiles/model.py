@@ -25,7 +25,8 @@ from streams.events import IdentifierKind, identifier_key
 # 2: events are remembered by fingerprint (event_fingerprint), not by their full id.
 # 3: segment_recheck_at; segments stored before it are evaluated in full at the next change.
 # 4: events (custom events by name); profiles stored before it have none.
-SCHEMA_VERSION = 4
+# 5: consent_history; profiles stored before it have none.
+SCHEMA_VERSION = 5
 MERGE_MARKER_PREFIX = "merge:"
 
 RECENT_PRODUCTS_LIMIT = 20
@@ -39,6 +40,11 @@ REFUSED_IDENTIFIERS_LIMIT = 64
 EVENT_NAMES_LIMIT = 50
 # Booked stays kept per profile (current and upcoming; past ones are dropped).
 STAYS_LIMIT = 8
+# Consent statements kept as proof, the newest by event time: a person who toggles a purpose
+# daily still shows the last months of it, and a profile cannot grow without bound.
+CONSENT_HISTORY_LIMIT = 50
+# The purpose an email unsubscribe or complaint revokes: the one the shipped journeys need.
+EMAIL_MARKETING = "email_marketing"
 
 EMAIL_ACTIONS = ("delivered", "opened", "clicked", "bounced", "unsubscribed", "complained")
 
@@ -53,6 +59,27 @@ class Stamped(NamedTuple):
 class Consent(NamedTuple):
     granted: bool
     at: int
+
+
+class ConsentChange(NamedTuple):
+    """One consent statement, kept for proof: when, which purpose, given or revoked, and the
+    event that said so. Fields in sort order: a history is sorted by event time, and the
+    rest makes the order unique whatever order the statements arrived in."""
+
+    at: int
+    purpose: str
+    granted: bool
+    source: str  # "identify", "email.unsubscribed", "email.complained"
+    event_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "purpose": self.purpose,
+            "granted": self.granted,
+            "source": self.source,
+            "event_id": self.event_id,
+        }
 
 
 class EventCount(NamedTuple):
@@ -114,6 +141,8 @@ class Profile:
     emails: tuple[str, ...] = ()
     traits: dict[str, Stamped] = field(default_factory=dict)
     consent: dict[str, Consent] = field(default_factory=dict)
+    # Every consent statement (the newest CONSENT_HISTORY_LIMIT), oldest first.
+    consent_history: tuple[ConsentChange, ...] = ()
     newsletter: str | None = None
     newsletter_at: int | None = None
     first_seen: int | None = None
@@ -218,6 +247,7 @@ class Profile:
             },
             "traits": {k: {"value": v.value, "at": v.at} for k, v in self.traits.items()},
             "consent": {k: {"granted": v.granted, "at": v.at} for k, v in self.consent.items()},
+            "consent_history": [change.to_dict() for change in self.consent_history],
             "newsletter": {"status": self.newsletter, "at": self.newsletter_at},
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
@@ -270,6 +300,9 @@ class Profile:
             emails=tuple(ids["emails"]),
             traits={k: Stamped(v["value"], v["at"]) for k, v in d["traits"].items()},
             consent={k: Consent(v["granted"], v["at"]) for k, v in d["consent"].items()},
+            consent_history=tuple(
+                ConsentChange(**change) for change in d.get("consent_history", ())
+            ),
             newsletter=news["status"],
             newsletter_at=news["at"],
             first_seen=d["first_seen"],
@@ -380,12 +413,17 @@ class StoredWake(NamedTuple):
     segment_rules: str | None  # None for a forward
 
 
-def stored_wake(data: bytes) -> StoredWake:
+def stored_wake(raw: Mapping[str, Any]) -> StoredWake:
     """The :attr:`Profile.wake_at`, ``journey_due_at`` and ``segment_rules`` of a profile
-    table value."""
-    raw = orjson.loads(data)
+    table value (as a dict, see :func:`stored_dict`)."""
     due = raw.get("journey_due_at")
     return StoredWake(_earliest(raw.get("segment_recheck_at"), due), due, raw.get("segment_rules"))
+
+
+def stored_dict(data: bytes) -> dict[str, Any]:
+    """A profile table value as plain data, for reading a field or two of it."""
+    raw: dict[str, Any] = orjson.loads(data)
+    return raw
 
 
 def _earliest(a: int | None, b: int | None) -> int | None:

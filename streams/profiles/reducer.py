@@ -17,11 +17,14 @@ from streams.events import DEFAULT_CAPS, Event, EventKind, IdentifierCaps, Ident
 from streams.profiles.model import (
     CART_ITEMS_LIMIT,
     CATEGORIES_LIMIT,
+    CONSENT_HISTORY_LIMIT,
+    EMAIL_MARKETING,
     EVENT_NAMES_LIMIT,
     PURCHASED_PRODUCTS_LIMIT,
     RECENT_EVENT_IDS_DEFAULT,
     RECENT_PRODUCTS_LIMIT,
     Consent,
+    ConsentChange,
     EventCount,
     ProductSeen,
     Profile,
@@ -57,7 +60,56 @@ def apply(
     p.first_seen = _earliest(p.first_seen, at)
     p.last_seen = _latest(p.last_seen, at)
     _HANDLERS[event.kind](p, event.body, at)
+    _state_consent(p, consent_statements(event))
     return p
+
+
+def consent_statements(event: Event) -> list[ConsentChange]:
+    """What ``event`` says about consent: each purpose an identify states, and the revocation
+    of :data:`EMAIL_MARKETING` an email unsubscribe or complaint means."""
+    body, at = event.body, event.occurred_at
+    if event.kind is EventKind.IDENTIFY:
+        stated = body.get("consent") or {}
+        return [
+            ConsentChange(at, purpose, bool(granted), "identify", event.event_id)
+            for purpose, granted in stated.items()
+            if granted is not None
+        ]
+    action = body.get("action")
+    if event.kind is EventKind.EMAIL and action in ("unsubscribed", "complained"):
+        return [ConsentChange(at, EMAIL_MARKETING, False, f"email.{action}", event.event_id)]
+    return []
+
+
+def _state_consent(p: Profile, statements: list[ConsentChange]) -> None:
+    """Each statement into the history; the latest per purpose is the profile's consent."""
+    if not statements:
+        return
+    given = {
+        s.purpose: Consent(s.granted, s.at)
+        for s in statements
+        if newer_consent(Consent(s.granted, s.at), p.consent.get(s.purpose))
+    }
+    if given:
+        p.consent = {**p.consent, **given}
+    p.consent_history = consent_history(p.consent_history, statements)
+
+
+def newer_consent(statement: Consent, current: Consent | None) -> bool:
+    """Latest wins; on equal times the revocation wins: a person who withdrew consent at
+    the moment it was given has not given it."""
+    if current is None:
+        return True
+    return (statement.at, not statement.granted) > (current.at, not current.granted)
+
+
+def consent_history(
+    kept: tuple[ConsentChange, ...], added: list[ConsentChange] | tuple[ConsentChange, ...]
+) -> tuple[ConsentChange, ...]:
+    """Both as one history, sorted, without repeats, the newest
+    :data:`CONSENT_HISTORY_LIMIT` kept: the same whatever order statements (or merged
+    profiles) came in."""
+    return tuple(sorted({*kept, *added})[-CONSENT_HISTORY_LIMIT:])
 
 
 # -- per kind: each receives a fresh clone and replaces (never mutates) containers --------
@@ -145,15 +197,7 @@ def _identify(p: Profile, body: dict[str, Any], at: int) -> None:
         }
         if updated:
             p.traits = {**p.traits, **updated}
-    consent = body.get("consent")
-    if consent:
-        given = {
-            k: Consent(bool(v), at)
-            for k, v in consent.items()
-            if v is not None and _newer((at, bool(v)), p.consent.get(k))
-        }
-        if given:
-            p.consent = {**p.consent, **given}
+    # Consent: see consent_statements.
     if body.get("newsletter"):
         _set_newsletter(p, body["newsletter"], at)
 

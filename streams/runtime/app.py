@@ -16,6 +16,8 @@ import faust
 from confluent_kafka.admin import AdminClient
 
 from streams.codec import Codec
+from streams.durations import milliseconds
+from streams.profiles.retention import Retention
 from streams.runtime import faust_patches, gc_tuning, pipeline
 from streams.runtime.context import Runtime, raw_table, raw_topic
 from streams.runtime.kafka_clients import client_config, faust_credentials
@@ -57,6 +59,15 @@ def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
     )
 
 
+def retention(settings: Settings) -> Retention:
+    """How long profiles are kept, from CDP_ANONYMOUS_RETENTION and CDP_PROFILE_RETENTION."""
+    known = settings.profile_retention
+    return Retention(
+        milliseconds(settings.anonymous_retention),
+        None if known is None else milliseconds(known),
+    )
+
+
 def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
     app = build_faust_app(settings, bootstrap)
     partitions = settings.partitions
@@ -74,6 +85,7 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
             settings.journeys_file,
             settings.recent_event_ids,
             settings.identifier_caps,
+            retention(settings),
         ),
         identity_topic=raw_topic(
             app, settings.topic("internal.identity"), partitions=partitions, internal=True

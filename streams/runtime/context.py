@@ -66,6 +66,7 @@ class Runtime:
             Out.JOURNEYS: settings.journeys_topic,
             Out.JOURNEY_EVENTS: settings.journey_events_topic,
             Out.IDENTITY_MERGES: settings.identity_merges_topic,
+            Out.PRIVACY_EVENTS: settings.privacy_events_topic,
         }[send.topic]
         value = self.encode_output(OUTPUT_RECORDS[send.topic], send.message.to_record())
         self.sender.queue(topic_name, send.key.encode(), value)

@@ -125,6 +125,21 @@ TIMER_LATENESS_SECONDS = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900),
     registry=REGISTRY,
 )
+EXPIRED_PROFILES = Counter(
+    "cdp_expired_profiles_total",
+    "Profiles erased because their retention ran out (CDP_ANONYMOUS_RETENTION,"
+    " CDP_PROFILE_RETENTION), by kind (anonymous, known).",
+    ["kind"],
+    registry=REGISTRY,
+)
+for _kind in ("anonymous", "known"):
+    EXPIRED_PROFILES.labels(_kind)
+PROFILE_EXPIRIES_SCHEDULED = Gauge(
+    "cdp_profile_expiries_scheduled",
+    "Profiles of this worker's partitions whose retention will run out unless they are seen"
+    " again.",
+    registry=REGISTRY,
+)
 SEGMENT_EVALUATION_ERRORS = Counter(
     "cdp_segment_evaluation_errors_total",
     "Segment expressions that failed at runtime for a profile (counted as not a member).",

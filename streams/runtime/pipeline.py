@@ -77,6 +77,7 @@ class Pipeline:
         self.checked = inputs(runtime)
         self.rechecks = RecheckSchedule()
         self.journey_timers = RecheckSchedule()
+        self.expiries = RecheckSchedule()
         self.identities = PendingWrites(runtime.identities, Owner.decode, Owner.encode)
         self.profiles = PendingWrites[Profile | Forward](
             runtime.profiles, load_stored, dump_stored
@@ -86,7 +87,13 @@ class Pipeline:
             runtime.rules,
             self.identities,
             self.profiles,
-            StepMetrics(runtime.settings, self.rechecks, self.journey_timers),
+            StepMetrics(
+                runtime.settings,
+                self.rechecks,
+                self.journey_timers,
+                self.expiries,
+                runtime.rules.retention,
+            ),
         )
         self.held = HeldPartitions(runtime)
         self.in_place = self.engine.in_place(runtime.queue, self.held.holds, self.failed)
@@ -143,6 +150,7 @@ def install(runtime: Runtime) -> Pipeline:
         pipeline.in_place.run,
         pipeline.held.of,
         pipeline.journey_timers,
+        pipeline.expiries,
     )
     app.task(timer.run)
     app.task(timer.run_backfill)

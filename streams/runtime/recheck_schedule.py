@@ -54,13 +54,13 @@ class RecheckSchedule:
             del self._at[partition]
             self._heap.pop(partition, None)
 
-    def pop_due(self, now_ms: int) -> list[tuple[int, str, int]]:
-        """``(partition, profile id, instant)`` of every recheck due at ``now_ms``, earliest
-        first in each partition; they are due no more."""
+    def pop_due(self, now_ms: int, limit: int | None = None) -> list[tuple[int, str, int]]:
+        """``(partition, profile id, instant)`` of every recheck due at ``now_ms`` (at most
+        ``limit``), earliest first in each partition; they are due no more."""
         due: list[tuple[int, str, int]] = []
         for partition, heap in self._heap.items():
             current = self._at[partition]
-            while heap and heap[0][0] <= now_ms:
+            while heap and heap[0][0] <= now_ms and (limit is None or len(due) < limit):
                 at, profile_id = heapq.heappop(heap)
                 if current.get(profile_id) == at:
                     del current[profile_id]
@@ -68,7 +68,8 @@ class RecheckSchedule:
         return due
 
     def __len__(self) -> int:
-        """How many profiles have a recheck to come."""
+        """How many profiles have a recheck to come (so an empty schedule is falsy: pass
+        one on with ``is None`` checks, never ``or``)."""
         return sum(len(current) for current in self._at.values())
 
     def _push(self, partition: int, at: int, profile_id: str) -> None:

@@ -21,6 +21,11 @@ the profile table (and its changelog) of their partition, whoever holds it next.
 
 The same scan finds the profiles stored under other segment definitions, which the timer
 evaluates under the current ones at a limited rate (:mod:`streams.runtime.backfill`).
+
+Retention takes the same path: each profile's expiry
+(:func:`~streams.profiles.retention.expires_at`, from its latest event time) is kept in a
+second schedule, and a due one goes through the profile step as an
+:class:`~streams.steps.profile.Expire` message, which erases the profile if it is still due.
 """
 
 from __future__ import annotations
@@ -34,13 +39,15 @@ from typing import TYPE_CHECKING, Any
 from faust.types import TP
 
 from streams.events import now_ms
-from streams.profiles.model import stored_wake
+from streams.profiles.model import stored_dict, stored_wake
+from streams.profiles.retention import stored_expires_at
 from streams.runtime.applied_inputs import AppliedInputs
 from streams.runtime.backfill import BackfillQueue
 from streams.runtime.lag import EndOffsets
 from streams.runtime.metrics import (
     BACKFILL_PENDING,
     JOURNEY_TIMERS_PENDING,
+    PROFILE_EXPIRIES_SCHEDULED,
     SEGMENT_RECHECK_PARTITIONS_UNREAD,
     SEGMENT_RECHECK_SCAN_SECONDS,
     SEGMENT_RECHECKS_SCHEDULED,
@@ -49,7 +56,7 @@ from streams.runtime.metrics import (
 from streams.runtime.recheck_schedule import RecheckSchedule
 from streams.runtime.stages import SLICE_SECONDS, BatchedStage
 from streams.steps.messages import Out, Send
-from streams.steps.profile import Backfill, Recheck
+from streams.steps.profile import Backfill, Expire, Recheck
 
 if TYPE_CHECKING:
     from streams.runtime.context import Runtime
@@ -69,14 +76,16 @@ class RecheckTimer:
         run_in_place: RunInPlace,
         held_partitions: HeldPartitions,
         journey_timers: RecheckSchedule | None = None,
+        expiries: RecheckSchedule | None = None,
     ) -> None:
         self._runtime = runtime
         self._schedule = schedule
+        self._expiries = RecheckSchedule() if expiries is None else expiries
         self._stage = stage
         self._run_in_place = run_in_place
         self._held_partitions = held_partitions
         # Counted only (the profile's wake time in `schedule` runs them).
-        self._journey_timers = journey_timers or RecheckSchedule()
+        self._journey_timers = RecheckSchedule() if journey_timers is None else journey_timers
         self._generation: int | None = None
         self._held: frozenset[int] = frozenset()
         self._scanned: set[int] = set()
@@ -89,25 +98,37 @@ class RecheckTimer:
         )
 
     async def run(self) -> None:
-        """Run due rechecks for as long as the worker runs."""
-        rules = self._runtime.rules
-        timers = rules.journeys or any(definition.clock for definition in rules.segments)
-        if not timers and self._runtime.settings.backfill_rate <= 0:
-            return  # no profile gets a wake time, and none is read for the background evaluation
+        """Run due rechecks and expiries for as long as the worker runs (every profile may
+        expire, so this runs whatever the segments and journeys)."""
         interval = self._runtime.settings.recheck_interval_seconds
         while True:
             await asyncio.sleep(interval)
             if not self._settled():
                 continue
             self._follow_assignment()
-            due = self._schedule.pop_due(await self._inputs_applied_until())
-            if due:
-                await self._stage.run_unfetched(
-                    [self._recheck(partition, key, at) for partition, key, at in due]
-                )
+            # Expiries wait for the input too: an event read late may keep a profile.
+            until = await self._inputs_applied_until()
+            # A batch at a time: a mass of profiles due at once (retention switched on over
+            # a large store) must not become one batch held in memory until it is written.
+            # A prompt run after a rebalance is offered back: due again in the next round.
+            while self._settled() and self._generation == self._runtime.app.consumer_generation_id:
+                work = self._due(until, self._runtime.settings.batch_max_messages)
+                if not work:
+                    break
+                await self._stage.run_unfetched(work)
             SEGMENT_RECHECKS_SCHEDULED.set(len(self._schedule))
+            PROFILE_EXPIRIES_SCHEDULED.set(len(self._expiries))
             JOURNEY_TIMERS_PENDING.set(len(self._journey_timers))
             SEGMENT_RECHECK_PARTITIONS_UNREAD.set(len(self._held - self._scanned))
+
+    def _due(self, now: int, limit: int) -> list[Callable[[], None]]:
+        """Up to ``limit`` due rechecks, then expiries, as work for the stage."""
+        rechecks = self._schedule.pop_due(now, limit)
+        expiries = self._expiries.pop_due(now, limit - len(rechecks))
+        return [
+            *(self._prompt(self._schedule, p, key, at, Recheck(at)) for p, key, at in rechecks),
+            *(self._prompt(self._expiries, p, key, at, Expire()) for p, key, at in expiries),
+        ]
 
     def _settled(self) -> bool:
         """Whether the partitions held are stable and their tables recovered."""
@@ -148,6 +169,7 @@ class RecheckTimer:
         self._schedule.keep(self._held)
         self._journey_timers.keep(self._held)
         self._backfill.keep(self._held)
+        self._expiries.keep(self._held)
         self._scanned &= self._held
         # Scans of an earlier generation stopped where they were; these start over.
         for partition in sorted(self._held - self._scanned):
@@ -162,21 +184,28 @@ class RecheckTimer:
             # reads the partition again.
             log.error("reading a partition's recheck times failed", exc_info=scan.exception())
 
-    def _recheck(self, partition: int, key: str, at: int) -> Callable[[], None]:
+    def _prompt(
+        self,
+        schedule: RecheckSchedule,
+        partition: int,
+        key: str,
+        at: int,
+        message: Recheck | Expire,
+    ) -> Callable[[], None]:
         generation = self._generation
 
         def run() -> None:
             if not self._settled() or self._runtime.app.consumer_generation_id != generation:
                 # A rebalance since it came due: due again at the next round if this worker
                 # still holds the partition (forgotten with it if not).
-                self._schedule.offer(partition, key, at)
+                schedule.offer(partition, key, at)
                 return
             TIMER_LATENESS_SECONDS.observe(max(0, now_ms() - at) / 1000)
             try:
-                self._run_in_place(Send(Out.PROFILE, key, Recheck(at)), {}, partition)
+                self._run_in_place(Send(Out.PROFILE, key, message), {}, partition)
             except Exception:
-                # The stored profile is unchanged; it is rechecked at its next change.
-                log.exception("a segment recheck failed in partition %s", partition)
+                # The stored profile is unchanged; it is looked at again at its next change.
+                log.exception("a profile's timer failed in partition %s", partition)
 
         return run
 
@@ -220,6 +249,7 @@ class RecheckTimer:
         """
         app = self._runtime.app
         rules = self._runtime.rules
+        retention = rules.retention
         last: bytes | None = None
         while app.consumer_generation_id == generation:
             if not self._settled():
@@ -240,9 +270,11 @@ class RecheckTimer:
                 last = entries.key()
                 if last != store.offset_key:
                     key = last.decode()
-                    wake = stored_wake(entries.value())
+                    raw = stored_dict(entries.value())
+                    wake = stored_wake(raw)
                     self._schedule.offer(partition, key, wake.wake_at)
                     self._journey_timers.offer(partition, key, wake.journey_due_at)
+                    self._expiries.offer(partition, key, stored_expires_at(raw, retention))
                     if rules.outdated(wake.segment_rules):
                         self._backfill.offer(partition, key)
                 entries.next()

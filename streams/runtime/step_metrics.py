@@ -14,10 +14,12 @@ import time
 
 from streams.identity.resolver import redacted
 from streams.profiles.model import Profile
+from streams.profiles.retention import DEFAULT_RETENTION, Retention, expires_at
 from streams.runtime.metrics import (
     BACKFILL_EVALUATED,
     EVENT_TO_OUTPUT_SECONDS,
     EVENTS,
+    EXPIRED_PROFILES,
     IDENTIFIERS_PER_PROFILE,
     IDENTITY_LINKS,
     IDENTITY_LINKS_REFUSED,
@@ -46,11 +48,15 @@ class StepMetrics:
         settings: Settings,
         rechecks: RecheckSchedule,
         journey_timers: RecheckSchedule | None = None,
+        expiries: RecheckSchedule | None = None,
+        retention: Retention = DEFAULT_RETENTION,
     ) -> None:
         self._settings = settings
         self._rechecks = rechecks
         # Only counted (the gauge): the profile's wake time in `rechecks` runs them.
-        self._journey_timers = journey_timers or RecheckSchedule()
+        self._journey_timers = RecheckSchedule() if journey_timers is None else journey_timers
+        self._expiries = RecheckSchedule() if expiries is None else expiries
+        self._retention = retention
 
     def identity_stepped(self, send: Send, step: IdentityStep, partition: int) -> None:
         message = send.message
@@ -71,12 +77,14 @@ class StepMetrics:
     ) -> None:
         message = send.message
         store = step.store
-        if store is not None:
+        if store is not None or step.erase:
             profile = store if isinstance(store, Profile) else None
             wake = None if profile is None else profile.wake_at
             due = None if profile is None else profile.journey_due_at
+            expiry = None if profile is None else expires_at(profile, self._retention)
             self._rechecks.set(partition, send.key, wake)
             self._journey_timers.set(partition, send.key, due)
+            self._expiries.set(partition, send.key, expiry)
             JOURNEY_TIMERS_PENDING.set(len(self._journey_timers))
         if step.refused and isinstance(message, HandOver):
             log.info("refused to merge %s into %s: caps", send.key, message.claim.profile_id)
@@ -92,6 +100,8 @@ class StepMetrics:
                 JOURNEY_EVENTS.labels(event.journey, step_label, event.kind.value, reason).inc()
             elif sent.topic is Out.IDENTITY_MERGES:
                 IDENTITY_MERGES.inc()
+            elif sent.topic is Out.PRIVACY_EVENTS and sent.message.type == "expired":
+                EXPIRED_PROFILES.labels("anonymous" if sent.message.anonymous else "known").inc()
         for reason in step.refused:
             IDENTITY_LINKS_REFUSED.labels(reason.value).inc()
         if step.forwarded:

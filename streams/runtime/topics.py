@@ -7,12 +7,23 @@ import time
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from streams.durations import milliseconds
 from streams.runtime.kafka_clients import client_config
 from streams.settings import Settings
 
 
 def public_topics(settings: Settings) -> list[str]:
     return [*settings.input_topics, *settings.output_topics]
+
+
+def public_topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Topic configs the public topics are created with, by name (the rest: the broker's).
+
+    Dead letters hold events' raw bytes, personal data included, and Kafka cannot delete
+    one record: their retention is the bound on how long a person's bytes stay there.
+    """
+    retention = milliseconds(settings.dead_letter_retention)
+    return {settings.dead_letter_topic: {"retention.ms": str(retention)}}
 
 
 class KafkaUnreachableError(RuntimeError):
@@ -46,6 +57,7 @@ def ensure_topics(bootstrap: str, settings: Settings) -> list[str]:
     missing = [name for name in public_topics(settings) if name not in existing]
     if not missing:
         return []
+    configs = public_topic_configs(settings)
     create_topics(
         admin,
         [
@@ -53,6 +65,7 @@ def ensure_topics(bootstrap: str, settings: Settings) -> list[str]:
                 name,
                 num_partitions=settings.partitions,
                 replication_factor=settings.replication_factor,
+                config=configs.get(name, {}),
             )
             for name in missing
         ],

@@ -45,8 +45,8 @@ _BEFORE_TESTED = ("(", "&&", "||", "?", ":", ",")
 
 @dataclass(frozen=True, slots=True)
 class SegmentDefinition:
-    # A definition is its name and expression (equal, and hashed, by them alone: evaluation
-    # looks up what it derived from sets of definitions for every event).
+    # A definition is its name, expression and consent purpose (equal, and hashed, by them
+    # alone: evaluation looks up what it derived from sets of definitions for every event).
     name: str
     when: str
     program: cel.Program = field(repr=False, compare=False)
@@ -68,6 +68,9 @@ class SegmentDefinition:
     # Where the clock enters the expression (streams.segments.clock): no terms when it
     # does not, None when it does in a form not analysed (then it runs at every change).
     clock: tuple[ClockTerm, ...] | None = field(default=(), compare=False)
+    # The consent purpose membership needs: without it granted the profile is no member,
+    # whatever the expression says (a revocation exits the segment in the same event).
+    consent: str | None = None
 
 
 def load_segments(path: Path | None = None) -> list[SegmentDefinition]:
@@ -77,9 +80,12 @@ def load_segments(path: Path | None = None) -> list[SegmentDefinition]:
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
     definitions = []
     for name, entry in entries:
-        read = field_reader(source, name, entry, {"when", "description", "time_based"})
+        read = field_reader(
+            source, name, entry, {"when", "description", "time_based", "consent"}
+        )
         when: str = read.get("when", str, check=lambda s: bool(s.strip()))
         description: str = read.get("description", str, "")
+        consent: str | None = read.get("consent", str, None, check=bool)
         try:
             program = cel.compile(when)
         except Exception as exc:  # the extension raises ValueError; be liberal
@@ -98,6 +104,8 @@ def load_segments(path: Path | None = None) -> list[SegmentDefinition]:
             program, paths = flat
             keys = literal_keys(program.source, paths)
         whole = cel_sources(paths - keys.keys())
+        if consent is not None:
+            whole |= {"consent"}
         keyed = {a: k for path, k in keys.items() for a in cel_sources([path]) if a not in whole}
         definition = SegmentDefinition(
             name,
@@ -111,6 +119,7 @@ def load_segments(path: Path | None = None) -> list[SegmentDefinition]:
             keys,
             flat=flat is not None,
             clock=with_clock_paths(clock_terms(when), paths),
+            consent=consent,
         )
         try:
             result = program.execute(cel_variables((definition,), empty, now_ms))

@@ -67,6 +67,8 @@ def evaluate(
     # One context for all expressions due: building it is the expensive part.
     context = cel.Context(cel_variables(due, profile, now_ms))
     for definition in due:
+        if definition.consent is not None and not profile.consented(definition.consent):
+            continue
         try:
             result = definition.program.execute(context)
         except Exception as exc:
@@ -93,13 +95,19 @@ def _inputs(
 
 
 def fingerprint(definitions: Sequence[SegmentDefinition]) -> str:
-    """What a profile records its segments were evaluated under: every name and expression.
+    """What a profile records its segments were evaluated under: every name, expression
+    and consent purpose.
 
     Any change to the definitions (a segment added, removed or rewritten) changes it, so
     each profile is evaluated in full once more the next time it changes.
     """
-    text = "\n".join(sorted(f"{d.name}\t{d.when}" for d in definitions))
+    text = "\n".join(sorted(f"{d.name}\t{d.when}{_consent_clause(d)}" for d in definitions))
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _consent_clause(definition: SegmentDefinition) -> str:
+    # Empty without a purpose, so fingerprints of definitions without one stay as they were.
+    return "" if definition.consent is None else f"\tconsent:{definition.consent}"
 
 
 def _changed(attributes: frozenset[str], before: Profile, after: Profile) -> frozenset[str]:

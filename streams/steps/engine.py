@@ -33,6 +33,8 @@ class Table(Protocol[Value]):
 
     def set(self, key: bytes, value: Value, partition: int) -> None: ...
 
+    def delete(self, key: bytes, partition: int) -> None: ...
+
 
 @dataclass
 class DictTable(Generic[Value]):
@@ -45,6 +47,9 @@ class DictTable(Generic[Value]):
 
     def set(self, key: bytes, value: Value, partition: int) -> None:
         self.values[key] = value
+
+    def delete(self, key: bytes, partition: int) -> None:
+        self.values.pop(key, None)
 
 
 class Observer(Protocol):
@@ -85,12 +90,16 @@ class Engine:
             identity = identity_step(owner, send.key, send.message, self.partitions)
             if identity.store is not None:
                 self.identities.set(key, identity.store, partition)
+            elif identity.erase:
+                self.identities.delete(key, partition)
             self.observer.identity_stepped(send, identity, partition)
             return identity.sends
         stored = self.profiles.get(key, partition)
         profile = profile_step(stored, send.key, send.message, self.rules, self.clock())
         if profile.store is not None:
             self.profiles.set(key, profile.store, partition)
+        elif profile.erase:
+            self.profiles.delete(key, partition)
         self.observer.profile_stepped(send, profile, headers, partition)
         return profile.sends
 

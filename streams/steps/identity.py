@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from streams.identity.resolver import ClaimOutcome, Owner, RefusalReason, decide_claim
 from streams.steps.messages import (
     Claim,
+    Forget,
     HandOver,
     InternalMessage,
     Out,
@@ -29,6 +30,8 @@ class IdentityStep:
     sends: tuple[Send, ...] = ()
     claim_outcome: ClaimOutcome | None = None
     refused: RefusalReason | None = None
+    erase: bool = False
+    """Remove the key from the table (its profile was erased)."""
 
 
 def identity_step(
@@ -39,6 +42,9 @@ def identity_step(
         return _route(owner, key, message, partitions)
     if isinstance(message, Claim):
         return _claim(owner, key, message)
+    if isinstance(message, Forget):
+        # Claimed by another profile since: not the erased one's any more.
+        return IdentityStep(erase=owner is not None and owner.profile_id in message.profile_ids)
     if not isinstance(message, Repoint):
         raise ValueError(f"a {message.command} command does not belong on the identity topic")
     if owner is not None and owner.profile_id in message.from_profile_ids:

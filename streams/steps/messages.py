@@ -13,6 +13,8 @@ repoint     identity, key K   profile C was merged into P: K, if still C's, is P
 hand-over   profile, C        K, owned by C, was claimed by stronger P: merge into P
 absorb      profile, P        C's whole state, to merge into P (then P re-points C's keys)
 release     profile, P        the table refused K to P: give it up
+forget      identity, key K   profile P is erased: K, if still P's, is nobody's now
+forget      profile, C        P is erased: C's forward to P (or along its merges) goes
 =========== ================= ======================================================
 """
 
@@ -37,6 +39,7 @@ class Command(StrEnum):
     HAND_OVER = "hand-over"
     ABSORB = "absorb"
     RELEASE = "release"
+    FORGET = "forget"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +147,21 @@ class Release(_Message):
         return super()._from_dict(raw)
 
 
+@dataclass(frozen=True)
+class Forget(_Message):
+    # The erased profile and every profile merged into it: an identifier or a forward may
+    # still point to any of them (re-points race along a chain of merges).
+    profile_ids: tuple[str, ...]
+    command = Command.FORGET
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> Self:
+        return cls(tuple(raw["profile_ids"]))
+
+
 #: A command by its header value.
-COMMANDS: dict[bytes, type[Claim | Repoint | HandOver | Absorb | Release]] = {
-    cls.command.value.encode(): cls for cls in (Claim, Repoint, HandOver, Absorb, Release)
+COMMANDS: dict[bytes, type[Claim | Repoint | HandOver | Absorb | Release | Forget]] = {
+    cls.command.value.encode(): cls for cls in (Claim, Repoint, HandOver, Absorb, Release, Forget)
 }
 
 
@@ -162,7 +177,7 @@ class RoutedEvent:
     owned: str | None = None
 
 
-InternalMessage = RoutedEvent | Claim | Repoint | HandOver | Absorb | Release
+InternalMessage = RoutedEvent | Claim | Repoint | HandOver | Absorb | Release | Forget
 
 
 def encode(message: InternalMessage) -> tuple[bytes, dict[str, bytes]]:
@@ -190,6 +205,7 @@ class Out(StrEnum):
     JOURNEYS = "journeys"
     JOURNEY_EVENTS = "journey-events"
     IDENTITY_MERGES = "identity-merges"
+    PRIVACY_EVENTS = "privacy-events"
 
 
 #: Where the identity and profile steps send each other messages; the rest are outputs.
@@ -201,6 +217,7 @@ OUTPUT_RECORDS = {
     Out.JOURNEYS: "JourneyTrigger",
     Out.JOURNEY_EVENTS: "JourneyEvent",
     Out.IDENTITY_MERGES: "IdentityMerge",
+    Out.PRIVACY_EVENTS: "PrivacyEvent",
 }
 
 
@@ -231,4 +248,22 @@ class IdentityMerge:
             "identifiers": list(self.identifiers),
             "cause_event_id": self.cause.event_id,
             "occurred_at": self.cause.occurred_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyEvent:
+    """A record of the privacy-events topic: what was done to whose data, naming nobody."""
+
+    type: str
+    profile_hash: str
+    at: int
+    anonymous: bool
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "profile_hash": self.profile_hash,
+            "at": self.at,
+            "anonymous": self.anonymous,
         }

@@ -35,6 +35,7 @@ from streams.journeys.rules import JourneyTrigger, record
 from streams.profiles.merge import merge
 from streams.profiles.model import RECENT_EVENT_IDS_DEFAULT, Profile, event_fingerprint
 from streams.profiles.reducer import apply, remember
+from streams.profiles.retention import DEFAULT_RETENTION, Retention
 from streams.segments.conditions import compile_condition
 from streams.segments.definitions import SegmentDefinition, load_segments
 from streams.segments.evaluator import diff, evaluate, fingerprint
@@ -63,6 +64,7 @@ class Rules:
     recent_ids: int = RECENT_EVENT_IDS_DEFAULT
     caps: IdentifierCaps = DEFAULT_CAPS
     policies: Policies = NO_POLICIES
+    retention: Retention = DEFAULT_RETENTION
     segment_fingerprint: str = field(init=False, compare=False)
     """What profiles record their segments were evaluated under: the segment definitions
     and the entries of ``backfill`` journeys (a profile stored under others is evaluated
@@ -113,11 +115,12 @@ class Rules:
         journeys_file: Path | None = None,
         recent_ids: int = RECENT_EVENT_IDS_DEFAULT,
         caps: IdentifierCaps = DEFAULT_CAPS,
+        retention: Retention = DEFAULT_RETENTION,
     ) -> Rules:
         """Load both files (``None``: shipped defaults); raises DefinitionError."""
         segments = tuple(load_segments(segments_file))
         flows = load_flows(journeys_file, [s.name for s in segments], compile_condition)
-        return cls(segments, flows.journeys, recent_ids, caps, flows.policies)
+        return cls(segments, flows.journeys, recent_ids, caps, flows.policies, retention)
 
 
 @dataclass(frozen=True, slots=True)

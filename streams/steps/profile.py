@@ -16,15 +16,18 @@ from dataclasses import dataclass
 from streams.identity.identifiers import exceeds_caps, merged_into, owner_of
 from streams.identity.resolver import RefusalReason
 from streams.profiles.model import Forward, Profile
+from streams.profiles.retention import anonymous, expires_at, profile_hash
 from streams.steps import process
 from streams.steps.messages import (
     Absorb,
     Cause,
     Claim,
+    Forget,
     HandOver,
     IdentityMerge,
     InternalMessage,
     Out,
+    PrivacyEvent,
     Release,
     Repoint,
     RoutedEvent,
@@ -49,6 +52,15 @@ class Backfill:
 
 
 @dataclass(frozen=True, slots=True)
+class Expire:
+    """The worker's own message: the profile's retention (:mod:`streams.profiles.retention`)
+    may have run out. Handled in place only, never on a topic."""
+
+
+EXPIRED_CAUSE_PREFIX = "expired:"
+
+
+@dataclass(frozen=True, slots=True)
 class ProfileStep:
     store: Profile | Forward | None = None
     """The key's new value, or None to leave the table as it is."""
@@ -57,12 +69,14 @@ class ProfileStep:
     """What the core decided, when it ran (for metrics); ``outcome.duplicate``: a replay."""
     refused: tuple[RefusalReason, ...] = ()
     forwarded: bool = False
+    erase: bool = False
+    """Remove the key from the table (``store`` is None then)."""
 
 
 def profile_step(
     stored: Stored,
     key: str,
-    message: InternalMessage | Recheck | Backfill,
+    message: InternalMessage | Recheck | Backfill | Expire,
     rules: process.Rules,
     now_ms: int,
 ) -> ProfileStep:
@@ -71,6 +85,12 @@ def profile_step(
         return _recheck(stored, message, rules)
     if isinstance(message, Backfill):
         return _backfill(stored, rules, now_ms)
+    if isinstance(message, Expire):
+        return expire_profile(stored, rules, now_ms)
+    if isinstance(message, Forget):
+        # A forward left by a merge into the erased profile; anything else stays.
+        gone = isinstance(stored, Forward) and stored.into in message.profile_ids
+        return ProfileStep(erase=gone)
     if isinstance(message, Claim | Repoint):
         raise ValueError(f"a {message.command} command does not belong on the profile topic")
     if isinstance(message, HandOver):
@@ -129,6 +149,37 @@ def _backfill(stored: Stored, rules: process.Rules, now_ms: int) -> ProfileStep:
         return ProfileStep()
     outcome = process.backfill(stored, rules, now_ms)
     return _outputs(outcome, Cause(process.backfill_cause(rules), now_ms))
+
+
+def expire_profile(stored: Stored, rules: process.Rules, now_ms: int) -> ProfileStep:
+    """Erase a profile whose retention ran out by ``now_ms``: the profile's key and every
+    identifier pointing to it, with an exit from each segment it was in (downstream
+    audiences drop it) and a privacy event naming no one. Anything else: nothing.
+
+    The minimal erasure: the profile (its journey state and timers, dedup fingerprints and
+    consent live in it), its identifiers, and the forwards of the profiles merged into it as
+    far as its remembered merges reach (``CDP_RECENT_EVENT_IDS``). This must share the
+    erasure path of privacy requests once that lands, so both remove the same things.
+    """
+    if not isinstance(stored, Profile):
+        return ProfileStep()
+    due = expires_at(stored, rules.retention)
+    if due is None or due > now_ms:
+        return ProfileStep()  # seen again since it was scheduled, or a stale prompt
+    key = stored.profile_id
+    exits = process.hand_over(stored, f"{EXPIRED_CAUSE_PREFIX}{due}", due)
+    merged = merged_into(stored)
+    forget = Forget((key, *merged))
+    expired = PrivacyEvent("expired", profile_hash(key), due, anonymous(stored))
+    return ProfileStep(
+        sends=(
+            *(Send(Out.SEGMENT_CHANGES, key, change) for change in exits),
+            *(Send(Out.IDENTITY, identifier, forget) for identifier in stored.identifier_keys()),
+            *(Send(Out.PROFILE, forwarded, forget) for forwarded in merged),
+            Send(Out.PRIVACY_EVENTS, key, expired),
+        ),
+        erase=True,
+    )
 
 
 def _hand_over(stored: Stored, key: str, message: HandOver, rules: process.Rules) -> ProfileStep:

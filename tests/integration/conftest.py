@@ -132,6 +132,9 @@ def worker_env(broker: RunningBroker, tmp_path: Path, **overrides: str) -> dict[
         "CDP_SESSION_TIMEOUT_SECONDS": "6",
         "CDP_LOG_LEVEL": "info",
         "CDP_JOURNEYS_FILE": str(ONE_STEP_JOURNEYS),
+        # Sample events carry fixed dates (README's among them): once those are older than
+        # the default 90 days, their anonymous profiles would expire while a test reads them.
+        "CDP_ANONYMOUS_RETENTION": "3650d",
     }
     env.update(overrides)
     return env

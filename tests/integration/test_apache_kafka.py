@@ -35,12 +35,13 @@ COMPACTION = (
 )
 
 
-def described(bootstrap: str, topic: str) -> dict[str, str]:
-    """The topic's compaction configs as the broker reports them (DescribeConfigs)."""
+def described(bootstrap: str, topic: str, names: tuple[str, ...] = COMPACTION) -> dict[str, str]:
+    """The topic's configs ``names`` (default: compaction) as the broker reports them
+    (DescribeConfigs)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     resource = ConfigResource(ResourceType.TOPIC, topic)
     configs = admin.describe_configs([resource])[resource].result(timeout=10)
-    return {name: configs[name].value for name in COMPACTION}
+    return {name: configs[name].value for name in names}
 
 
 @on_apache_kafka
@@ -86,6 +87,17 @@ def test_the_default_changelog_configs_are_the_documented_ones(
         "max.compaction.lag.ms": str(7 * 86_400_000),
         "delete.retention.ms": str(86_400_000),
         "segment.ms": str(86_400_000),
+    }
+
+
+@on_apache_kafka
+def test_dead_letters_are_kept_for_the_configured_retention(
+    broker: RunningBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+) -> None:
+    worker = make_worker(worker_env(broker, tmp_path, CDP_DEAD_LETTER_RETENTION="3d"))
+    topic = worker.settings.dead_letter_topic
+    assert described(broker.bootstrap, topic, ("retention.ms",)) == {
+        "retention.ms": str(3 * 86_400_000)
     }
 
 

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from streams.durations import format_duration, parse_duration
 from streams.runtime.kafka_broker import cluster_id, min_heap, server_properties
+from streams.runtime.topics import public_topic_configs
 from streams.runtime.worker_topics import changelog_config
 from streams.settings import PROJECT_ROOT, Settings
 
@@ -147,3 +148,21 @@ def test_incomplete_security_settings_are_refused_naming_the_variable(
 ) -> None:
     with pytest.raises(ValidationError, match=named):
         Settings.model_validate(values)
+
+
+def test_dead_letters_are_created_with_their_retention_and_only_they() -> None:
+    default = public_topic_configs(Settings())
+    assert default == {"cdp.dead-letter": {"retention.ms": str(14 * 86_400_000)}}
+    settings = Settings.model_validate({"dead_letter_retention": "36h"})
+    assert public_topic_configs(settings)[settings.dead_letter_topic] == {
+        "retention.ms": str(36 * 3_600_000)
+    }
+
+
+def test_retention_settings_are_durations_named_in_their_error() -> None:
+    with pytest.raises(ValidationError, match="anonymous_retention"):
+        Settings.model_validate({"anonymous_retention": "90 days"})
+    assert Settings().profile_retention is None
+    assert Settings.model_validate({"profile_retention": "2w"}).profile_retention == timedelta(
+        days=14
+    )

@@ -236,13 +236,35 @@ def test_latest_statement_wins_and_ties_break_like_the_reducer() -> None:
     for merged in (merge(a, b), merge(b, a)):
         assert merged.traits == {"language": Stamped("nl", T0 + 9), "name": Stamped("Anna", T0)}
         assert merged.consent == {
-            "ads": Consent(True, T0 + 5),
+            "ads": Consent(False, T0 + 5),  # at equal times the revocation wins
             "email_marketing": Consent(True, T0),
         }
         assert (merged.newsletter, merged.newsletter_at) == ("unsubscribed", T0 + 1)
     # The reducer agrees on the tie: both statements folded into one profile.
     folded = fold([identify({"name": "Ann"}, at=T0), identify({"name": "Anna"}, at=T0)])
     assert folded.traits["name"] == Stamped("Anna", T0)
+
+
+def test_consent_histories_merge_as_one_bounded_history_in_any_order() -> None:
+    limit = model.CONSENT_HISTORY_LIMIT
+    a = fold([identify(consent={"ads": True}, at=T0 + 2 * i) for i in range(limit)])
+    b = fold([identify(consent={"ads": False}, at=T0 + 2 * i + 1) for i in range(limit)])
+    b.profile_id = "b"
+    merged = merge(a, b)
+    assert merged.consent_history == merge(b, a).consent_history
+    assert len(merged.consent_history) == limit
+    # The newest of both sides, interleaved by event time.
+    assert [c.at for c in merged.consent_history] == list(range(T0 + limit, T0 + 2 * limit))
+    assert merged.consent_history == fold([*restated(a), *restated(b)]).consent_history
+    assert not merged.consented("ads")  # the latest statement: b's at T0 + 2 * limit - 1
+
+
+def restated(p: Profile) -> list[Event]:
+    """Identify events stating ``p``'s consent history again."""
+    return [
+        identify(consent={c.purpose: c.granted}, at=c.at, event_id=c.event_id)
+        for c in p.consent_history
+    ]
 
 
 def test_segments_stay_into_s_and_journeys_keep_the_earliest_step() -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from streams.events import DEFAULT_CAPS, Event, EventKind, IdentifierCaps, Identity
 from streams.profiles import model
-from streams.profiles.model import ProductSeen, Profile
+from streams.profiles.model import CONSENT_HISTORY_LIMIT, ProductSeen, Profile
 from streams.profiles.reducer import apply
 from streams.segments.view import cel_view, flat_variables, ms_to_datetime
 
@@ -416,3 +416,55 @@ def test_bounded_lists_stay_bounded(events: list[Event]) -> None:
         for counts in (p.views_by_category, p.categories_purchased, p.clicked_categories):
             assert len(counts) <= model.CATEGORIES_LIMIT
         assert len(p.recent_event_ids) <= 16
+
+
+# -- consent history ----------------------------------------------------------------------
+
+
+def test_every_consent_statement_is_kept_with_its_source_and_the_latest_decides() -> None:
+    granted = identify(consent={"email_marketing": True, "ads": False}, at=T0, event_id="g")
+    revoked = identify(consent={"email_marketing": False}, at=T0 + 2, event_id="r")
+    late = identify(consent={"email_marketing": True}, at=T0 + 1, event_id="late")
+    p = fold([granted, revoked, late])
+    assert not p.consented("email_marketing")  # the latest statement, whatever came last
+    assert [(c.at, c.purpose, c.granted, c.source, c.event_id) for c in p.consent_history] == [
+        (T0, "ads", False, "identify", "g"),
+        (T0, "email_marketing", True, "identify", "g"),
+        (T0 + 1, "email_marketing", True, "identify", "late"),
+        (T0 + 2, "email_marketing", False, "identify", "r"),
+    ]
+    assert fold([late, revoked, granted]).consent_history == p.consent_history
+    assert Profile.from_json(p.to_json()) == p
+
+
+@pytest.mark.parametrize("action", ["unsubscribed", "complained"])
+def test_an_unsubscribe_or_complaint_revokes_email_marketing(action: str) -> None:
+    p = fold([identify(consent={"email_marketing": True}), email_event(action, at=T0 + 1)])
+    assert not p.consented("email_marketing")
+    last = p.consent_history[-1]
+    revoked = ("email_marketing", False, f"email.{action}")
+    assert (last.purpose, last.granted, last.source) == revoked
+
+
+def test_opens_and_clicks_say_nothing_about_consent() -> None:
+    p = fold([identify(consent={"email_marketing": True}), email_event("clicked", at=T0 + 1)])
+    assert p.consented("email_marketing")
+    assert len(p.consent_history) == 1
+
+
+def test_the_consent_history_keeps_the_newest_statements_within_its_bound() -> None:
+    statements = [
+        identify(consent={"ads": i % 2 == 0}, at=T0 + i) for i in range(CONSENT_HISTORY_LIMIT + 7)
+    ]
+    p = fold(statements)
+    assert len(p.consent_history) == CONSENT_HISTORY_LIMIT
+    assert p.consent_history[0].at == T0 + 7
+    assert p.consent_history[-1].at == T0 + CONSENT_HISTORY_LIMIT + 6
+    assert fold(list(reversed(statements))).consent_history == p.consent_history
+
+
+def test_a_revocation_at_the_moment_of_a_grant_wins_in_any_order() -> None:
+    grant = identify(consent={"ads": True}, at=T0)
+    revoke = identify(consent={"ads": False}, at=T0)
+    assert not fold([grant, revoke]).consented("ads")
+    assert not fold([revoke, grant]).consented("ads")

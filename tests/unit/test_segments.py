@@ -556,3 +556,29 @@ def test_time_based_is_derived_when_omitted(tmp_path: Path) -> None:
     assert isinstance(definition, SegmentDefinition)
     assert definition.time_based
     assert definition.paths == {"last_seen"}
+
+
+def test_a_segment_needing_a_purpose_is_left_in_the_event_that_revokes_it(tmp_path: Path) -> None:
+    extra = "    consent: ads\n"
+    definitions = tuple(load_segments(one_segment(tmp_path, "profile.page_views > 0", extra)))
+    assert definitions[0].consent == "ads"
+    plain = tuple(load_segments(one_segment(tmp_path, "profile.page_views > 0")))
+    assert fingerprint(definitions) != fingerprint(plain)
+    rules = Rules(definitions, ())
+    viewed = process(None, "p-1", page_view("toys"), rules, T0)
+    assert viewed.profile.segments == ()  # no consent stated: no member
+    granted = process(viewed.profile, "p-1", identify(consent={"ads": True}, at=T0 + 1), rules, T0)
+    assert [(c.segment, c.change) for c in granted.segment_changes] == [("seg_a", ENTERED)]
+    revoked = identify(consent={"ads": False}, at=T0 + 2)
+    outcome = process(granted.profile, "p-1", revoked, rules, T0)
+    assert [(c.segment, c.change, c.cause_event_id) for c in outcome.segment_changes] == [
+        ("seg_a", EXITED, revoked.event_id)
+    ]
+    # Later events do not bring the person back without a new grant.
+    later = process(outcome.profile, "p-1", page_view("toys", at=T0 + 3), rules, T0)
+    assert later.segment_changes == ()
+
+
+def test_a_consent_field_must_name_a_purpose(tmp_path: Path) -> None:
+    with pytest.raises(DefinitionError, match="consent"):
+        load_segments(one_segment(tmp_path, "true", "    consent: ''\n"))
