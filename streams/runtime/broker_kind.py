@@ -15,6 +15,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streams.runtime.kafka_clients import client_config
+from streams.settings import ProcessingGuarantee, Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,3 +44,16 @@ def is_embedded_broker(bootstrap: str) -> bool:
             bootstrap,
         )
     return embedded
+
+
+def guarantee_problem(settings: Settings, bootstrap: str) -> str | None:
+    """Why the worker cannot keep ``CDP_PROCESSING_GUARANTEE`` on this broker, or None."""
+    if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE and is_embedded_broker(
+        bootstrap
+    ):
+        return (
+            "CDP_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, which the embedded "
+            f"broker at {bootstrap} does not have: use at_least_once (the default) there, or "
+            "exactly_once with Apache Kafka (CDP_KAFKA_BOOTSTRAP)"
+        )
+    return None

@@ -53,9 +53,9 @@ def check_faust_version(installed: str | None = None) -> None:
         )
 
 
-def apply(fetch_max_wait_ms: int) -> None:
+def apply(fetch_max_wait_ms: int, read_committed: bool = False) -> None:
     check_faust_version()
-    cap_fetch_wait(fetch_max_wait_ms)
+    cap_fetch_wait(fetch_max_wait_ms, read_committed)
     read_changelogs_to_their_true_end()
     restore_in_bulk()
     start_tables_at_once()
