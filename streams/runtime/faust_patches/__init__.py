@@ -56,7 +56,7 @@ def check_faust_version(installed: str | None = None) -> None:
 def apply(fetch_max_wait_ms: int, read_committed: bool = False) -> None:
     check_faust_version()
     cap_fetch_wait(fetch_max_wait_ms, read_committed)
-    read_changelogs_to_their_true_end()
+    read_changelogs_to_their_true_end(read_committed)
     restore_in_bulk()
     start_tables_at_once()
     mark_nothing_for_discovery()
