@@ -2,8 +2,9 @@
 
 Some fixes to Faust exist only for the embedded broker's quirks (Tansu reports a partition's
 end as the start of its last record batch plus one). On Apache Kafka they are skipped, and
-the worker says so in its log once. The embedded broker is recognised by the cluster id
-:func:`streams.broker.start_broker` gives it.
+the worker says so in its log once. It has no transactions either, so a worker refuses
+``CDP_PROCESSING_GUARANTEE=exactly_once`` there. The embedded broker is recognised by the
+cluster id :func:`streams.broker.start_broker` gives it.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ def guarantee_problem(settings: Settings, bootstrap: str) -> str | None:
     ):
         return (
             "CDP_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, which the embedded "
-            f"broker at {bootstrap} does not have: use at_least_once (the default) there, or "
-            "exactly_once with Apache Kafka (CDP_KAFKA_BOOTSTRAP)"
+            "broker lacks: use at_least_once (the default), or Apache Kafka (CDP_KAFKA_BOOTSTRAP)"
         )
     return None
