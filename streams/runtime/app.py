@@ -32,7 +32,7 @@ PROFILES_TABLE = "profiles"
 def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
     faust_patches.apply(
         settings.fetch_max_wait_ms,
-        read_committed=settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE,
+        exactly_once=settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE,
     )
     timeout = settings.session_timeout_seconds
     return faust.App(

@@ -21,9 +21,10 @@ same ids, and the profile's event-id fingerprints make re-applied events no-ops.
 
 Exactly once (``CDP_PROCESSING_GUARANTEE=exactly_once``), step 3 ends by committing the
 batch's sends, its changelog records and its input offsets in one Kafka transaction, before
-its messages are acknowledged (so Faust's own commit, of the same offsets, comes after). A
-transaction takes everything the producer sent since the last one, so one batch is under way
-at a time: nothing is handled while a batch finishes.
+its messages are acknowledged (Faust's own commits then send nothing:
+:mod:`streams.runtime.faust_patches.commits`). A transaction takes everything the producer
+sent since the last one, so one batch is under way at a time: nothing is handled while a
+batch finishes.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ REPLACED = {
     ("faust.transport.consumer", "Consumer", "ack"): "6341c682b9ca",
     ("faust.transport.consumer", "Consumer", "_drain_messages"): "8308d11bc7a2",
     ("faust.transport.consumer", "ThreadDelegateConsumer", "_getmany"): "2b6672f6c3c5",
+    ("faust.transport.consumer", "ThreadDelegateConsumer", "_commit"): "894c0a0af4ae",
     ("faust.transport.consumer", "Consumer", "getmany"): "fb4700d31489",
     ("faust.transport.consumer", "Consumer", "seek"): "52c40ac02ed6",
     ("faust.transport.consumer", "Consumer", "perform_seek"): "b2fa31dd2a87",
