@@ -75,7 +75,8 @@ def last_committed_offsets(
     bootstrap: str, ends: dict[tuple[str, int], int], timeout_s: float = 30.0
 ) -> dict[tuple[str, int], int]:
     """The offset of the last committed record before each partition's end (its last stable
-    offset), -1 where there is none.
+    offset), -1 where there is none; the offset before the end where none was found within
+    ``timeout_s``.
 
     A transaction's commit marker, and the records and marker of an aborted one, take offsets
     that no read_committed reader is given, so the offset before the end is seldom a record.
@@ -106,7 +107,10 @@ def last_committed_offsets(
             window *= 16
     finally:
         consumer.close()
-    return {where: last.get(where, -1) for where in ends}
+    # Not found in time: Faust's own end, which it may wait for, rather than none, which
+    # would leave the partition's records unrestored.
+    unresolved = {where for where in todo if where not in last}
+    return {w: end - 1 if w in unresolved else last.get(w, -1) for w, end in ends.items()}
 
 
 def ends_to_read(
