@@ -185,6 +185,8 @@ def worker() -> None:
         # After the check above, which reads missing changelogs as a broker that lost them.
         ensure_worker_topics(bootstrap, settings)
         err.print(f"[dim]API on {settings.api_url}[/]")
+        if runtime.sender.transactional_id is not None:
+            err.print(f"[dim]exactly_once: transactions as {runtime.sender.transactional_id}[/]")
         worker = Worker(
             runtime.app, loglevel=settings.log_level.value, quiet=True, redirect_stdouts=False
         )

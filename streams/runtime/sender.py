@@ -148,6 +148,7 @@ class RecordSender:
         )
         self.deliveries = Deliveries()
         """Whose the records queued now are: the stage sets it before handling a message."""
+        self.transactional_id = transactional.transactional_id if transactional else None
         self.transactional = transactional is not None
         self._group = group_metadata(bootstrap, transactional.group_id) if transactional else None
         self._uncommitted = 0
@@ -156,7 +157,6 @@ class RecordSender:
             # Fences the predecessor with this id and aborts what it left open.
             self._producer.init_transactions(delivery_timeout_s)
             self._producer.begin_transaction()
-            log.info("exactly_once: transactions as %s", transactional.transactional_id)
         self._poller: asyncio.Task[None] | None = None
         self._queued = asyncio.Event()
         """Set by every record queued: wakes a poller waiting with nothing under way."""
