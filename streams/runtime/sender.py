@@ -149,7 +149,6 @@ class RecordSender:
         self.deliveries = Deliveries()
         """Whose the records queued now are: the stage sets it before handling a message."""
         self.transactional_id = transactional.transactional_id if transactional else None
-        self.transactional = transactional is not None
         self._group = group_metadata(bootstrap, transactional.group_id) if transactional else None
         self._uncommitted = 0
         """Records queued in the open transaction."""
@@ -213,10 +212,16 @@ class RecordSender:
 
     def _commit(self, positions: list[TopicPartition]) -> None:
         producer = self._producer
+        # Bounded: a broker that never answers makes the transaction fail, not hang.
         if positions:
-            producer.send_offsets_to_transaction(positions, self._group)
-        producer.commit_transaction()
+            producer.send_offsets_to_transaction(positions, self._group, TRANSACTION_TIMEOUT_S)
+        producer.commit_transaction(TRANSACTION_TIMEOUT_S)
         producer.begin_transaction()
+
+    @property
+    def transactional(self) -> bool:
+        """Exactly once: what is sent becomes visible at :meth:`commit`."""
+        return self.transactional_id is not None
 
     def start_polling(self) -> None:
         """Serve delivery reports on the event loop (no other thread takes the GIL for them)."""
