@@ -161,6 +161,8 @@ class Deployment:
     bootstrap: str
     root: Path
     partitions: int
+    guarantee: str = "at_least_once"
+    """CDP_PROCESSING_GUARANTEE of its workers."""
     workers: list[Worker] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -173,6 +175,7 @@ class Deployment:
             "CDP_PARTITIONS": str(self.partitions),
             "CDP_SESSION_TIMEOUT_SECONDS": "6",
             "CDP_LOG_LEVEL": "warning",
+            "CDP_PROCESSING_GUARANTEE": self.guarantee,
         }
         cdp = {key[4:].lower(): value for key, value in self.env.items() if key[:4] == "CDP_"}
         self.settings = Settings.model_validate(cdp)

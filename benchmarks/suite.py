@@ -1,7 +1,8 @@
 """The benchmark suite: throughput, event-to-segment latency, lookups, recovery, footprint.
 
     make bench                          # the full run (about ten minutes on 2 cores)
-    make bench BROKER=apache-kafka      # the same on Apache Kafka (jars from `make kafka`)
+    make bench BROKER=apache-kafka      # the same on Apache Kafka (jars from `make kafka`),
+                                        # with one-worker throughput under both guarantees
     python -m benchmarks.suite --smoke  # seconds; CI runs it so the suite cannot rot
 
 Everything runs against a broker it starts on this machine (the embedded one, or Apache
@@ -52,6 +53,7 @@ from streams.runtime.topics import ensure_topics
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 BROKERS = ("embedded", "apache-kafka")
+AT_LEAST_ONCE, EXACTLY_ONCE = "at_least_once", "exactly_once"
 PROFILE = RESULTS.with_name("worker-profile.svg")
 PER_MILLION = 1_000_000
 TARGETS = {
@@ -122,9 +124,12 @@ class Bench:
         )
         self.deployments: list[Deployment] = []
 
-    def deployment(self, workers: int) -> Deployment:
+    def deployment(self, workers: int, guarantee: str = AT_LEAST_ONCE) -> Deployment:
         deployment = Deployment(
-            self.broker.bootstrap, self.root / f"d{len(self.deployments)}", self.plan.partitions
+            self.broker.bootstrap,
+            self.root / f"d{len(self.deployments)}",
+            self.plan.partitions,
+            guarantee,
         )
         self.deployments.append(deployment)
         ensure_topics(self.broker.bootstrap, deployment.settings)
@@ -167,19 +172,21 @@ class Bench:
         self.progress.update(task, completed=count)
         return time.monotonic()
 
-    def throughput(self, workers: int) -> dict[str, Any]:
+    def throughput(self, workers: int, guarantee: str = AT_LEAST_ONCE) -> dict[str, Any]:
         """Full-pipeline events/s draining a backlog produced as fast as the broker takes it."""
         plan = self.plan
-        deployment = self.deployment(workers)
+        deployment = self.deployment(workers, guarantee)
         started = time.monotonic()
         spy = self.record_profile(deployment) if workers == 1 and self.profile else None
         self.produce(
             deployment,
             plan.load(plan.events, seed=workers),
             plan.events,
-            f"throughput, {workers} worker(s): produce",
+            f"throughput, {workers} worker(s), {guarantee}: produce",
         )
-        finished = self.wait(deployment, plan.events, f"throughput, {workers} worker(s): process")
+        finished = self.wait(
+            deployment, plan.events, f"throughput, {workers} worker(s), {guarantee}: process"
+        )
         rate = plan.events / (finished - started)
         if spy is not None:
             spy.wait(60)
@@ -189,6 +196,7 @@ class Bench:
         deployment.stop()
         return {
             "workers": workers,
+            "guarantee": guarantee,
             "events": plan.events,
             "events_per_s": rate,
             "raw_consume_events_per_s": ceiling,
@@ -370,7 +378,11 @@ def stored_profiles(bootstrap: str, changelog: str, limit: int = 500) -> list[tu
 
 
 def run(
-    plan: Plan, console: Console, profile: Path | None = None, broker: str = "embedded"
+    plan: Plan,
+    console: Console,
+    profile: Path | None = None,
+    broker: str = "embedded",
+    throughput_only: bool = False,
 ) -> dict[str, Any]:
     columns = (
         TextColumn("{task.description}"),
@@ -381,8 +393,19 @@ def run(
     with tempfile.TemporaryDirectory() as root, Progress(*columns, console=console) as progress:
         bench = Bench(plan, Path(root), progress, profile, broker)
         try:
-            core = core_ceiling(list(plan.load(plan.events, seed=1)))
             one = bench.throughput(1)
+            # Transactions need Apache Kafka (the embedded broker has none).
+            exactly_once = bench.throughput(1, EXACTLY_ONCE) if broker == "apache-kafka" else None
+            guarantees = {
+                "one_worker": one,
+                "one_worker_exactly_once": exactly_once,
+                "exactly_once_share": exactly_once["events_per_s"] / one["events_per_s"]
+                if exactly_once
+                else None,
+            }
+            if throughput_only:
+                return {**about(plan, broker), "throughput": guarantees}
+            core = core_ceiling(list(plan.load(plan.events, seed=1)))
             two = bench.throughput(2)
             half = max(1.0, one["events_per_s"] / 2)
             at_fixed = bench.latency(plan.fixed_rate, lookups=False)
@@ -392,12 +415,9 @@ def run(
         finally:
             bench.close()
     return {
-        "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(),
-        "broker": broker,
-        "plan": plan.__dict__,
+        **about(plan, broker),
         "throughput": {
-            "one_worker": one,
+            **guarantees,
             "two_workers": two,
             "two_worker_speedup": two["events_per_s"] / one["events_per_s"],
             "core_in_memory": core,
@@ -409,6 +429,16 @@ def run(
         },
         "recovery": restore,
         "targets": TARGETS,
+    }
+
+
+def about(plan: Plan, broker: str) -> dict[str, Any]:
+    """When, where and with what a run was taken."""
+    return {
+        "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "broker": broker,
+        "plan": plan.__dict__,
     }
 
 
@@ -438,18 +468,52 @@ def input_wait_summary(wait: dict[str, float]) -> str:
     )
 
 
-def report(results: dict[str, Any], console: Console) -> None:
-    t, lat, rec = results["throughput"], results["latency"], results["recovery"]
-    lookups = lat["half_of_max_with_lookups"].get("lookups", {})
-    waited = lat["half_of_max_with_lookups"].get("in_the_worker", {})
-    lag, handling = waited.get("event_loop_lag", {}), waited.get("handling", {})
-    rows = [
+def guarantee_rows(t: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
+    """One-worker throughput under each processing guarantee."""
+    exactly_once = t.get("one_worker_exactly_once")
+    return [
         (
             "throughput, 1 worker",
             f"{t['one_worker']['events_per_s']:,.0f} events/s",
             f"≥ {TARGETS['throughput_events_per_s']:,}",
             t["one_worker"]["events_per_s"] >= TARGETS["throughput_events_per_s"],
         ),
+        (
+            "  the same, exactly_once (one Kafka transaction per batch)",
+            f"{exactly_once['events_per_s']:,.0f} events/s "
+            f"({t['exactly_once_share']:.0%} of at_least_once)"
+            if exactly_once
+            else "not measured: the embedded broker has no transactions",
+            "",
+            None,
+        ),
+    ]
+
+
+def print_table(
+    results: dict[str, Any], rows: list[tuple[str, str, str, bool | None]], console: Console
+) -> None:
+    table = Table(
+        title=f"cdp-streams benchmark on {results.get('broker', 'embedded')} "
+        f"({results['machine']['cores']} cores, {results['machine']['cpu']})"
+    )
+    for column in ("measure", "result", "target", "met"):
+        table.add_column(column)
+    for measure, result, target, met in rows:
+        table.add_row(measure, result, target, "" if met is None else ("yes" if met else "no"))
+    console.print(table)
+
+
+def report(results: dict[str, Any], console: Console) -> None:
+    if "latency" not in results:  # --throughput-only
+        print_table(results, guarantee_rows(results["throughput"]), console)
+        return
+    t, lat, rec = results["throughput"], results["latency"], results["recovery"]
+    lookups = lat["half_of_max_with_lookups"].get("lookups", {})
+    waited = lat["half_of_max_with_lookups"].get("in_the_worker", {})
+    lag, handling = waited.get("event_loop_lag", {}), waited.get("handling", {})
+    rows = [
+        *guarantee_rows(t),
         (
             "  raw confluent-kafka consume, same topics",
             f"{t['one_worker']['raw_consume_events_per_s']:,.0f} events/s",
@@ -552,15 +616,7 @@ def report(results: dict[str, Any], console: Console) -> None:
             rec["rss_bytes_per_million_profiles"] <= TARGETS["rss_bytes_per_million_profiles"],
         ),
     ]
-    table = Table(
-        title=f"cdp-streams benchmark on {results.get('broker', 'embedded')} "
-        f"({results['machine']['cores']} cores, {results['machine']['cpu']})"
-    )
-    for column in ("measure", "result", "target", "met"):
-        table.add_column(column)
-    for measure, result, target, met in rows:
-        table.add_row(measure, result, target, "" if met is None else ("yes" if met else "no"))
-    console.print(table)
+    print_table(results, rows, console)
     plan = results["plan"]
     mix = plan.get("mix")
     mixed = ", ".join(f"{name}={weight:g}" for name, weight in mix.items()) if mix else "the demo's"
@@ -586,6 +642,11 @@ def main() -> None:
         help="which broker the suite starts (apache-kafka: jars from `make kafka`, Java 17)",
     )
     parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="only one-worker throughput (under both guarantees on apache-kafka)",
+    )
+    parser.add_argument(
         "--output", type=Path, help=f"default {RESULTS}, or latest-apache-kafka.json beside it"
     )
     parser.add_argument(
@@ -600,6 +661,8 @@ def main() -> None:
         args.output = (
             RESULTS if args.broker == "embedded" else RESULTS.with_stem("latest-apache-kafka")
         )
+        if args.throughput_only:  # beside the full run's results, not over them
+            args.output = args.output.with_stem(f"{args.output.stem}-throughput")
     plan = SMOKE if args.smoke else FULL
     if args.events:
         plan.events = args.events
@@ -614,7 +677,7 @@ def main() -> None:
     for written in (args.output, args.profile):
         if written is not None:
             written.parent.mkdir(parents=True, exist_ok=True)
-    results = run(plan, console, args.profile, args.broker)
+    results = run(plan, console, args.profile, args.broker, args.throughput_only)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     report(results, console)
     console.print(f"written to {args.output}")

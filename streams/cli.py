@@ -159,6 +159,7 @@ def worker() -> None:
     from streams.api import views
     from streams.rule_files import DefinitionError
     from streams.runtime.app import create_runtime, discard_untrusted_state, mark_stopped_cleanly
+    from streams.runtime.broker_kind import guarantee_problem
     from streams.runtime.faust_patches import UnsupportedFaustError
     from streams.runtime.worker_topics import ensure_worker_topics
 
@@ -166,6 +167,10 @@ def worker() -> None:
     ensure_port_free(settings.web_host, settings.web_port, "CDP_WEB_PORT")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with kafka(settings, log_file=settings.data_dir / "broker.log") as bootstrap:
+        problem = guarantee_problem(settings, bootstrap)
+        if problem is not None:
+            err.print(f"[red]{problem}[/]")
+            raise typer.Exit(2)
         ensure_topics(bootstrap, settings)
         try:
             runtime = create_runtime(settings, bootstrap)
@@ -180,6 +185,8 @@ def worker() -> None:
         # After the check above, which reads missing changelogs as a broker that lost them.
         ensure_worker_topics(bootstrap, settings)
         err.print(f"[dim]API on {settings.api_url}[/]")
+        if runtime.sender.transactional_id is not None:
+            err.print(f"[dim]exactly_once: transactions as {runtime.sender.transactional_id}[/]")
         worker = Worker(
             runtime.app, loglevel=settings.log_level.value, quiet=True, redirect_stdouts=False
         )
@@ -192,8 +199,9 @@ def worker() -> None:
             worker.execute_from_commandline()
         except SystemExit as exit_:
             # Faust exits 0 only after a stop that flushed its producer and closed the tables;
-            # a batch is acknowledged only once its sends are delivered, so whatever the sender
-            # still holds belongs to batches that will be read again.
+            # a batch is acknowledged only once its sends are delivered (exactly once:
+            # committed), so whatever the sender still holds belongs to batches that will be
+            # read again.
             undelivered = runtime.sender.close()
             if exit_.code in (None, 0) and not undelivered and not runtime.app._crashed.is_set():
                 mark_stopped_cleanly(runtime)

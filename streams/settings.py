@@ -45,6 +45,11 @@ class OutputFormat(StrEnum):
     AVRO = "avro"
 
 
+class ProcessingGuarantee(StrEnum):
+    AT_LEAST_ONCE = "at_least_once"
+    EXACTLY_ONCE = "exactly_once"
+
+
 class LogLevel(StrEnum):
     DEBUG = "debug"
     INFO = "info"
@@ -207,6 +212,12 @@ class Settings(BaseSettings):
         ge=0,
         description="How long the worker's producer gathers records into one request: an "
         "output reaches the broker up to this long after its timestamp.",
+    )
+    processing_guarantee: ProcessingGuarantee = Field(
+        default=ProcessingGuarantee.AT_LEAST_ONCE,
+        description="at_least_once: outputs may repeat after a crash, with the same ids; "
+        "exactly_once (Apache Kafka only): a batch's outputs, table writes and input offsets "
+        "commit in one Kafka transaction, for consumers reading read_committed.",
     )
     batch_max_messages: int = Field(
         default=500,
@@ -541,7 +552,7 @@ def load_settings() -> Settings:
         field = str(exc).split('"')[1] if '"' in str(exc) else ""
         variable = f"CDP_{field.upper()}"
         raise SettingsError(
-            [f"{variable}={os.environ.get(variable, '')}: must be a JSON list, e.g. [\"a\",\"b\"]"]
+            [f'{variable}={os.environ.get(variable, "")}: must be a JSON list, e.g. ["a","b"]']
         ) from None
 
 

@@ -21,8 +21,8 @@ from streams.profiles.retention import Retention
 from streams.runtime import faust_patches, gc_tuning, pipeline
 from streams.runtime.context import Runtime, raw_table, raw_topic
 from streams.runtime.kafka_clients import client_config, faust_credentials
-from streams.runtime.sender import RecordSender
-from streams.settings import Settings
+from streams.runtime.sender import RecordSender, Transactional
+from streams.settings import ProcessingGuarantee, Settings
 from streams.steps.process import Rules
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,10 @@ PROFILES_TABLE = "profiles"
 
 
 def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
-    faust_patches.apply(settings.fetch_max_wait_ms)
+    faust_patches.apply(
+        settings.fetch_max_wait_ms,
+        exactly_once=settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE,
+    )
     timeout = settings.session_timeout_seconds
     return faust.App(
         settings.app_id,
@@ -95,11 +98,23 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
         ),
         identities=raw_table(app, IDENTITIES_TABLE, settings),
         profiles=raw_table(app, PROFILES_TABLE, settings),
-        sender=RecordSender(bootstrap, linger_ms=settings.produce_linger_ms),
+        sender=RecordSender(
+            bootstrap,
+            linger_ms=settings.produce_linger_ms,
+            transactional=transactional(settings),
+        ),
     )
     pipeline.install(runtime)
     gc_tuning.install(runtime)
     return runtime
+
+
+def transactional(settings: Settings) -> Transactional | None:
+    """Exactly once: the worker's transactions, named after the address it answers lookups
+    on, which its replacement takes over (a StatefulSet pod's name, a test worker's port)."""
+    if settings.processing_guarantee is not ProcessingGuarantee.EXACTLY_ONCE:
+        return None
+    return Transactional(f"{settings.app_id}:{settings.api_url}", settings.app_id)
 
 
 def changelog_topics(settings: Settings) -> list[str]:

@@ -70,3 +70,43 @@ class AppliedInputs(Generic[Partition]):
                 self._applied_until = max(self._applied_until, first.taken_at)
             self._reached, self._pending = pending, None
         return self._applied_until
+
+
+class InvisibleTails(Generic[Partition]):
+    """Exactly once: how far a partition is applied, counting the offsets after its last
+    record that a read_committed reader is never given.
+
+    A transaction's commit marker takes an offset, so a partition written in transactions
+    (the internal topics, under exactly_once) ends one past a marker, not a record: its last
+    record applied never reaches the end a snapshot asks for, and due steps would wait for
+    the next record to arrive there. The consumer's read position moves past markers and
+    aborted records. A partition whose records read are all applied is applied up to its
+    position, once the position stood there a round before too: the records of a fetch
+    are on their way to the stage for a moment after the position moved.
+    """
+
+    def __init__(self) -> None:
+        self._positions: dict[Partition, int] = {}
+
+    def applied(
+        self,
+        applied: Mapping[Partition, int],
+        read: Mapping[Partition, int | None],
+        positions: Mapping[Partition, int | None],
+    ) -> dict[Partition, int]:
+        """``applied`` with each such partition counted up to the offset before its position;
+        ``read``: the offset of the last record read, ``positions``: the next one to read."""
+        counted = dict(applied)
+        steady: dict[Partition, int] = {}
+        for partition, position in positions.items():
+            if position is None:
+                continue
+            done = applied.get(partition, -1)
+            last_read = read.get(partition)
+            if last_read is not None and last_read > done:
+                continue  # read, not applied yet
+            if self._positions.get(partition) == position:
+                counted[partition] = max(done, position - 1)
+            steady[partition] = position
+        self._positions = steady
+        return counted

@@ -2,8 +2,9 @@
 
 Some fixes to Faust exist only for the embedded broker's quirks (Tansu reports a partition's
 end as the start of its last record batch plus one). On Apache Kafka they are skipped, and
-the worker says so in its log once. The embedded broker is recognised by the cluster id
-:func:`streams.broker.start_broker` gives it.
+the worker says so in its log once. It has no transactions either, so a worker refuses
+``CDP_PROCESSING_GUARANTEE=exactly_once`` there. The embedded broker is recognised by the
+cluster id :func:`streams.broker.start_broker` gives it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streams.runtime.kafka_clients import client_config
+from streams.settings import ProcessingGuarantee, Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,3 +45,15 @@ def is_embedded_broker(bootstrap: str) -> bool:
             bootstrap,
         )
     return embedded
+
+
+def guarantee_problem(settings: Settings, bootstrap: str) -> str | None:
+    """Why the worker cannot keep ``CDP_PROCESSING_GUARANTEE`` on this broker, or None."""
+    if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE and is_embedded_broker(
+        bootstrap
+    ):
+        return (
+            "CDP_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, which the embedded "
+            "broker lacks: use at_least_once (the default), or Apache Kafka (CDP_KAFKA_BOOTSTRAP)"
+        )
+    return None

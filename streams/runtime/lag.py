@@ -67,6 +67,20 @@ class EndOffsets:
         consumer = self._app.consumer
         return sorted(tp for tp in consumer.assignment() if tp.topic in topics)
 
+    def positions(self, partitions: list[TP]) -> dict[TP, int | None]:
+        """Where the consumer reads each partition next (past transaction markers and aborted
+        records), None where it does not know; read from aiokafka's state in place, as
+        Faust offers only a call that waits until a position is known."""
+        client = getattr(self._app.consumer._thread, "_consumer", None)
+        subscription = client._subscription.subscription if client is not None else None
+        assignment = subscription.assignment if subscription is not None else None
+        found: dict[TP, int | None] = {}
+        for tp in partitions:
+            state = assignment.state_value(tp) if assignment is not None else None
+            known = state is not None and state.has_valid_position
+            found[tp] = state.position if state is not None and known else None
+        return found
+
     async def ask(self, partitions: list[TP]) -> Mapping[TP, int] | None:
         """Their end offsets, or None when the broker did not answer in time."""
         if not partitions:

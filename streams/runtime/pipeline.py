@@ -79,9 +79,7 @@ class Pipeline:
         self.journey_timers = RecheckSchedule()
         self.expiries = RecheckSchedule()
         self.identities = PendingWrites(runtime.identities, Owner.decode, Owner.encode)
-        self.profiles = PendingWrites[Profile | Forward](
-            runtime.profiles, load_stored, dump_stored
-        )
+        self.profiles = PendingWrites[Profile | Forward](runtime.profiles, load_stored, dump_stored)
         self.engine = Engine(
             runtime.settings.partitions,
             runtime.rules,

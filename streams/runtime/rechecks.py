@@ -41,7 +41,7 @@ from faust.types import TP
 from streams.events import now_ms
 from streams.profiles.model import stored_dict, stored_wake
 from streams.profiles.retention import stored_expires_at
-from streams.runtime.applied_inputs import AppliedInputs
+from streams.runtime.applied_inputs import AppliedInputs, InvisibleTails
 from streams.runtime.backfill import BackfillQueue
 from streams.runtime.lag import EndOffsets
 from streams.runtime.metrics import (
@@ -93,6 +93,7 @@ class RecheckTimer:
         self._scans: set[asyncio.Task[None]] = set()
         self._backfill = BackfillQueue()
         self._applied = AppliedInputs[TP]()
+        self._tails = InvisibleTails[TP]()
         self._end_offsets = EndOffsets(
             runtime.app, timeout_s=runtime.settings.broker_probe_timeout_seconds
         )
@@ -152,6 +153,9 @@ class RecheckTimer:
             tp: max(finished.get(tp, -1), (committed.get(tp) or 0) - 1)
             for tp in held
         }
+        if self._runtime.sender.transactional:
+            read = {tp: consumer._read_offset.get(tp) for tp in held}
+            applied = self._tails.applied(applied, read, self._end_offsets.positions(held))
         until = self._applied.update(now, applied)
         if self._applied.wants_snapshot():
             ends = await self._end_offsets.ask(held)
@@ -165,6 +169,7 @@ class RecheckTimer:
             return
         self._generation = app.consumer_generation_id
         self._applied.reset()
+        self._tails = InvisibleTails[TP]()
         self._held = self._held_partitions(Out.PROFILE)
         self._schedule.keep(self._held)
         self._journey_timers.keep(self._held)

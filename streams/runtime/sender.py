@@ -5,6 +5,11 @@ Faust's ``topic.send`` costs about 200 µs of the event loop per record, more th
 of an event's processing; librdkafka's ``produce`` costs a few µs and delivers from its own
 threads. Each record counts against the :class:`Deliveries` of the batch that sent it, so a
 stage knows when everything a batch sent is out (:mod:`streams.runtime.stages`).
+
+Under ``CDP_PROCESSING_GUARANTEE=exactly_once`` the producer is transactional
+(:class:`Transactional`): what the stage sends between two :meth:`RecordSender.commit` calls,
+and the input offsets given to the second, become visible to ``read_committed`` readers
+together or not at all.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import asyncio
 import contextlib
 import logging
 import os
+from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streams.partitioning import LIBRDKAFKA_PARTITIONER
 from streams.runtime.kafka_clients import client_config
@@ -28,6 +34,10 @@ EXIT_WITHOUT_COMMIT_STATUS = 75
 # the poller waits for the next record queued, or this long at most.
 POLL_INTERVAL_S = 0.001
 IDLE_POLL_INTERVAL_S = 0.02
+
+# An open transaction of a worker that died and is not replaced holds read_committed readers
+# of its partitions back this long at most (a replacement aborts it at once).
+TRANSACTION_TIMEOUT_S = 60.0
 
 
 def exit_without_committing(reason: str) -> None:
@@ -77,13 +87,55 @@ class Deliveries:
             self.done.set()
 
 
+@dataclass(frozen=True)
+class Transactional:
+    """How an exactly-once sender commits.
+
+    ``transactional_id``: stable per worker, so a restarted worker fences its killed
+    predecessor and aborts the transaction it left open. ``group_id``: the input consumer
+    group whose offsets the transactions commit.
+    """
+
+    transactional_id: str
+    group_id: str
+
+
+def group_metadata(bootstrap: str, group_id: str) -> object:
+    """Consumer-group metadata naming ``group_id`` only (no member, no generation).
+
+    The input consumer is Faust's aiokafka one, whose member id and generation confluent-kafka
+    cannot be given; a consumer of the same group that never joins it gives the group alone.
+    The broker then accepts the transaction's offsets whatever the group's generation: a
+    worker that lost its partitions in a rebalance without noticing could still commit them
+    (docs/operations.md, "Processing guarantees").
+    """
+    consumer = Consumer({**client_config(bootstrap), "group.id": group_id})
+    try:
+        return consumer.consumer_group_metadata()
+    finally:
+        consumer.close()
+
+
 class RecordSender:
     def __init__(
-        self, bootstrap: str, linger_ms: float = 5.0, delivery_timeout_s: float = 120.0
+        self,
+        bootstrap: str,
+        linger_ms: float = 5.0,
+        delivery_timeout_s: float = 120.0,
+        transactional: Transactional | None = None,
     ) -> None:
+        transaction_config: dict[str, str | int] = {}
+        if transactional is not None:
+            transaction_config = {
+                "transactional.id": transactional.transactional_id,
+                "transaction.timeout.ms": int(TRANSACTION_TIMEOUT_S * 1000),
+            }
+            # librdkafka requires a record to give up within its transaction's time.
+            delivery_timeout_s = min(delivery_timeout_s, TRANSACTION_TIMEOUT_S)
         self._producer = Producer(
             {
                 **client_config(bootstrap),
+                **transaction_config,
                 # Keys land where Faust and the Java client put them (murmur2), so the table
                 # partition of a key is the same as the topic partition it is sent to.
                 "partitioner": LIBRDKAFKA_PARTITIONER,
@@ -96,6 +148,14 @@ class RecordSender:
         )
         self.deliveries = Deliveries()
         """Whose the records queued now are: the stage sets it before handling a message."""
+        self.transactional_id = transactional.transactional_id if transactional else None
+        self._group = group_metadata(bootstrap, transactional.group_id) if transactional else None
+        self._uncommitted = 0
+        """Records queued in the open transaction."""
+        if transactional is not None:
+            # Fences the predecessor with this id and aborts what it left open.
+            self._producer.init_transactions(delivery_timeout_s)
+            self._producer.begin_transaction()
         self._poller: asyncio.Task[None] | None = None
         self._queued = asyncio.Event()
         """Set by every record queued: wakes a poller waiting with nothing under way."""
@@ -131,7 +191,37 @@ class RecordSender:
                 # librdkafka's queue is full: serve delivery reports so that it drains.
                 self._producer.poll(0.05)
         deliveries.sent()
+        self._uncommitted += 1
         self._queued.set()
+
+    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Exactly once: commit what was queued since the last commit, with the input
+        ``offsets`` ((topic, partition) -> next offset to read), in one transaction, and
+        begin the next. Everything queued must be delivered; nothing may be queued while
+        this runs. A transaction that fails is aborted and the worker exits: its local
+        state holds writes the changelog never got, and its replacement reads the batch
+        again."""
+        positions = [TopicPartition(t, p, offset) for (t, p), offset in offsets.items()]
+        try:
+            await asyncio.to_thread(self._commit, positions)
+        except KafkaException as exc:
+            with contextlib.suppress(KafkaException):
+                await asyncio.to_thread(self._producer.abort_transaction, 10.0)
+            exit_without_committing(f"a transaction failed ({exc.args[0]}) and was aborted")
+        self._uncommitted = 0
+
+    def _commit(self, positions: list[TopicPartition]) -> None:
+        producer = self._producer
+        # Bounded: a broker that never answers makes the transaction fail, not hang.
+        if positions:
+            producer.send_offsets_to_transaction(positions, self._group, TRANSACTION_TIMEOUT_S)
+        producer.commit_transaction(TRANSACTION_TIMEOUT_S)
+        producer.begin_transaction()
+
+    @property
+    def transactional(self) -> bool:
+        """Exactly once: what is sent becomes visible at :meth:`commit`."""
+        return self.transactional_id is not None
 
     def start_polling(self) -> None:
         """Serve delivery reports on the event loop (no other thread takes the GIL for them)."""
@@ -154,7 +244,14 @@ class RecordSender:
                 await asyncio.wait_for(queued.wait(), IDLE_POLL_INTERVAL_S)
 
     def close(self, timeout_s: float = 10.0) -> int:
-        """Deliver what is queued; returns how many records are still undelivered."""
+        """Deliver what is queued; returns how many records are still undelivered, or,
+        exactly once, uncommitted (their open transaction is aborted: their batches are
+        read again)."""
         if self._poller is not None:
             self._poller.cancel()
-        return int(self._producer.flush(timeout_s))
+        undelivered = int(self._producer.flush(timeout_s))
+        if not self.transactional:
+            return undelivered
+        with contextlib.suppress(KafkaException):
+            self._producer.abort_transaction(timeout_s)
+        return self._uncommitted

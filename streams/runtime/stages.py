@@ -18,6 +18,13 @@ backlog.
 Batches finish in order, so a commit never passes a message whose outputs or state are
 not out yet. A crash anywhere replays from the last commit: outputs are re-sent with the
 same ids, and the profile's event-id fingerprints make re-applied events no-ops.
+
+Exactly once (``CDP_PROCESSING_GUARANTEE=exactly_once``), step 3 ends by committing the
+batch's sends, its changelog records and its input offsets in one Kafka transaction, before
+its messages are acknowledged (Faust's own commits then send nothing:
+:mod:`streams.runtime.faust_patches.commits`). A transaction takes everything the producer
+sent since the last one, so one batch is under way at a time: nothing is handled while a
+batch finishes.
 """
 
 from __future__ import annotations
@@ -108,6 +115,10 @@ class BatchedStage:
         self.max_messages = runtime.settings.batch_max_messages
         self.open = Batch()
         self.sealed: asyncio.Queue[Batch] = asyncio.Queue()
+        self.unfinished = 0
+        """Batches sealed and not finished yet."""
+        self.in_flight = 1 if runtime.sender.transactional else BATCHES_IN_FLIGHT
+        """Most unfinished batches while the stage handles messages."""
         self.finished = asyncio.Event()
         self._finisher: asyncio.Future[None] | None = None
         self._generation: int | None = None
@@ -143,6 +154,8 @@ class BatchedStage:
                 # committed offset once it is over.
                 REBALANCE_SKIPPED_MESSAGES.inc()
                 continue
+            if self.unfinished >= self.in_flight:
+                await self._room()
             consumer.track_message(message)
             batch = self.open
             sender.deliveries = batch.deliveries
@@ -163,6 +176,8 @@ class BatchedStage:
         sender = self.runtime.sender
         share = LoopShare()
         for item in work:
+            if self.unfinished >= self.in_flight:
+                await self._room()
             sender.deliveries = self.open.deliveries
             item()
             await share.yield_when_due()
@@ -186,8 +201,13 @@ class BatchedStage:
         batch.changes = [table.seal() for table in self.tables]
         batch.deliveries.seal()
         self.sealed.put_nowait(batch)
+        self.unfinished += 1
         self.open = Batch()
-        while self.sealed.qsize() >= BATCHES_IN_FLIGHT:
+        await self._room()
+
+    async def _room(self) -> None:
+        """Wait until fewer than ``in_flight`` batches are unfinished."""
+        while self.unfinished >= self.in_flight:
             self.finished.clear()
             await self.finished.wait()
 
@@ -211,6 +231,8 @@ class BatchedStage:
                 self._forget_recent()
             changelog.seal()
             await changelog.done.wait()
+            if self.runtime.sender.transactional:
+                await self._commit(batch)
             for writer in writers:
                 writer.persist_offsets(changelog)
             share = LoopShare()
@@ -220,7 +242,19 @@ class BatchedStage:
                 if current:
                     self.applied_offsets[message.tp] = message.offset
                 await share.yield_when_due()
+            self.unfinished -= 1
             self.finished.set()
+
+    async def _commit(self, batch: Batch) -> None:
+        """Commit the batch's transaction with the offsets after its messages."""
+        if batch.generation != self.runtime.app.consumer_generation_id:
+            # Its partitions may be another worker's now, which reads the batch again.
+            exit_without_committing("a batch outlived its consumer generation (exactly_once)")
+        offsets: dict[tuple[str, int], int] = {}
+        for message in batch.messages:
+            where = (message.topic, message.partition)
+            offsets[where] = max(offsets.get(where, 0), message.offset + 1)
+        await self.runtime.sender.commit(offsets)
 
     async def _guarded(self, helper: Any) -> None:
         try:

@@ -7,20 +7,28 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from streams.codec import Codec
 from streams.events import EventKind
 from streams.runtime.broker import EmbeddedBroker
 from streams.runtime.metrics import sample_total
 from tests import bad_inputs
 
-from .conftest import Topics, Worker, wait_until, worker_env
+from .conftest import GUARANTEES, Topics, Worker, wait_until, worker_env
 
 
+@pytest.mark.parametrize("guarantee", GUARANTEES)
 def test_every_bad_input_is_dead_lettered_with_its_reason_and_good_input_is_applied(
-    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
+    broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker], guarantee: str
 ) -> None:
     worker = make_worker(
-        worker_env(broker, tmp_path, CDP_MAX_EVENT_BYTES=str(bad_inputs.MAX_EVENT_BYTES))
+        worker_env(
+            broker,
+            tmp_path,
+            CDP_MAX_EVENT_BYTES=str(bad_inputs.MAX_EVENT_BYTES),
+            CDP_PROCESSING_GUARANTEE=guarantee,
+        )
     )
     settings = worker.settings
     topics = Topics(broker.bootstrap, settings, Codec(settings.schemas_dir))

@@ -20,10 +20,10 @@ from streams.runtime.faust_patches.bulk_restore import (
     PartitionRestore,
     restore_partitions,
 )
-from streams.runtime.faust_patches.changelog_ends import last_offsets
+from streams.runtime.faust_patches.changelog_ends import last_committed_offsets, last_offsets
 from streams.runtime.metrics import sample_total
 
-from .conftest import Worker, settings_from, worker_env
+from .conftest import Worker, needs_transactions, settings_from, worker_env
 
 
 def create_topic(broker: EmbeddedBroker, name: str, partitions: int, **config: str) -> None:
@@ -125,3 +125,30 @@ def test_a_worker_without_local_state_restores_a_long_changelog_in_bulk(
         response = worker.get(f"/profiles/{profile_id}")
         assert response.status_code == 200, response.text
         assert response.json() == profiles[profile_id].to_dict()
+
+
+@needs_transactions
+def test_the_last_committed_record_is_found_behind_markers_and_an_aborted_transaction(
+    broker: EmbeddedBroker,
+) -> None:
+    topic = f"txn-{uuid.uuid4().hex[:8]}"
+    create_topic(broker, topic, 3)
+    producer = Producer(
+        {"bootstrap.servers": broker.bootstrap, "transactional.id": f"{topic}-writer"}
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for _ in range(3):
+        producer.produce(topic, key=b"k", value=b"committed", partition=0)
+    producer.produce(topic, key=b"k", value=b"committed", partition=1)
+    producer.commit_transaction(30)  # partition 0: records 0-2, marker 3
+    producer.begin_transaction()
+    for _ in range(100):
+        producer.produce(topic, key=b"k", value=b"aborted", partition=0)
+    producer.abort_transaction(30)  # partition 0: 4-103 aborted, marker 104
+    ends = {(topic, 0): 105, (topic, 1): 2, (topic, 2): 0}
+    assert last_committed_offsets(broker.bootstrap, ends) == {
+        (topic, 0): 2,
+        (topic, 1): 0,
+        (topic, 2): -1,
+    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,7 @@ MISTAKES: list[tuple[dict[str, str], list[str], int, str]] = [
     ),
     ({"CDP_RECHECK_INTERVAL_SECONDS": "-1"}, ["worker"], 2, "CDP_RECHECK_INTERVAL_SECONDS=-1"),
     ({"CDP_BATCH_MAX_MESSAGES": "0"}, ["worker"], 2, "CDP_BATCH_MAX_MESSAGES=0: must be at least"),
+    ({"CDP_PROCESSING_GUARANTEE": "twice"}, ["worker"], 2, "CDP_PROCESSING_GUARANTEE=twice: must"),
     ({"CDP_POPUP_COOLDOWN_DAYS": "-2"}, ["worker"], 2, "CDP_POPUP_COOLDOWN_DAYS=-2: must be at"),
     ({"CDP_PARTITIONS": "x"}, ["produce", "order"], 2, "CDP_PARTITIONS=x"),
     ({"CDP_OUTPUT_FORMAT": "csv"}, ["demo", "--duration", "5"], 2, "CDP_OUTPUT_FORMAT=csv"),
@@ -103,6 +105,17 @@ def test_a_taken_port_names_the_port_and_the_variable(taken_port: int) -> None:
     result = run_cdp(clean_env(CDP_WEB_PORT=str(taken_port)), "worker")
     assert result.returncode == 2
     assert f"port {taken_port} on 127.0.0.1 (CDP_WEB_PORT) is in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_exactly_once_is_refused_on_the_embedded_broker_in_one_line(tmp_path: Path) -> None:
+    env = clean_env(CDP_PROCESSING_GUARANTEE="exactly_once", CDP_DATA_DIR=str(tmp_path))
+    del env["CDP_KAFKA_BOOTSTRAP"]  # the worker starts the embedded broker
+    result = run_cdp(env, "worker")
+    assert result.returncode == 2, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "CDP_PROCESSING_GUARANTEE" in line]
+    assert "exactly_once needs Kafka transactions" in line
+    assert "use at_least_once" in line
     assert "Traceback" not in result.stderr
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.runtime.applied_inputs import AppliedInputs
+from streams.runtime.applied_inputs import AppliedInputs, InvisibleTails
 
 
 def test_nothing_is_applied_before_two_snapshots_are_reached() -> None:
@@ -42,3 +42,27 @@ def test_empty_partitions_are_applied_and_a_reset_forgets_everything() -> None:
     applied.reset()
     assert applied.update(3_000, {}) == 0
     assert applied.wants_snapshot()
+
+
+def test_a_commit_marker_after_the_last_record_counts_once_the_position_stands_past_it() -> None:
+    tails = InvisibleTails[str]()
+    # Records up to 11 applied; 12 is a commit marker, so the reader's position is 13.
+    assert tails.applied({"p": 11}, {"p": 11}, {"p": 13}) == {"p": 11}  # the position moved
+    assert tails.applied({"p": 11}, {"p": 11}, {"p": 13}) == {"p": 12}  # and stood
+
+
+def test_records_read_and_not_applied_hold_the_partition_where_it_is() -> None:
+    tails = InvisibleTails[str]()
+    for _ in range(3):
+        assert tails.applied({"p": 11}, {"p": 12}, {"p": 14}) == {"p": 11}
+
+
+def test_a_position_that_moves_again_waits_another_round() -> None:
+    tails = InvisibleTails[str]()
+    tails.applied({"p": 11}, {"p": 11}, {"p": 13})
+    assert tails.applied({"p": 11}, {"p": 11}, {"p": 20}) == {"p": 11}
+    assert tails.applied({"p": 11}, {"p": 11}, {"p": 20}) == {"p": 19}
+    # Nothing read yet in this generation: the position after the committed offset counts.
+    fresh = InvisibleTails[str]()
+    fresh.applied({"p": 4}, {}, {"p": 7})
+    assert fresh.applied({"p": 4}, {}, {"p": 7, "q": None}) == {"p": 6}

@@ -17,6 +17,7 @@ from importlib import metadata
 from streams.runtime.faust_patches.acks import commit_only_processed_messages
 from streams.runtime.faust_patches.bulk_restore import restore_in_bulk
 from streams.runtime.faust_patches.changelog_ends import read_changelogs_to_their_true_end
+from streams.runtime.faust_patches.commits import commit_in_transactions_only
 from streams.runtime.faust_patches.discovery import mark_nothing_for_discovery
 from streams.runtime.faust_patches.fetch_wait import cap_fetch_wait
 from streams.runtime.faust_patches.fetches import deliver_fetches_to_stages
@@ -53,13 +54,14 @@ def check_faust_version(installed: str | None = None) -> None:
         )
 
 
-def apply(fetch_max_wait_ms: int) -> None:
+def apply(fetch_max_wait_ms: int, exactly_once: bool = False) -> None:
     check_faust_version()
-    cap_fetch_wait(fetch_max_wait_ms)
-    read_changelogs_to_their_true_end()
+    cap_fetch_wait(fetch_max_wait_ms, read_committed=exactly_once)
+    read_changelogs_to_their_true_end(read_committed=exactly_once)
     restore_in_bulk()
     start_tables_at_once()
     mark_nothing_for_discovery()
     commit_only_processed_messages()
+    commit_in_transactions_only(exactly_once)
     read_again_after_seeks()
     deliver_fetches_to_stages()
