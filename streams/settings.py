@@ -512,7 +512,7 @@ def load_settings() -> Settings:
         field = str(exc).split('"')[1] if '"' in str(exc) else ""
         variable = f"CDP_{field.upper()}"
         raise SettingsError(
-            [f"{variable}={os.environ.get(variable, '')}: must be a JSON list, e.g. [\"a\",\"b\"]"]
+            [f'{variable}={os.environ.get(variable, "")}: must be a JSON list, e.g. ["a","b"]']
         ) from None
 
 

@@ -78,9 +78,7 @@ class Pipeline:
         self.rechecks = RecheckSchedule()
         self.journey_timers = RecheckSchedule()
         self.identities = PendingWrites(runtime.identities, Owner.decode, Owner.encode)
-        self.profiles = PendingWrites[Profile | Forward](
-            runtime.profiles, load_stored, dump_stored
-        )
+        self.profiles = PendingWrites[Profile | Forward](runtime.profiles, load_stored, dump_stored)
         self.engine = Engine(
             runtime.settings.partitions,
             runtime.rules,

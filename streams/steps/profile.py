@@ -21,15 +21,21 @@ from streams.steps.messages import (
     Absorb,
     Cause,
     Claim,
+    Completed,
+    Erase,
+    Forget,
     HandOver,
     IdentityMerge,
     InternalMessage,
     Out,
     Release,
     Repoint,
+    Request,
     RoutedEvent,
     Send,
+    Unlink,
 )
+from streams.steps.privacy import completed, erase_profile
 
 Stored = Profile | Forward | None
 
@@ -46,6 +52,8 @@ class Recheck:
 class ProfileStep:
     store: Profile | Forward | None = None
     """The key's new value, or None to leave the table as it is."""
+    delete: bool = False
+    """Remove the key from the table (a tombstone on its changelog): erased."""
     sends: tuple[Send, ...] = ()
     outcome: process.Outcome | None = None
     """What the core decided, when it ran (for metrics); ``outcome.duplicate``: a replay."""
@@ -59,10 +67,14 @@ def profile_step(
     """What to store and send for ``message`` to profile ``key``, stored as ``stored``."""
     if isinstance(message, Recheck):
         return _recheck(stored, message, rules)
-    if isinstance(message, Claim | Repoint):
+    if isinstance(message, Claim | Repoint | Unlink | Request | Completed):
         raise ValueError(f"a {message.command} command does not belong on the profile topic")
     if isinstance(message, HandOver):
         return _hand_over(stored, key, message, rules)
+    if isinstance(message, Erase):
+        return _erase(stored, message, rules)
+    if isinstance(message, Forget):
+        return ProfileStep(delete=isinstance(stored, Forward))
     if isinstance(stored, Forward):
         return _forward(stored, key, message)
     if isinstance(message, RoutedEvent):
@@ -70,6 +82,15 @@ def profile_step(
     if isinstance(message, Absorb):
         return _absorb(stored, key, message, rules, now_ms)
     return _release(stored, message, rules, now_ms)
+
+
+def _erase(stored: Stored, message: Erase, rules: process.Rules) -> ProfileStep:
+    """Erase the profile, or the forward leading to it and then the profile."""
+    if stored is None:
+        return ProfileStep(sends=(completed(message, False),))
+    if isinstance(stored, Forward):
+        return ProfileStep(delete=True, sends=(Send(Out.PROFILE, stored.into, message),))
+    return ProfileStep(delete=True, sends=erase_profile(stored, message, rules))
 
 
 def _forward(forward: Forward, key: str, message: RoutedEvent | Absorb | Release) -> ProfileStep:
