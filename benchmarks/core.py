@@ -26,7 +26,7 @@ from streams.events import Event
 from streams.identity.resolver import Owner, routing_key
 from streams.partitioning import key_partition
 from streams.profiles.model import Forward, Profile, dump_stored, load_stored
-from streams.runtime.pending import PendingWrites
+from streams.runtime.pending import PendingWrites, Put
 from streams.settings import Settings
 from streams.steps.engine import Engine
 from streams.steps.in_place import InPlace
@@ -85,8 +85,16 @@ class InMemoryPipeline:
         self.profile_table = PendingWrites[Profile | Forward](
             self.profiles, load_stored, dump_stored, _reader(self.profiles)
         )
+        self.privacy: dict[bytes, bytes] = {}
+        self.privacy_table = PendingWrites(self.privacy, bytes, bytes, _reader(self.privacy))
         self.topics: deque[tuple[Out, bytes, bytes, dict[str, bytes]]] = deque()
-        self.engine = Engine(self.partitions, rules, self.identity_table, self.profile_table)
+        self.engine = Engine(
+            self.partitions,
+            rules,
+            self.identity_table,
+            self.profile_table,
+            privacy=self.privacy_table,
+        )
         self.in_place = InPlace(self.partitions, self._apply, self._send, _held, _raise)
         self.seconds = {Out.IDENTITY: 0.0, Out.PROFILE: 0.0}
         self.outputs = 0
@@ -131,6 +139,7 @@ class InMemoryPipeline:
         tables: tuple[tuple[Out, PendingWrites[Any], dict[bytes, bytes]], ...] = (
             (Out.IDENTITY, self.identity_table, self.identities),
             (Out.PROFILE, self.profile_table, self.profiles),
+            (Out.IDENTITY, self.privacy_table, self.privacy),
         )
         for topic, table, values in tables:
             began = time.perf_counter()
@@ -152,9 +161,12 @@ def _reader(values: dict[bytes, bytes]) -> Callable[[bytes, int], bytes | None]:
     return lambda key, partition: values.get(key)
 
 
-def _writer(values: dict[bytes, bytes]) -> Callable[[bytes, bytes, int], None]:
-    def put(key: bytes, value: bytes, partition: int) -> None:
-        values[key] = value
+def _writer(values: dict[bytes, bytes]) -> Put:
+    def put(key: bytes, value: bytes | None, partition: int) -> None:
+        if value is None:
+            values.pop(key, None)
+        else:
+            values[key] = value
 
     return put
 

@@ -209,6 +209,17 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token the lookup and decision API requires; unset: open (development).",
     )
+    privacy_salt: SecretStr | None = Field(
+        default=None,
+        description="Secret the privacy table hashes identifiers with (request status, "
+        "suppression list); unset: a public development salt, and a warning at start.",
+    )
+    privacy_open_request_bound_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a privacy request may stay open before the alert fires "
+        "(exported as cdp_privacy_open_request_bound_seconds).",
+    )
     blocked_identifiers: list[str] = Field(
         default=list(DEFAULT_BLOCKED_IDENTIFIERS),
         description="Identifier values that never identify anyone (JSON list; case-insensitive).",
@@ -408,6 +419,14 @@ class Settings(BaseSettings):
         return self.topic("identity-merges")
 
     @property
+    def privacy_requests_topic(self) -> str:
+        return self.topic("privacy-requests")
+
+    @property
+    def privacy_events_topic(self) -> str:
+        return self.topic("privacy-events")
+
+    @property
     def output_records(self) -> dict[str, str]:
         """Output topic -> the Avro record (``schemas/<name>.avsc``) its values carry."""
         return {
@@ -416,6 +435,7 @@ class Settings(BaseSettings):
             self.journey_events_topic: "JourneyEvent",
             self.dead_letter_topic: "DeadLetter",
             self.identity_merges_topic: "IdentityMerge",
+            self.privacy_events_topic: "PrivacyEvent",
         }
 
     @property
@@ -448,7 +468,7 @@ class SettingsError(ValueError):
         self.problems = problems
 
 
-_SECRET = frozenset({"api_token", "kafka_sasl_password", "collector_write_keys"})
+_SECRET = frozenset({"api_token", "kafka_sasl_password", "collector_write_keys", "privacy_salt"})
 _MESSAGES = {
     "int_parsing": "must be a whole number",
     "int_from_float": "must be a whole number",

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 IDENTITIES_TABLE = "identities"
 PROFILES_TABLE = "profiles"
+PRIVACY_TABLE = "privacy"
 
 
 def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -83,6 +84,7 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
         ),
         identities=raw_table(app, IDENTITIES_TABLE, settings),
         profiles=raw_table(app, PROFILES_TABLE, settings),
+        privacy=raw_table(app, PRIVACY_TABLE, settings),
         sender=RecordSender(bootstrap, linger_ms=settings.produce_linger_ms),
     )
     pipeline.install(runtime)
@@ -91,7 +93,10 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
 
 
 def changelog_topics(settings: Settings) -> list[str]:
-    return [f"{settings.app_id}-{name}-changelog" for name in (IDENTITIES_TABLE, PROFILES_TABLE)]
+    return [
+        f"{settings.app_id}-{name}-changelog"
+        for name in (IDENTITIES_TABLE, PROFILES_TABLE, PRIVACY_TABLE)
+    ]
 
 
 STOPPED_CLEANLY_MARKER = ".stopped-cleanly"

@@ -36,6 +36,8 @@ class Runtime:
     profile_topic: TopicT
     identities: RawTable
     profiles: RawTable
+    privacy: RawTable
+    """Privacy requests' status and the suppression list (:mod:`streams.steps.privacy`)."""
     sender: RecordSender
 
     def encode_output(self, record_name: str, record: dict[str, Any]) -> bytes:
@@ -66,6 +68,7 @@ class Runtime:
             Out.JOURNEYS: settings.journeys_topic,
             Out.JOURNEY_EVENTS: settings.journey_events_topic,
             Out.IDENTITY_MERGES: settings.identity_merges_topic,
+            Out.PRIVACY_EVENTS: settings.privacy_events_topic,
         }[send.topic]
         value = self.encode_output(OUTPUT_RECORDS[send.topic], send.message.to_record())
         self.sender.queue(topic_name, send.key.encode(), value)

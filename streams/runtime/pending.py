@@ -14,6 +14,9 @@ from typing import Any, Generic, TypeVar
 Value = TypeVar("Value")
 
 Changes = dict[bytes, tuple[Any, int]]
+"""Key -> (its new value, or None: deleted; its partition)."""
+Put = Callable[[bytes, bytes | None, int], None]
+"""Write a key's encoded value into a partition; None: delete it (a changelog tombstone)."""
 
 # Decoded values kept after their batch, the least recently used going first. A shopper's
 # events come in bursts that span fetches, and each batch is written and forgotten within
@@ -71,6 +74,11 @@ class PendingWrites(Generic[Value]):
         self._values[key] = value
         self._changed[key] = (value, partition)
 
+    def delete(self, key: bytes, partition: int) -> None:
+        """Remove the key, which lives in ``partition``: written as a tombstone."""
+        self._values[key] = None
+        self._changed[key] = (None, partition)
+
     def seal(self) -> tuple[int, Changes]:
         """The open batch's changes, to write once its sends are delivered."""
         number, changes = self._sealed, self._changed
@@ -82,11 +90,11 @@ class PendingWrites(Generic[Value]):
             self._keep_recent(key, self._values.pop(key))
         return number, changes
 
-    def write(self, sealed: tuple[int, Changes], put: Callable[[bytes, bytes, int], None]) -> None:
-        """Write a sealed batch's changes: ``put(key, encoded value, partition)``."""
+    def write(self, sealed: tuple[int, Changes], put: Put) -> None:
+        """Write a sealed batch's changes: ``put(key, encoded value or None, partition)``."""
         number, changes = sealed
         for key, (value, partition) in changes.items():
-            put(key, self._encode(value), partition)
+            put(key, None if value is None else self._encode(value), partition)
             if self._unwritten.get(key) == number:
                 del self._unwritten[key]
                 if key not in self._changed and key in self._values:

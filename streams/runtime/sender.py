@@ -104,14 +104,14 @@ class RecordSender:
         self,
         topic: str,
         key: bytes,
-        value: bytes,
+        value: bytes | None,
         headers: dict[str, bytes] | None = None,
         *,
         partition: int | None = None,
         deliveries: Deliveries | None = None,
     ) -> None:
         """Queue one record, counted against ``deliveries`` (default: :attr:`deliveries`);
-        ``partition`` None: the key's partition."""
+        ``partition`` None: the key's partition; ``value`` None: a tombstone."""
         wire_headers: dict[str, str | bytes | None] | None = {**headers} if headers else None
         deliveries = deliveries or self.deliveries
         # librdkafka's "unassigned" partition: the partitioner picks it from the key.

@@ -36,7 +36,7 @@ from streams.codec import DeadLetterReason, dead_letter_record
 from streams.events import now_ms
 from streams.runtime.faust_patches import fetches
 from streams.runtime.metrics import DEAD_LETTERS, EVENTS, REBALANCE_SKIPPED_MESSAGES
-from streams.runtime.pending import Changes, PendingWrites
+from streams.runtime.pending import Changes, PendingWrites, Put
 from streams.runtime.sender import Deliveries, RecordSender, exit_without_committing
 
 if TYPE_CHECKING:
@@ -62,9 +62,14 @@ class ChangelogWriter:
         self._changelog = table.changelog_topic.get_topic_name()
         self._sender = sender
 
-    def writing(self, deliveries: Deliveries) -> Callable[[bytes, bytes, int], None]:
-        def put(key: bytes, value: bytes, partition: int) -> None:
-            self._store._db_for_partition(partition).put(key, value)
+    def writing(self, deliveries: Deliveries) -> Put:
+        def put(key: bytes, value: bytes | None, partition: int) -> None:
+            db = self._store._db_for_partition(partition)
+            if value is None:
+                # Erased: the changelog gets a tombstone, so compaction removes the key too.
+                db.delete(key)
+            else:
+                db.put(key, value)
             self._sender.queue(
                 self._changelog, key, value, partition=partition, deliveries=deliveries
             )

@@ -12,7 +12,7 @@ from streams.settings import Settings
 
 
 def public_topics(settings: Settings) -> list[str]:
-    return [*settings.input_topics, *settings.output_topics]
+    return [*settings.input_topics, settings.privacy_requests_topic, *settings.output_topics]
 
 
 class KafkaUnreachableError(RuntimeError):
