@@ -1,4 +1,5 @@
-"""The ``cdp`` command: demo, worker, collector, broker, produce, profile, dead-letters."""
+"""The ``cdp`` command: demo, worker, collector, broker, produce, profile, dead-letters,
+journeys, privacy."""
 
 from __future__ import annotations
 
@@ -291,12 +292,6 @@ def profile(
     api: Annotated[str | None, typer.Option(help="Worker API base URL.")] = None,
 ) -> None:
     """Print a profile, looked up through a worker's API (with CDP_API_TOKEN when set)."""
-    import httpx  # here, not at the top: a worker starts sooner without it
-
-    settings = get_settings()
-    base = (api or settings.api_url).rstrip("/")
-    token = settings.api_token
-    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
     lookup = profile_lookup(identifier)
     if lookup is None:
         sys.stderr.write(
@@ -305,9 +300,19 @@ def profile(
         )
         raise typer.Exit(2)
     path, params = lookup
-    url = f"{base}{path}"
+    console.print_json(data=api_get(api, path, params))
+
+
+def api_get(api: str | None, path: str, params: dict[str, str]) -> object:
+    """GET ``path`` of a worker's API (with CDP_API_TOKEN when set); exits on anything but 200."""
+    import httpx  # here, not at the top: a worker starts sooner without it
+
+    settings = get_settings()
+    base = (api or settings.api_url).rstrip("/")
+    token = settings.api_token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
     try:
-        response = httpx.get(url, params=params, headers=headers, timeout=5)
+        response = httpx.get(f"{base}{path}", params=params, headers=headers, timeout=5)
     except httpx.HTTPError as exc:
         err.print(f"[red]cannot reach the worker API at {base}: {exc}[/]")
         raise typer.Exit(2) from exc
@@ -316,7 +321,7 @@ def profile(
             f"[red]{response.status_code}: {response.json().get('message', response.text)}[/]"
         )
         raise typer.Exit(1)
-    console.print_json(data=response.json())
+    return response.json()
 
 
 def profile_lookup(identifier: str) -> tuple[str, dict[str, str]] | None:
@@ -475,6 +480,81 @@ def replay_dead_letters(
         return
     sent = replay(bootstrap, letters)
     console.print(f"replayed {sent} letters ({by_topic or 'none'})")
+
+
+privacy_cli = typer.Typer(
+    help="Privacy requests: erase, suppress, unsuppress a person by one identifier; status.",
+    no_args_is_help=True,
+)
+cli.add_typer(privacy_cli, name="privacy")
+IdentifierArgument = Annotated[
+    str,
+    typer.Argument(help="kind:value (email:ann@example.com, user_id:42, anonymous_id:abc)."),
+]
+
+
+def put_request(type_name: str, identifier: str) -> None:
+    """Put a privacy request on its topic; print its id (stdout) and what to ask next."""
+    import uuid
+
+    from streams.events import now_ms
+    from streams.privacy.requests import InvalidRequestError, new_request
+    from streams.producer import EventProducer
+
+    settings = get_settings()
+    try:
+        request = new_request(
+            type_name, identifier, settings.partitions, uuid.uuid4().hex, now_ms()
+        )
+    except InvalidRequestError as exc:
+        err.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from exc
+    bootstrap = running_kafka(settings)
+    ensure_topics(bootstrap, settings)
+    producer = EventProducer(bootstrap, settings=settings)
+    producer.send_raw(
+        settings.privacy_requests_topic, request.identifier.encode(), request.to_bytes()
+    )
+    producer.flush(settings.kafka_connect_timeout_seconds)
+    console.print(request.request_id)
+    err.print(f"{request.type.value} request taken; see: cdp privacy status {request.request_id}")
+
+
+@privacy_cli.command("erase")
+def privacy_erase(
+    identifier: IdentifierArgument,
+    suppress: Annotated[
+        bool,
+        typer.Option(
+            "--suppress",
+            help="Also drop every later event carrying any identifier of the person "
+            "(suppress_with_delete).",
+        ),
+    ] = False,
+) -> None:
+    """Erase the profile IDENTIFIER belongs to, with everything pointing to it (delete)."""
+    put_request("suppress_with_delete" if suppress else "delete", identifier)
+
+
+@privacy_cli.command("suppress")
+def privacy_suppress(identifier: IdentifierArgument) -> None:
+    """Drop every later event routed under IDENTIFIER (suppress); nothing is erased."""
+    put_request("suppress", identifier)
+
+
+@privacy_cli.command("unsuppress")
+def privacy_unsuppress(identifier: IdentifierArgument) -> None:
+    """Take IDENTIFIER off the suppression list (unsuppress)."""
+    put_request("unsuppress", identifier)
+
+
+@privacy_cli.command("status")
+def privacy_status(
+    request_id: Annotated[str, typer.Argument(help="The id erase/suppress printed (r_…).")],
+    api: Annotated[str | None, typer.Option(help="Worker API base URL.")] = None,
+) -> None:
+    """Print a privacy request's status and timings, asked of a worker's API."""
+    console.print_json(data=api_get(api, f"/privacy/requests/{request_id}", {}))
 
 
 journeys_cli = typer.Typer(help="Check journey definitions, and try them without Kafka.")

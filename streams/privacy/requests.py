@@ -138,6 +138,23 @@ class PrivacyRequest:
         return request
 
 
+def new_request(
+    type_name: str, identifier: str, partitions: int, nonce: str, now_ms: int
+) -> PrivacyRequest:
+    """A request as the API and the CLI make it; ``identifier`` is ``kind:value`` (or a
+    bare email address). Raises InvalidRequestError naming what is wrong."""
+    types = ", ".join(t.value for t in RequestType)
+    try:
+        request_type = RequestType(type_name)
+    except ValueError:
+        raise InvalidRequestError(f"type must be one of: {types}") from None
+    kind, sep, value = identifier.partition(":")
+    if not sep and "@" in identifier:
+        kind, value = IdentifierKind.EMAIL.value, identifier
+    key = parse_identifier(kind, value)
+    return PrivacyRequest(request_id_for(key, nonce, partitions), request_type, key, now_ms)
+
+
 @dataclass(frozen=True, slots=True)
 class RequestStatus:
     """A request's status as the privacy table keeps it: no identifier, only its hash."""
@@ -153,6 +170,18 @@ class RequestStatus:
     @property
     def duration_ms(self) -> int | None:
         return None if self.completed_at is None else self.completed_at - self.received_at
+
+    def public(self) -> dict[str, Any]:
+        """What ``GET /privacy/requests/{id}`` answers."""
+        return {
+            "request_id": self.request_id,
+            "type": self.type.value,
+            "status": self.status.value,
+            "received_at": self.received_at,
+            "completed_at": self.completed_at,
+            "duration_ms": self.duration_ms,
+            "profile_found": self.profile_found,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
