@@ -52,7 +52,7 @@ from streams.settings import SettingsError, load_settings, unknown_variables
         (
             "CDP_CORS_ORIGINS",
             '["https://shop.example/path"]',
-            'CDP_CORS_ORIGINS=["https://shop.example/path"]: \'https://shop.example/path\' is no',
+            "CDP_CORS_ORIGINS=[\"https://shop.example/path\"]: 'https://shop.example/path' is no",
         ),
     ],
 )

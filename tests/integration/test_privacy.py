@@ -1,0 +1,197 @@
+"""Privacy requests end to end: a real worker, 8 partitions, merges across partitions.
+
+A person seen on two devices, then by email and user id, is one profile made of several
+merged ones. Erasing it must leave no lookup answering, a tombstone as the last record of
+every changelog key it had, and (suppress_with_delete) no trace of later events. A worker
+killed while erasing completes every erasure after its restart, each once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from typing import Any
+
+from streams.events import EventKind
+from streams.identity.resolver import profile_id_for
+from streams.privacy.requests import new_request
+from streams.runtime.app import changelog_topics
+from streams.runtime.metrics import sample_total
+from streams.runtime.processes import local_http
+
+from .conftest import PARTITIONS, Topics, Worker, wait_until
+from .test_fault_injection import read_from_start
+from .test_identity import Person, assert_one_profile, lookup, produce
+from .test_pipeline import now_ms, page_view, sign_up
+
+
+def post_request(worker: Worker, type_name: str, identifier: str) -> str:
+    response = local_http().post(
+        f"{worker.api}/privacy/requests", json={"type": type_name, "identifier": identifier}
+    )
+    assert response.status_code == 202, response.text
+    request_id: str = response.json()["request_id"]
+    return request_id
+
+
+def completions(topics: Topics, worker: Worker) -> list[dict[str, Any]]:
+    topics.poll()
+    return topics.seen.get(worker.settings.privacy_events_topic, [])
+
+
+def identifier_keys(person: Person) -> list[str]:
+    return [
+        f"user_id:{person.user_id}",
+        f"email:{person.email}",
+        *(f"anonymous_id:{device}" for device in person.devices),
+    ]
+
+
+def last_records(worker: Worker) -> dict[tuple[str, bytes], bytes | None]:
+    """The last value of every key of every changelog (None: a tombstone)."""
+    settings = worker.settings
+    last: dict[tuple[str, bytes], bytes | None] = {}
+    for message in read_from_start(settings.kafka_bootstrap or "", changelog_topics(settings), 8):
+        last[str(message.topic()), message.key()] = message.value()
+    return last
+
+
+def test_erasing_a_merged_cross_device_profile_leaves_nothing(
+    worker: Worker, topics: Topics
+) -> None:
+    person = Person(f"erase-{uuid.uuid4().hex[:6]}")
+    produce(topics, worker, person.events())
+    assert_one_profile([worker], person)
+    keys = identifier_keys(person)
+    # The profiles each identifier founded before the merges: forwards now.
+    founded = {profile_id_for(key, PARTITIONS) for key in keys}
+
+    request_id = post_request(worker, "suppress_with_delete", f"email:{person.email}")
+    topics.wait_for(
+        worker.settings.privacy_events_topic,
+        lambda seen: any(r["request_id"] == request_id for r in seen),
+    )
+    status = worker.get(f"/privacy/requests/{request_id}").json()
+    assert status["status"] == "completed", status
+    assert status["duration_ms"] >= 0
+    assert status["profile_found"] is True
+
+    for query in (
+        {"user_id": person.user_id},
+        {"email": person.email},
+        *({"anonymous_id": device} for device in person.devices),
+    ):
+        assert lookup(worker, **query) is None, query
+    for profile_id in founded:
+        assert worker.get(f"/profiles/{profile_id}").status_code == 404
+
+    # Every changelog key the person had ends with a tombstone; no value left names them.
+    last = last_records(worker)
+    identities, profiles, _ = changelog_topics(worker.settings)
+    for key in keys:
+        assert (identities, key.encode()) in last, key
+        assert last[identities, key.encode()] is None, key
+    for profile_id in founded:
+        if (profiles, profile_id.encode()) in last:
+            assert last[profiles, profile_id.encode()] is None, profile_id
+    assert last[profiles, person.profile_id.encode()] is None
+    names = [person.email, person.user_id, *person.devices]
+    # A tombstone keeps its key until compaction removes it (CDP_CHANGELOG_*); live ones
+    # name nobody.
+    for (_, key), value in last.items():
+        if value is not None:
+            assert not any(name in value.decode() for name in names), key
+            assert not any(name in key.decode() for name in names), key
+
+    # Downstream audiences drop the person; the record carries no personal data.
+    exits = [
+        change
+        for change in topics.seen.get(worker.settings.segment_changes_topic, [])
+        if change["cause_event_id"] == f"erasure:{request_id}"
+    ]
+    assert {change["change"] for change in exits} == {"exited"}
+    assert "newsletter_subscriber" in {change["segment"] for change in exits}
+    (done,) = [r for r in completions(topics, worker) if r["request_id"] == request_id]
+    assert done["type"] == "erasure_completed"
+    assert not any(name in str(done) for name in names)
+
+    # Later events of any of the person's identifiers create nothing, and are counted.
+    later = [
+        (EventKind.PAGE_VIEW, page_view(person.devices[0], "toys")),
+        (EventKind.IDENTIFY, sign_up(person.devices[1], person.email)),
+        (EventKind.PAGE_VIEW, page_view(person.devices[1], "garden")),
+    ]
+    produce(topics, worker, later)
+
+    def counted() -> float:
+        return sample_total(worker.get("/metrics").text, "cdp_suppressed_events_total")
+
+    wait_until(lambda: counted() >= len(later), timeout=15)
+    assert counted() == len(later)
+    for device in person.devices:
+        assert lookup(worker, anonymous_id=device) is None
+    assert lookup(worker, email=person.email) is None
+
+
+def test_bad_privacy_requests_get_4xx(worker: Worker) -> None:
+    http = local_http()
+    for body, message in (
+        ({"type": "forget", "identifier": "email:a@b.c"}, "type must be one of"),
+        ({"type": "delete", "identifier": "phone:123"}, "identifier kind must be one of"),
+        ({"type": "delete"}, "the body must be"),
+    ):
+        response = http.post(f"{worker.api}/privacy/requests", json=body)
+        assert response.status_code == 400, response.text
+        assert message in response.json()["message"]
+    assert worker.get("/privacy/requests/nope").status_code == 400
+    assert worker.get("/privacy/requests/r_" + "0" * 24).status_code == 404
+
+
+def test_a_worker_killed_while_erasing_completes_each_erasure_once(
+    worker: Worker, topics: Topics
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    people = [(f"{run}-{n}-device", f"{run}-{n}@example.com") for n in range(300)]
+    events = [
+        event
+        for device, email in people
+        for event in (
+            (EventKind.PAGE_VIEW, page_view(device, "toys")),
+            (EventKind.IDENTIFY, sign_up(device, email)),
+        )
+    ]
+    produce(topics, worker, events)
+    wait_until(lambda: lookup(worker, email=people[-1][1]) is not None, timeout=60)
+    settings = worker.settings
+    requests = [
+        new_request("delete", f"email:{email}", PARTITIONS, uuid.uuid4().hex, now_ms())
+        for _, email in people
+    ]
+    for request in requests:
+        topics.produce(
+            settings.privacy_requests_topic, request.to_bytes(), key=request.identifier.encode()
+        )
+    topics.flush()
+    # Killed once the first erasures are out, while the rest are under way.
+    topics.wait_for(settings.privacy_events_topic, lambda seen: len(seen) > 0, timeout=30)
+    worker.kill()
+    done_before = len(completions(topics, worker))
+    worker.start()
+
+    wanted = {request.request_id for request in requests}
+
+    def all_done(seen: list[dict[str, Any]]) -> bool:
+        return wanted <= {record["request_id"] for record in seen}
+
+    seen = topics.wait_for(settings.privacy_events_topic, all_done, timeout=90)
+    by_request = Counter(record["event_id"] for record in seen)
+    ids_per_request = Counter(
+        record["request_id"] for record in {r["event_id"]: r for r in seen}.values()
+    )
+    assert set(ids_per_request.values()) == {1}, "a request completed under two ids"
+    assert done_before < len(wanted), "the worker was killed after every erasure was done"
+    # Each completion is one record; a kill between its delivery and its status write
+    # would repeat it under the same id (consumers drop it, as every output's replay).
+    assert max(by_request.values()) <= 2, by_request.most_common(3)
+    for _, email in people[:: len(people) // 10]:
+        assert lookup(worker, email=email) is None
