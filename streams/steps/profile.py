@@ -165,6 +165,8 @@ def _absorb(
     profile: Profile | None, key: str, message: Absorb, rules: process.Rules, now_ms: int
 ) -> ProfileStep:
     other = Profile.from_dict(message.profile)
+    if profile is None:
+        return _absorbed_by_erased(key, other, message)
     cause = message.cause
     outcome = process.absorb(profile, key, other, cause.event_id, cause.occurred_at, rules, now_ms)
     step = _outputs(outcome, cause)
@@ -183,6 +185,20 @@ def _absorb(
         sends=(*step.sends, Send(Out.IDENTITY_MERGES, key, merge), *repoints),
         outcome=outcome,
         refused=step.refused,
+    )
+
+
+def _absorbed_by_erased(key: str, other: Profile, message: Absorb) -> ProfileStep:
+    """A merge into a profile erased while it was on its way: the merging profile, the same
+    person's, goes too: its forward here and its identifiers. (A profile that asks for a
+    merge exists until it is merged on, when it leaves a forward, or erased.)"""
+    merged_away = (message.from_profile_id, *merged_into(other))
+    unlink = Unlink(merged_away, False)
+    return ProfileStep(
+        sends=(
+            *(Send(Out.IDENTITY, identifier, unlink) for identifier in message.identifiers),
+            *(Send(Out.PROFILE, merged, Forget(key)) for merged in merged_away),
+        )
     )
 
 

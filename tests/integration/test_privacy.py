@@ -161,7 +161,12 @@ def test_a_worker_killed_while_erasing_completes_each_erasure_once(
         )
     ]
     produce(topics, worker, events)
-    wait_until(lambda: lookup(worker, email=people[-1][1]) is not None, timeout=60)
+    def merged(device: str, email: str) -> bool:
+        found = lookup(worker, email=email)
+        return found is not None and found["identities"]["anonymous_ids"] == [device]
+
+    # Every person merged first: an erasure applies to what was processed before it.
+    wait_until(lambda: all(merged(device, email) for device, email in people), timeout=60)
     settings = worker.settings
     requests = [
         new_request("delete", f"email:{email}", PARTITIONS, uuid.uuid4().hex, now_ms())
