@@ -20,7 +20,7 @@ from streams.privacy.requests import DEVELOPMENT_SALT, suppression_key
 from streams.profiles.model import Forward, Profile
 from streams.steps.identity import IdentityStep, identity_step
 from streams.steps.in_place import Failed, Headers, Holds, InPlace, SendOver
-from streams.steps.messages import Completed, Out, Request, RoutedEvent, Send
+from streams.steps.messages import Claim, Completed, Out, Request, RoutedEvent, Send
 from streams.steps.privacy import SUPPRESSED, PrivacyStep, request_step
 from streams.steps.process import Rules
 from streams.steps.profile import ProfileStep, profile_step
@@ -113,7 +113,10 @@ class Engine:
                 self.observer.suppressed(send, partition)
                 return ()
             owner = self.identities.get(key, partition)
-            identity = identity_step(owner, send.key, message, self.partitions)
+            suppressed = isinstance(message, Claim) and self.suppressed(send.key, partition)
+            identity = identity_step(
+                owner, send.key, message, self.partitions, suppressed=suppressed
+            )
             if identity.store is not None:
                 self.identities.set(key, identity.store, partition)
             elif identity.delete:

@@ -39,12 +39,25 @@ class IdentityStep:
 
 
 def identity_step(
-    owner: Owner | None, key: str, message: InternalMessage, partitions: int
+    owner: Owner | None,
+    key: str,
+    message: InternalMessage,
+    partitions: int,
+    *,
+    suppressed: bool = False,
 ) -> IdentityStep:
-    """What to store and send for ``message`` about identifier ``key``, owned by ``owner``."""
+    """What to store and send for ``message`` about identifier ``key``, owned by ``owner``;
+    ``suppressed``: a privacy request suppressed ``key`` (a claim of it is refused)."""
     if isinstance(message, RoutedEvent):
         return _route(owner, key, message, partitions)
     if isinstance(message, Claim):
+        if suppressed:
+            reason = RefusalReason.SUPPRESSED
+            holder = message.profile_id if owner is None else owner.profile_id
+            release = Release(key, holder, reason, message.cause)
+            return IdentityStep(
+                sends=(Send(Out.PROFILE, message.profile_id, release),), refused=reason
+            )
         return _claim(owner, key, message)
     if isinstance(message, Erase):
         # Whoever owns the identifier is erased; nobody: the request is done.

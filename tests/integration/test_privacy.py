@@ -98,10 +98,10 @@ def test_erasing_a_merged_cross_device_profile_leaves_nothing(
     names = [person.email, person.user_id, *person.devices]
     # A tombstone keeps its key until compaction removes it (CDP_CHANGELOG_*); live ones
     # name nobody.
-    for (_, key), value in last.items():
+    for (_, stored_key), value in last.items():
         if value is not None:
-            assert not any(name in value.decode() for name in names), key
-            assert not any(name in key.decode() for name in names), key
+            assert not any(name in value.decode() for name in names), stored_key
+            assert not any(name in stored_key.decode() for name in names), stored_key
 
     # Downstream audiences drop the person; the record carries no personal data.
     exits = [
@@ -161,6 +161,7 @@ def test_a_worker_killed_while_erasing_completes_each_erasure_once(
         )
     ]
     produce(topics, worker, events)
+
     def merged(device: str, email: str) -> bool:
         found = lookup(worker, email=email)
         return found is not None and found["identities"]["anonymous_ids"] == [device]

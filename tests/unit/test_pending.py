@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from streams.runtime.pending import PendingWrites
+from streams.runtime.pending import PendingWrites, Put
 
 
 def pending(table: dict[bytes, bytes]) -> PendingWrites[str]:
@@ -14,9 +12,12 @@ def pending(table: dict[bytes, bytes]) -> PendingWrites[str]:
     return PendingWrites(table, bytes.decode, str.encode, read)
 
 
-def into(table: dict[bytes, bytes]) -> Callable[[bytes, bytes, int], None]:
-    def put(key: bytes, value: bytes, _partition: int) -> None:
-        table[key] = value
+def into(table: dict[bytes, bytes]) -> Put:
+    def put(key: bytes, value: bytes | None, _partition: int) -> None:
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
 
     return put
 
@@ -109,3 +110,16 @@ def test_each_changed_key_is_written_once_per_batch() -> None:
     writes.write(writes.seal(), into(table))
     assert CountingTable.writes == 2
     assert table == {b"k": b"c", b"other": b"x"}
+
+
+def test_a_deleted_key_is_gone_at_once_and_written_as_a_tombstone() -> None:
+    table = {b"k": b"stored"}
+    writes = pending(table)
+    written: list[tuple[bytes, bytes | None, int]] = []
+    writes.delete(b"k", 3)
+    assert writes.get(b"k", 3) is None
+    writes.write(
+        writes.seal(), lambda key, value, partition: written.append((key, value, partition))
+    )
+    assert written == [(b"k", None, 3)]
+    assert writes.get(b"k", 3) is None

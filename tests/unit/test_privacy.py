@@ -247,3 +247,20 @@ def test_requests_on_the_topic_are_checked() -> None:
     ):
         with pytest.raises(InvalidRequestError):
             PrivacyRequest.from_bytes(bad)
+
+
+def test_a_suppressed_identifier_joins_no_other_profile() -> None:
+    """An event routed under another identifier (a new user id) keeps its own data, but the
+    suppressed identifier it carries is refused, and not remembered by value."""
+    cluster = Cluster()
+    email = "gone@example.com"
+    key = identifier_key(IdentifierKind.EMAIL, email)
+    request(cluster, RequestType.SUPPRESS, key)
+    cluster.run()
+    cluster.produce(page_view(anon=None, user="u-new", email=email, event_id="s-1"))
+    cluster.run()
+    (profile,) = cluster.live_profiles()
+    assert profile.user_ids == ("u-new",)
+    assert not profile.emails
+    assert email not in str(profile.to_dict())
+    assert key.encode() not in cluster.identities.values
