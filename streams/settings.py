@@ -214,9 +214,8 @@ class Settings(BaseSettings):
         description="Secret the privacy table hashes identifiers with (request status, "
         "suppression list); unset: a public development salt, and a warning at start.",
     )
-    privacy_open_request_bound_seconds: float = Field(
-        default=300.0,
-        gt=0,
+    privacy_request_bound: Duration = Field(
+        default=parse_duration("5m"),
         description="How long a privacy request may stay open before the alert fires "
         "(exported as cdp_privacy_open_request_bound_seconds).",
     )

@@ -115,7 +115,7 @@ PRIVACY_OLDEST_OPEN_REQUEST_AGE_SECONDS = Gauge(
 )
 PRIVACY_OPEN_REQUEST_BOUND_SECONDS = Gauge(
     "cdp_privacy_open_request_bound_seconds",
-    "How long a privacy request may stay open (CDP_PRIVACY_OPEN_REQUEST_BOUND_SECONDS); the"
+    "How long a privacy request may stay open (CDP_PRIVACY_REQUEST_BOUND); the"
     " alert compares the oldest open request's age with it.",
     registry=REGISTRY,
 )

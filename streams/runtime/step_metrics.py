@@ -59,7 +59,7 @@ class StepMetrics:
         self._journey_timers = journey_timers or RecheckSchedule()
         # Privacy requests opened here and not completed yet: id -> received at (ms).
         self._open_requests: dict[str, int] = {}
-        PRIVACY_OPEN_REQUEST_BOUND_SECONDS.set(settings.privacy_open_request_bound_seconds)
+        PRIVACY_OPEN_REQUEST_BOUND_SECONDS.set(settings.privacy_request_bound.total_seconds())
         PRIVACY_OLDEST_OPEN_REQUEST_AGE_SECONDS.set_function(self._oldest_open_request_age)
 
     def _oldest_open_request_age(self) -> float:
