@@ -25,18 +25,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer
-
 from benchmarks.fleet import Deployment, Worker
 from benchmarks.measure import (
+    OutputTail,
     SegmentChangeClock,
-    all_partitions,
     percentile,
     produce,
     shopper_events,
     summary_ms,
 )
-from streams.codec import Codec
 from streams.events import Event, EventKind, Identity, now_ms
 from streams.privacy.requests import new_request
 from streams.producer import EventProducer
@@ -67,37 +64,15 @@ def people(count: int, run: str) -> Iterator[Event]:
         yield Event(EventKind.IDENTIFY, f"{run}-s{n}", at, identity, signup)
 
 
-class Completions:
-    """Reads ``cdp.privacy-events`` from its end: each request's ``duration_ms``."""
+class Completions(OutputTail):
+    """Each privacy request's ``duration_ms``, as its completion record says."""
 
     def __init__(self, bootstrap: str, settings: Settings) -> None:
-        self.codec = Codec(settings.schemas_dir)
         self.durations_ms: dict[str, int] = {}
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"bench-erasure-{time.monotonic_ns()}",
-                "enable.auto.commit": False,
-            }
-        )
-        topic = settings.privacy_events_topic
-        self._consumer.assign(all_partitions(self._consumer, [topic], OFFSET_END))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(bootstrap, settings, settings.privacy_events_topic)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for message in self._consumer.consume(1000, timeout=0.2):
-                value = message.value()
-                if message.error() is None and value is not None:
-                    record = self.codec.decode_record("PrivacyEvent", value)
-                    self.durations_ms.setdefault(record["request_id"], record["duration_ms"])
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._consumer.close()
+    def take(self, record: dict[str, Any], stamp_s: float) -> None:
+        self.durations_ms.setdefault(record["request_id"], record["duration_ms"])
 
 
 def phase(

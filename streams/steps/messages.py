@@ -74,7 +74,8 @@ class _Message:
 
     @classmethod
     def _from_dict(cls, raw: dict[str, Any]) -> Self:
-        raw["cause"] = Cause(**raw["cause"])
+        if "cause" in raw:
+            raw["cause"] = Cause(**raw["cause"])
         return cls(**raw)
 
 
@@ -170,7 +171,7 @@ class Request(_Message):
     @classmethod
     def _from_dict(cls, raw: dict[str, Any]) -> Self:
         raw["type"] = RequestType(raw["type"])
-        return cls(**raw)
+        return super()._from_dict(raw)
 
 
 @dataclass(frozen=True)
@@ -184,10 +185,6 @@ class Erase(_Message):
     received_at: int
     suppress: bool  # suppress_with_delete: every identifier of the profile is suppressed
     command = Command.ERASE
-
-    @classmethod
-    def _from_dict(cls, raw: dict[str, Any]) -> Self:
-        return cls(**raw)
 
 
 @dataclass(frozen=True)
@@ -207,20 +204,12 @@ class Forget(_Message):
     into: str  # the erased profile the forward led to
     command = Command.FORGET
 
-    @classmethod
-    def _from_dict(cls, raw: dict[str, Any]) -> Self:
-        return cls(**raw)
-
 
 @dataclass(frozen=True)
 class Completed(_Message):
     request_id: str
     profile_found: bool
     command = Command.COMPLETED
-
-    @classmethod
-    def _from_dict(cls, raw: dict[str, Any]) -> Self:
-        return cls(**raw)
 
 
 PrivacyMessage = Request | Completed

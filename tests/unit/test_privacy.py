@@ -29,7 +29,18 @@ from streams.privacy.requests import (
     request_id_for,
 )
 from streams.profiles.model import dump_stored
-from streams.steps.messages import Out, Request, Send
+from streams.steps.messages import (
+    Completed,
+    Erase,
+    Forget,
+    InternalMessage,
+    Out,
+    Request,
+    Send,
+    Unlink,
+    decode,
+    encode,
+)
 from streams.steps.privacy import erasure_cause
 from tests.unit.test_identity_protocol import PARTITIONS, Cluster, Held, Person
 from tests.unit.test_reducer import T0, page_view
@@ -264,3 +275,19 @@ def test_a_suppressed_identifier_joins_no_other_profile() -> None:
     assert not profile.emails
     assert email not in str(profile.to_dict())
     assert key.encode() not in cluster.identities.values
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Request("r_" + "a" * 24, RequestType.SUPPRESS, "email:a@b.c", T0),
+        Erase("r_" + "a" * 24, T0, True),
+        Unlink(("p_1", "p_2"), False),
+        Forget("p_1"),
+        Completed("r_" + "a" * 24, True),
+    ],
+    ids=lambda m: m.command.value,
+)
+def test_privacy_commands_cross_the_internal_topics_intact(message: InternalMessage) -> None:
+    value, headers = encode(message)
+    assert decode(value, headers) == message
