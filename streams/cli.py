@@ -507,7 +507,7 @@ def put_request(type_name: str, identifier: str) -> None:
             type_name, identifier, settings.partitions, uuid.uuid4().hex, now_ms()
         )
     except InvalidRequestError as exc:
-        err.print(f"[red]{escape(str(exc))}[/]")
+        sys.stderr.write(f"{exc}\n")
         raise typer.Exit(2) from exc
     bootstrap = running_kafka(settings)
     ensure_topics(bootstrap, settings)
@@ -516,8 +516,11 @@ def put_request(type_name: str, identifier: str) -> None:
         settings.privacy_requests_topic, request.identifier.encode(), request.to_bytes()
     )
     producer.flush(settings.kafka_connect_timeout_seconds)
-    console.print(request.request_id)
-    err.print(f"{request.type.value} request taken; see: cdp privacy status {request.request_id}")
+    # Plain writes: a terminal's width must not wrap the id a script reads.
+    sys.stdout.write(f"{request.request_id}\n")
+    sys.stderr.write(
+        f"{request.type.value} request taken; see: cdp privacy status {request.request_id}\n"
+    )
 
 
 @privacy_cli.command("erase")

@@ -14,12 +14,12 @@ from typing import Any
 
 from streams.events import EventKind
 from streams.identity.resolver import profile_id_for
-from streams.privacy.requests import new_request
+from streams.privacy.requests import is_request_id, new_request
 from streams.runtime.app import changelog_topics
 from streams.runtime.metrics import sample_total
 from streams.runtime.processes import local_http
 
-from .conftest import PARTITIONS, Topics, Worker, wait_until
+from .conftest import PARTITIONS, Topics, Worker, run_cdp, wait_until
 from .test_fault_injection import read_from_start
 from .test_identity import Person, assert_one_profile, lookup, produce
 from .test_pipeline import now_ms, page_view, sign_up
@@ -201,3 +201,24 @@ def test_a_worker_killed_while_erasing_completes_each_erasure_once(
     assert max(by_request.values()) <= 2, by_request.most_common(3)
     for _, email in people[:: len(people) // 10]:
         assert lookup(worker, email=email) is None
+
+
+def test_cdp_privacy_commands(worker: Worker) -> None:
+    email = f"cli-{uuid.uuid4().hex[:6]}@example.com"
+    env = {**worker.env, "CDP_ADVERTISED_URL": worker.api}
+    taken = run_cdp(env, "privacy", "erase", "--suppress", f"email:{email}")
+    assert taken.returncode == 0, taken.stderr
+    request_id = taken.stdout.strip()
+    assert is_request_id(request_id), taken.stdout
+    assert f"cdp privacy status {request_id}" in taken.stderr
+
+    def completed() -> bool:
+        shown = run_cdp(env, "privacy", "status", request_id)
+        return shown.returncode == 0 and '"completed"' in shown.stdout
+
+    wait_until(completed, timeout=30, interval=0.5)
+    bad = run_cdp(env, "privacy", "suppress", "phone:123")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "identifier kind must be one of: user_id, email, anonymous_id"
+    ]
