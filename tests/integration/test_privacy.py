@@ -196,8 +196,9 @@ def test_a_worker_killed_while_erasing_completes_each_erasure_once(
     )
     assert set(ids_per_request.values()) == {1}, "a request completed under two ids"
     assert done_before < len(wanted), "the worker was killed after every erasure was done"
-    # Each completion is one record; a kill between its delivery and its status write
-    # would repeat it under the same id (consumers drop it, as every output's replay).
+    # The batches under way at the kill had sent their records but not yet written their
+    # state: replayed, they send them again, under the same ids (consumers drop them, as
+    # every output's replay), never under a new one.
     assert max(by_request.values()) <= 2, by_request.most_common(3)
     for _, email in people[:: len(people) // 10]:
         assert lookup(worker, email=email) is None
