@@ -92,11 +92,11 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
     return runtime
 
 
+TABLES = (IDENTITIES_TABLE, PROFILES_TABLE, PRIVACY_TABLE)
+
+
 def changelog_topics(settings: Settings) -> list[str]:
-    return [
-        f"{settings.app_id}-{name}-changelog"
-        for name in (IDENTITIES_TABLE, PROFILES_TABLE, PRIVACY_TABLE)
-    ]
+    return [f"{settings.app_id}-{name}-changelog" for name in TABLES]
 
 
 STOPPED_CLEANLY_MARKER = ".stopped-cleanly"
@@ -121,7 +121,13 @@ def discard_untrusted_state(runtime: Runtime, bootstrap: str) -> str | None:
     marker = state_dir / STOPPED_CLEANLY_MARKER
     topics = AdminClient(client_config(bootstrap)).list_topics(timeout=10).topics
     reason = None
-    if not all(name in topics for name in changelog_topics(runtime.settings)):
+    # Only the changelogs of tables held here: a table added by an upgrade has neither yet.
+    held = [
+        changelog
+        for table, changelog in zip(TABLES, changelog_topics(runtime.settings), strict=True)
+        if any(state_dir.glob(f"{table}-*.db"))
+    ]
+    if not all(name in topics for name in held):
         reason = f"changelog topics are missing on {bootstrap}"
     elif not marker.exists():
         reason = "the last run did not stop cleanly"
