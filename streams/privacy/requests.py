@@ -10,7 +10,6 @@ identifier, never the identifier; the suppression list is such hashes only.
 from __future__ import annotations
 
 import hashlib
-import hmac
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Self
@@ -96,8 +95,12 @@ def _is_hex(text: str) -> bool:
 
 
 def identifier_hash(salt: str, identifier: str) -> str:
-    """A salted hash of an identifier key: what the worker keeps instead of the identifier."""
-    return hmac.new(salt.encode(), identifier.encode(), hashlib.blake2b).hexdigest()[:32]
+    """A salted hash of an identifier key: what the worker keeps instead of the identifier.
+
+    Keyed BLAKE2b (its own MAC mode): a few hundred ns, where ``hmac`` took several µs on
+    every event's suppression check. The key is the salt's first 64 bytes."""
+    key = salt.encode()[:64]
+    return hashlib.blake2b(identifier.encode(), key=key, digest_size=16).hexdigest()
 
 
 def suppression_key(salt: str, identifier: str) -> bytes:
