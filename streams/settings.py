@@ -294,6 +294,14 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty (unset it to serve the API without a token)")
         return value
 
+    @field_validator("privacy_salt")
+    @classmethod
+    def _salt_length(cls, value: SecretStr | None) -> SecretStr | None:
+        # BLAKE2b takes a key of at most 64 bytes; 16 is the least worth calling secret.
+        if value is not None and not 16 <= len(value.get_secret_value().encode()) <= 64:
+            raise ValueError("must be 16 to 64 bytes (e.g. openssl rand -hex 32)")
+        return value
+
     @field_validator("collector_write_keys")
     @classmethod
     def _write_keys(cls, value: SecretStr | None) -> SecretStr | None:

@@ -98,8 +98,9 @@ def identifier_hash(salt: str, identifier: str) -> str:
     """A salted hash of an identifier key: what the worker keeps instead of the identifier.
 
     Keyed BLAKE2b (its own MAC mode): 0.85 µs, where ``hmac`` took 2.9 µs, on every event's
-    suppression check. The key is the salt's first 64 bytes."""
-    key = salt.encode()[:64]
+    suppression check. The salt is the key: at most 64 bytes (``CDP_PRIVACY_SALT`` is
+    checked)."""
+    key = salt.encode()
     return hashlib.blake2b(identifier.encode(), key=key, digest_size=16).hexdigest()
 
 
