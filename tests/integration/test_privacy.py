@@ -223,3 +223,32 @@ def test_cdp_privacy_commands(worker: Worker) -> None:
     assert bad.stderr.strip().splitlines() == [
         "identifier kind must be one of: user_id, email, anonymous_id"
     ]
+
+
+def test_every_worker_answers_a_request_status(two_workers: tuple[Worker, Worker]) -> None:
+    """The status lives in the partition of the request's identifier: asked of either worker,
+    the one holding it answers (the other passes the question on, with the token)."""
+    first, second = two_workers
+    token = first.env["CDP_API_TOKEN"]
+    http = local_http()
+    url = f"{first.api}/privacy/requests"
+    refused = http.post(url, json={"type": "delete", "identifier": "email:a@example.com"})
+    assert refused.status_code == 401
+    request_ids = []
+    for n in range(6):  # in several partitions, so both workers hold some
+        taken = http.post(
+            url,
+            json={"type": "suppress", "identifier": f"anonymous_id:d{n}-{uuid.uuid4().hex}"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert taken.status_code == 202, taken.text
+        request_ids.append(taken.json()["request_id"])
+
+    def answered(worker: Worker, request_id: str) -> bool:
+        response = worker.get(f"/privacy/requests/{request_id}")
+        return response.status_code == 200 and response.json()["status"] == "completed"
+
+    def all_answered() -> bool:
+        return all(answered(w, r) for r in request_ids for w in (first, second))
+
+    wait_until(all_answered, timeout=30)
