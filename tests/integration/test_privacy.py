@@ -123,6 +123,13 @@ def test_erasing_a_merged_cross_device_profile_leaves_nothing(
     ]
     produce(topics, worker, later)
 
+    metrics = worker.get("/metrics").text
+    for status_name in ("received", "completed"):
+        labels = {"type": "suppress_with_delete", "status": status_name}
+        assert sample_total(metrics, "cdp_privacy_requests_total", **labels) == 1
+    assert sample_total(metrics, "cdp_erasure_duration_seconds_count") == 1
+    assert sample_total(metrics, "cdp_privacy_oldest_open_request_age_seconds") == 0
+
     def counted() -> float:
         return sample_total(worker.get("/metrics").text, "cdp_suppressed_events_total")
 
