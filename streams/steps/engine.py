@@ -126,7 +126,9 @@ class Engine:
             self.observer.identity_stepped(send, identity, partition)
             return identity.sends
         stored = self.profiles.get(key, partition)
-        profile = profile_step(stored, send.key, message, self.rules, self.clock())
+        profile = profile_step(
+            stored, send.key, message, self.rules, self.clock(), partitions=self.partitions
+        )
         if profile.store is not None:
             self.profiles.set(key, profile.store, partition)
         elif profile.delete:

@@ -201,8 +201,13 @@ class Unlink(_Message):
 
 @dataclass(frozen=True)
 class Forget(_Message):
-    into: str  # the erased profile the forward led to
+    # The erased profiles: a forward into any of them goes.
+    erased: tuple[str, ...]
     command = Command.FORGET
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> Self:
+        return cls(tuple(raw["erased"]))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streams.identity.identifiers import merged_into
+from streams.identity.resolver import profile_id_for
 from streams.journeys import flow
 from streams.privacy.requests import (
     COMPLETED_EVENT_TYPES,
@@ -112,10 +113,16 @@ def completed(message: Erase, profile_found: bool) -> Send:
     return Send(Out.IDENTITY, message.request_id, Completed(message.request_id, profile_found))
 
 
-def erase_profile(profile: Profile, message: Erase, rules: process.Rules) -> tuple[Send, ...]:
+def erase_profile(
+    profile: Profile, message: Erase, rules: process.Rules, partitions: int
+) -> tuple[Send, ...]:
     """What erasing ``profile`` sends: an exit of each segment it is in and of each journey
     it is in (their records name only the profile id, which goes with it), the unlinking
     of its identifiers and the forgetting of the forwards of profiles merged into it.
+
+    A merged profile is found by its merge marker or, once the marker has left the bounded
+    list of remembered ids, as the profile one of the identifiers founded: every profile
+    merged in was founded by an identifier that came along.
     """
     key = profile.profile_id
     cause = erasure_cause(message.request_id)
@@ -123,12 +130,14 @@ def erase_profile(profile: Profile, message: Erase, rules: process.Rules) -> tup
     exits = process.hand_over(profile, cause, at)
     book = flow.Book.from_dict(profile.journey_flows)
     journeys = flow.erase(rules.flows, book, profile, cause, at)
-    merged = tuple(merged_into(profile))
-    unlink = Unlink((key, *merged), message.suppress)
+    identifiers = profile.identifier_keys()
+    founded = (profile_id_for(identifier, partitions) for identifier in identifiers)
+    erased = tuple(dict.fromkeys([key, *merged_into(profile), *founded]))
+    unlink, forget = Unlink(erased, message.suppress), Forget(erased)
     return (
         *(Send(Out.SEGMENT_CHANGES, key, change) for change in exits),
         *(Send(Out.JOURNEY_EVENTS, key, event) for event in journeys.events),
-        *(Send(Out.IDENTITY, identifier, unlink) for identifier in profile.identifier_keys()),
-        *(Send(Out.PROFILE, merged_id, Forget(key)) for merged_id in merged),
+        *(Send(Out.IDENTITY, identifier, unlink) for identifier in identifiers),
+        *(Send(Out.PROFILE, merged, forget) for merged in erased[1:]),
         completed(message, True),
     )

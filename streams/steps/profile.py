@@ -62,9 +62,16 @@ class ProfileStep:
 
 
 def profile_step(
-    stored: Stored, key: str, message: InternalMessage | Recheck, rules: process.Rules, now_ms: int
+    stored: Stored,
+    key: str,
+    message: InternalMessage | Recheck,
+    rules: process.Rules,
+    now_ms: int,
+    *,
+    partitions: int,
 ) -> ProfileStep:
-    """What to store and send for ``message`` to profile ``key``, stored as ``stored``."""
+    """What to store and send for ``message`` to profile ``key``, stored as ``stored``;
+    ``partitions``: the number of partitions, which profile ids depend on."""
     if isinstance(message, Recheck):
         return _recheck(stored, message, rules)
     if isinstance(message, Claim | Repoint | Unlink | Request | Completed):
@@ -72,9 +79,9 @@ def profile_step(
     if isinstance(message, HandOver):
         return _hand_over(stored, key, message, rules)
     if isinstance(message, Erase):
-        return _erase(stored, message, rules)
+        return _erase(stored, message, rules, partitions)
     if isinstance(message, Forget):
-        return ProfileStep(delete=isinstance(stored, Forward))
+        return ProfileStep(delete=isinstance(stored, Forward) and stored.into in message.erased)
     if isinstance(stored, Forward):
         return _forward(stored, key, message)
     if isinstance(message, RoutedEvent):
@@ -84,13 +91,13 @@ def profile_step(
     return _release(stored, message, rules, now_ms)
 
 
-def _erase(stored: Stored, message: Erase, rules: process.Rules) -> ProfileStep:
+def _erase(stored: Stored, message: Erase, rules: process.Rules, partitions: int) -> ProfileStep:
     """Erase the profile, or the forward leading to it and then the profile."""
     if stored is None:
         return ProfileStep(sends=(completed(message, False),))
     if isinstance(stored, Forward):
         return ProfileStep(delete=True, sends=(Send(Out.PROFILE, stored.into, message),))
-    return ProfileStep(delete=True, sends=erase_profile(stored, message, rules))
+    return ProfileStep(delete=True, sends=erase_profile(stored, message, rules, partitions))
 
 
 def _forward(forward: Forward, key: str, message: RoutedEvent | Absorb | Release) -> ProfileStep:
@@ -194,10 +201,11 @@ def _absorbed_by_erased(key: str, other: Profile, message: Absorb) -> ProfileSte
     merge exists until it is merged on, when it leaves a forward, or erased.)"""
     merged_away = (message.from_profile_id, *merged_into(other))
     unlink = Unlink(merged_away, False)
+    forget = Forget((key, *merged_away))
     return ProfileStep(
         sends=(
             *(Send(Out.IDENTITY, identifier, unlink) for identifier in message.identifiers),
-            *(Send(Out.PROFILE, merged, Forget(key)) for merged in merged_away),
+            *(Send(Out.PROFILE, merged, forget) for merged in merged_away),
         )
     )
 

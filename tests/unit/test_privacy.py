@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.events import IdentifierKind, identifier_key
+from streams.identity.identifiers import merged_into
 from streams.identity.resolver import profile_id_for
 from streams.privacy.requests import (
     InvalidRequestError,
@@ -28,7 +29,7 @@ from streams.privacy.requests import (
     parse_identifier,
     request_id_for,
 )
-from streams.profiles.model import dump_stored
+from streams.profiles.model import Forward, dump_stored
 from streams.steps.messages import (
     Completed,
     Erase,
@@ -42,6 +43,7 @@ from streams.steps.messages import (
     encode,
 )
 from streams.steps.privacy import erasure_cause
+from streams.steps.process import Rules
 from tests.unit.test_identity_protocol import PARTITIONS, Cluster, Held, Person
 from tests.unit.test_reducer import T0, page_view
 
@@ -283,7 +285,7 @@ def test_a_suppressed_identifier_joins_no_other_profile() -> None:
         Request("r_" + "a" * 24, RequestType.SUPPRESS, "email:a@b.c", T0),
         Erase("r_" + "a" * 24, T0, True),
         Unlink(("p_1", "p_2"), False),
-        Forget("p_1"),
+        Forget(("p_1", "p_2")),
         Completed("r_" + "a" * 24, True),
     ],
     ids=lambda m: m.command.value,
@@ -291,3 +293,24 @@ def test_a_suppressed_identifier_joins_no_other_profile() -> None:
 def test_privacy_commands_cross_the_internal_topics_intact(message: InternalMessage) -> None:
     value, headers = encode(message)
     assert decode(value, headers) == message
+
+
+def test_forwards_go_after_their_merge_markers_are_forgotten() -> None:
+    """A profile remembers few ids (here 16): long after its merges their markers are gone,
+    and the forwards they left are found as the profiles its identifiers founded."""
+    person = Person(0)
+    cluster = Cluster(rules=Rules.load(recent_ids=16))
+    for event in person.events(1):
+        cluster.produce(event)
+    cluster.run()
+    user = identifier_key(IdentifierKind.USER_ID, person.user)
+    for n in range(40):
+        cluster.produce(page_view(anon=None, user=person.user, event_id=f"late-{n}"))
+    cluster.run()
+    profile = cluster.resolve(user)
+    assert not merged_into(profile), "the markers are still remembered"
+    assert any(isinstance(v, Forward) for v in cluster.profiles.values.values())
+    request(cluster, RequestType.DELETE, user)
+    cluster.run()
+    assert not mentions(state_text(cluster), person)
+    assert not cluster.profiles.values
