@@ -203,7 +203,9 @@ def _merge_counters(p: Profile, into: Profile, other: Profile) -> None:
     p.events = _add_events(into.events, other.events)
 
 
-def _add_events(a: Mapping[str, EventCount], b: Mapping[str, EventCount]) -> dict[str, EventCount]:
+def _add_events(
+    a: Mapping[str, EventCount], b: Mapping[str, EventCount]
+) -> dict[str, EventCount]:
     """Per-name sums and latest times, the most frequent names kept."""
     summed = dict(a)
     for name, seen in b.items():

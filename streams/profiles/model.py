@@ -40,7 +40,6 @@ EVENT_NAMES_LIMIT = 50
 
 EMAIL_ACTIONS = ("delivered", "opened", "clicked", "bounced", "unsubscribed", "complained")
 
-
 class Stamped(NamedTuple):
     """A trait value with the event time of the statement that set it."""
 

@@ -194,9 +194,8 @@ def cel_view(profile: Profile, paths: Iterable[str] | None = None) -> dict[str, 
             view[head] = _CEL_GETTERS[head](profile)
     return view
 
-
 def flat_variables(
-    profile: Profile, paths: Iterable[str], keys: Mapping[str, frozenset[str]] | None = None
+profile: Profile, paths: Iterable[str], keys: Mapping[str, frozenset[str]] | None = None
 ) -> dict[str, Any]:
     """The values at ``paths``, each as a variable of its own (:func:`cel_variable`);
     the maps at the paths in ``keys`` hold only those keys.

@@ -142,7 +142,9 @@ EXAMPLES = [b for b in ALL_BLOCKS if b.language in ("sh", "python") and not b.re
 
 
 @pytest.mark.parametrize("block", EXAMPLES, ids=[b.name for b in EXAMPLES])
-def test_the_example_runs(block: Block, broker: EmbeddedBroker, docs_worker: Worker) -> None:
+def test_the_example_runs(
+    block: Block, broker: EmbeddedBroker, docs_worker: Worker
+) -> None:
     worker = docs_worker
     code = pointed_at(block.code, broker, worker)
     env = {**worker.env, "PATH": f"{PROJECT_ROOT / '.venv' / 'bin'}:{worker.env.get('PATH', '')}"}

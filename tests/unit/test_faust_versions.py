@@ -23,11 +23,8 @@ from streams.runtime.faust_patches import (
 
 # (module, class or None, function) where Faust defines it -> sha256 of its source, 12 hex.
 REPLACED = {
-    (
-        "faust.transport.drivers.aiokafka",
-        "AIOKafkaConsumerThread",
-        "_create_worker_consumer",
-    ): "684c167041ff",
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_create_worker_consumer"):
+    "684c167041ff",
     ("faust.tables.recovery", "Recovery", "_build_highwaters"): "881584f42842",
     ("faust.tables.manager", "TableManager", "on_start"): "5e67c90893df",
     ("faust.transport.consumer", "Consumer", "ack"): "6341c682b9ca",
@@ -50,7 +47,9 @@ def fingerprint(module: str, owner: str | None, name: str) -> str:
         assert classes, f"{module} no longer defines {owner}"
         scope = classes[0].body
     functions = [
-        n for n in scope if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == name
+        n
+        for n in scope
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == name
     ]
     assert functions, f"{module}.{owner or ''}.{name} is gone"
     segment = ast.get_source_segment(source, functions[0]) or ""
