@@ -167,7 +167,16 @@ class Settings(BaseSettings):
     recheck_interval_seconds: float = Field(
         default=1.0,
         gt=0,
-        description="How often due segment rechecks and journey steps run: how late one may be.",
+        description=(
+            "How often due segment rechecks and journey steps run; a step runs about two"
+            " rounds after its time (once the input before it is applied)."
+        ),
+    )
+    backfill_rate: float = Field(
+        default=200.0,
+        ge=0,
+        description="Profiles stored under other segment definitions that a worker evaluates"
+        " under the current ones per second, in the background (0: each at its next event).",
     )
     broker_probe_interval_seconds: float = Field(
         default=2.0, gt=0, description="How often readiness checks that the broker answers."

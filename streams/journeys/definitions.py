@@ -197,14 +197,22 @@ class JourneyDefinition:
     program: tuple[Instruction, ...] = field(init=False, compare=False, repr=False)
     positions: Mapping[str, int] = field(init=False, compare=False, repr=False)
     else_at: Mapping[str, int] = field(init=False, compare=False, repr=False)
+    # Where the journey goes on after its last step: its first top-level yearly wait
+    # (`wait_until: {trait, each: year}`), one round a year; None: it completes.
+    yearly_at: int | None = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         program: list[Instruction] = []
         else_at: dict[str, int] = {}
         _compile(self.steps, program, else_at)
+        positions = {ins.key: i for i, ins in enumerate(program)}
+        yearly = next(
+            (s for s in self.steps if isinstance(s, WaitUntil) and s.trait is not None), None
+        )
         object.__setattr__(self, "program", tuple(program))
-        object.__setattr__(self, "positions", {ins.key: i for i, ins in enumerate(program)})
+        object.__setattr__(self, "positions", positions)
         object.__setattr__(self, "else_at", else_at)
+        object.__setattr__(self, "yearly_at", None if yearly is None else positions[yearly.key])
 
     # What the one-step form called them; a flow's first send.
     @property
@@ -273,6 +281,8 @@ class Flows:
     """Every entry and exit rule on events, by event kind ("order")."""
     segment_rules: tuple[TriggerRule, ...] = field(init=False, compare=False, repr=False)
     """Every entry and exit rule on segment changes."""
+    backfilled: tuple[JourneyDefinition, ...] = field(init=False, compare=False, repr=False)
+    """The journeys current members of their entry segment enter (``backfill: true``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {j.name: j for j in self.journeys})
@@ -287,6 +297,7 @@ class Flows:
         segment = tuple(r for r in unique if r.kind is not TriggerKind.EVENT)
         object.__setattr__(self, "event_rules", by_kind)
         object.__setattr__(self, "segment_rules", segment)
+        object.__setattr__(self, "backfilled", tuple(j for j in self.journeys if j.backfill))
 
     @property
     def window_ms(self) -> int:
@@ -441,26 +452,27 @@ def _journey(
     holdout = _percent(holdout_raw)
     if holdout is None:
         raise read.fail(f"field 'holdout' must be a percentage like '10%', got {holdout_raw!r}")
+    entry_rule = _rule(read, read.get("entry", dict), "entry", segment_names)
     return JourneyDefinition(
         name=name,
-        entry=_rule(read, read.get("entry", dict), "entry", segment_names),
+        entry=entry_rule,
         consent=read.get("consent", str, check=bool),
         steps=steps,
         transactional=read.get("transactional", bool, False),
         re_entry_ms=_re_entry(read),
         exit_on=_exit_rules(read, segment_names),
         holdout_percent=holdout,
-        backfill=_backfill(read),
+        backfill=_backfill(read, entry_rule),
         description=read.get("description", str, ""),
     )
 
 
-def _backfill(read: Reader) -> bool:
-    # Reserved: entering a new segment journey's current members is not implemented, and a
-    # file must not promise what the worker does not do.
-    if read.get("backfill", bool, False):
-        raise read.fail("backfill: true is not supported yet (only future entries enter)")
-    return False
+def _backfill(read: Reader, entry: TriggerRule) -> bool:
+    """Whether current members of the entry segment enter too, not only future entries."""
+    backfill: bool = read.get("backfill", bool, False)
+    if backfill and entry.kind is not TriggerKind.SEGMENT_ENTERED:
+        raise read.fail("backfill: true needs a segment_entered entry (current members enter)")
+    return backfill
 
 
 def _legacy(

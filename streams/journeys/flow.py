@@ -13,6 +13,7 @@ time however late the timer fired, so replays and late timers decide exactly ali
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,7 +37,7 @@ from streams.journeys.definitions import (
     WaitUntil,
 )
 from streams.journeys.rules import JourneyTrigger, ineligibility, trigger_id
-from streams.profiles.model import Profile
+from streams.profiles.model import Profile, order_stay, stay_ends
 
 
 class Kind(StrEnum):
@@ -113,10 +114,16 @@ class FlowState:
     dates: tuple[tuple[str, int], ...] = ()  # the entry order's stay dates
     exited_at: int | None = None
     exit_reason: Reason | None = None
+    rounds: int = 0  # the rounds a yearly journey went back to its yearly wait
 
     @property
     def active(self) -> bool:
         return self.position is not None
+
+    @property
+    def occasion(self) -> str:
+        """What trigger ids name: the entry, and the round of a yearly journey after its first."""
+        return f"{self.entry_id}#{self.rounds}" if self.rounds else self.entry_id
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -132,6 +139,7 @@ class FlowState:
             "dates": dict(self.dates),
             "exited_at": self.exited_at,
             "exit_reason": None if self.exit_reason is None else self.exit_reason.value,
+            "rounds": self.rounds,
         }
 
     @classmethod
@@ -150,6 +158,7 @@ class FlowState:
             dates=tuple(sorted(d.get("dates", {}).items())),
             exited_at=d.get("exited_at"),
             exit_reason=None if reason is None else Reason(reason),
+            rounds=d.get("rounds", 0),
         )
 
 
@@ -163,13 +172,11 @@ class Book:
     rules: str = ""  # the Flows.fingerprint the states were made under
     # The latest journey events, oldest first: (at, journey, kind, step, reason).
     history: tuple[tuple[int, str, str, str | None, str | None], ...] = ()
-    # Booked stays not over yet: (order id, starts, ends), for suppress_during_stay.
-    stays: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def blank(self) -> bool:
-        """Nothing worth storing: no journey ever entered, no stay ahead."""
-        return not self.states and not self.stays and not self.sent
+        """Nothing worth storing: no journey ever entered, no send within a cap window."""
+        return not self.states and not self.sent
 
     @property
     def next_due(self) -> int | None:
@@ -183,7 +190,6 @@ class Book:
             "sequence": self.sequence,
             "rules": self.rules,
             "history": [list(h) for h in self.history],
-            "stays": [list(stay) for stay in self.stays],
         }
 
     @classmethod
@@ -196,7 +202,6 @@ class Book:
             d.get("sequence", 0),
             d.get("rules", ""),
             tuple((h[0], h[1], h[2], h[3], h[4]) for h in d.get("history", ())),
-            tuple((str(o), int(a), int(b)) for o, a, b in d.get("stays", ())),
         )
 
 
@@ -210,6 +215,10 @@ class Occurrence(NamedTuple):
     event: Event | None  # None for a merge: only segment changes can match then
     changes: Sequence[SegmentChange]
     cause_id: str
+    # The profile evaluated under new definitions, no event: current members of the entry
+    # segment of a ``backfill`` journey enter it (never entered before), no other journey
+    # is entered (only future entries).
+    backfill: bool = False
 
 
 class Timer(NamedTuple):
@@ -273,11 +282,11 @@ def concerns(
     skip decoding the stored ``book`` (its plain form) for most events.
 
     Something can happen only when a rule (entry or exit) matches, what decides who may be
-    mailed changed, a state waits for a trait, an order may book or cancel a stay, or the
-    states were made under other definitions.
+    mailed changed, a state waits for a trait, or the states were made under other
+    definitions.
     """
     event = occurrence.event
-    if event is not None and event.kind is EventKind.ORDER and flows.policies.suppress_during_stay:
+    if occurrence.backfill and flows.backfilled:
         return True
     candidates = () if event is None else flows.event_rules.get(event.kind.value, ())
     if occurrence.changes:
@@ -378,36 +387,37 @@ def cap_slot(flows: Flows, sent: Sequence[tuple[int, str]], channel: str, at: in
 
 
 def birthday_after(value: str, at: int, minutes: int, zone: ZoneInfo) -> int | None:
-    """The next local ``minutes`` on the month and day of ``value`` ("1990-05-17", "05-17")."""
+    """The first local ``minutes`` at or after ``at`` on the month and day of ``value``
+    ("1990-05-17", "05-17"); None when it is no date. 29 February is kept on 28 February
+    in common years, so it comes every year too."""
     parts = value.strip().split("-")
     try:
         month, day = int(parts[-2]), int(parts[-1])
         date(2000, month, day)  # a leap year: 29 February is a date
     except (ValueError, IndexError):
         return None
+
+    def on(year: int) -> datetime:
+        leap_day = (month, day) == (2, 29) and not calendar.isleap(year)
+        return datetime(year, month, 28 if leap_day else day, *divmod(minutes, 60), tzinfo=zone)
+
     local = datetime.fromtimestamp(at / 1000, zone)
-    for year in range(local.year, local.year + 9):
-        try:
-            when = datetime(year, month, day, minutes // 60, minutes % 60, tzinfo=zone)
-        except ValueError:  # 29 February in a common year
-            continue
-        if when >= local:
-            return int(when.timestamp() * 1000)
-    return None
+    when = on(local.year)
+    if when < local:
+        when = on(local.year + 1)
+    return int(when.timestamp() * 1000)
 
 
 def stay_dates(event: Event | None) -> tuple[tuple[str, int], ...]:
     """The stay an order books: its items' earliest ``starts_at`` and latest ``ends_at``."""
     if event is None or event.kind is not EventKind.ORDER:
         return ()
-    items = event.body.get("items") or ()
-    starts = [i["starts_at"] for i in items if i.get("starts_at") is not None]
-    ends = [i["ends_at"] for i in items if i.get("ends_at") is not None]
+    starts, ends = order_stay(event.body)
     dates = []
-    if ends:
-        dates.append(("stay_ends_at", int(max(ends))))
-    if starts:
-        dates.append(("stay_starts_at", int(min(starts))))
+    if ends is not None:
+        dates.append(("stay_ends_at", ends))
+    if starts is not None:
+        dates.append(("stay_starts_at", starts))
     return tuple(dates)
 
 
@@ -453,7 +463,6 @@ class _Run:
         self.sent = list(book.sent)
         self.sequence = book.sequence
         self.history = list(book.history)
-        self.stays = {order: (starts, ends) for order, starts, ends in book.stays}
         self.sends: list[JourneyTrigger] = []
         self.events: list[JourneyEvent] = []
         self.event: Event | None = None
@@ -464,7 +473,6 @@ class _Run:
 
     def occur(self, occurrence: Occurrence, entered: Mapping[str, Mapping[str, int]]) -> None:
         self.event, self.cause_id = occurrence.event, occurrence.cause_id
-        self.book_stay(occurrence.event)
         for journey in self.flows.journeys:
             state = self.states.get(journey.name)
             if state is None or not state.active:
@@ -479,37 +487,26 @@ class _Run:
                     reason = Reason.GOAL if rule.goal else Reason.EXIT_RULE
                     self.exit(journey, state, reason, self.now)
                     break
-        for journey in self.flows.journeys:
+        for journey in () if occurrence.backfill else self.flows.journeys:
             hit, segment = matches(journey.entry, occurrence)
             if hit and self.may_enter(journey, entered):
-                self.enter(journey, segment, occurrence)
-                state = self.states[journey.name]
-                for rule in journey.exit_on:
-                    if happened_after(rule.rule, self.profile, self.now):
-                        reason = Reason.GOAL if rule.goal else Reason.EXIT_RULE
-                        self.exit(journey, state, reason, self.now)
-                        break
+                self.admit(journey, segment, occurrence)
+        for journey in self.flows.backfilled if occurrence.backfill else ():
+            member = next(
+                (s for s in self.profile.segments if journey.entry.matches_segment(s)), None
+            )
+            never = journey.name not in self.states and journey.name not in entered
+            if member is not None and never and self.may_enter(journey, entered):
+                self.admit(journey, member, occurrence)
         # Steps run in priority order, so the first journey takes a capped slot.
         for journey in self.flows.journeys:
             state = self.states.get(journey.name)
             if state is not None and state.active and (state.due_at is None or state.parked):
                 self.run(journey, state, self.now)
 
-    def book_stay(self, event: Event | None) -> None:
-        if event is None or event.kind is not EventKind.ORDER:
-            return
-        order = str(event.body.get("order_id"))
-        status = event.body.get("status")
-        dates = dict(stay_dates(event))
-        if status == "placed" and "stay_starts_at" in dates and "stay_ends_at" in dates:
-            self.stays[order] = (dates["stay_starts_at"], dates["stay_ends_at"])
-        elif status in ("cancelled", "refunded"):
-            self.stays.pop(order, None)
-
     def stay_over(self, at: int) -> int | None:
-        """When the stay current at ``at`` ends (the latest of those current); None: none."""
-        ends = [end for start, end in self.stays.values() if start <= at < end]
-        return max(ends, default=None)
+        """When the profile's stay current at ``at`` ends (the latest of those current)."""
+        return stay_ends(self.profile.stays, at)
 
     def fire(self, at: int) -> None:
         self.cause_id = f"timer:{at}"
@@ -555,6 +552,19 @@ class _Run:
             return True
         return journey.re_entry_ms is not None and self.now - last >= journey.re_entry_ms
 
+    def admit(
+        self, journey: JourneyDefinition, segment: str | None, occurrence: Occurrence
+    ) -> None:
+        """Enter ``journey``, and leave it at once when an exit event is known to have come
+        after now."""
+        self.enter(journey, segment, occurrence)
+        state = self.states[journey.name]
+        for rule in journey.exit_on:
+            if happened_after(rule.rule, self.profile, self.now):
+                reason = Reason.GOAL if rule.goal else Reason.EXIT_RULE
+                self.exit(journey, state, reason, self.now)
+                break
+
     def enter(
         self, journey: JourneyDefinition, segment: str | None, occurrence: Occurrence
     ) -> None:
@@ -587,13 +597,18 @@ class _Run:
         if i is None:  # made under other definitions, and not redefined: cannot go on
             self.exit(journey, state, Reason.DEFINITION_CHANGED, at)
             return
-        resumed = False
+        resumed = looped = False
         if state.due_at is not None and not state.parked:
             if at < state.due_at:
                 return
             at, resumed = state.due_at, True
             state = replace(state, due_at=None)
-        while i < len(program):
+        while True:
+            if i == len(program):
+                if journey.yearly_at is None:
+                    break
+                i, looped = journey.yearly_at, True
+                state = replace(state, rounds=state.rounds + 1)
             ins = program[i]
             if isinstance(ins, Jump):
                 i = ins.to
@@ -608,7 +623,10 @@ class _Run:
                     resumed = False
                     i += 1
                     continue
-                due = ins.ms + at if isinstance(ins, Wait) else self.until(ins, state, at)
+                # A yearly wait gone back to waits for the next round, not this one.
+                since = at + 1 if looped else at
+                looped = False
+                due = ins.ms + at if isinstance(ins, Wait) else self.until(ins, state, since)
                 if due is None and isinstance(ins, WaitUntil) and ins.trait is not None:
                     # Waits for the trait: tried again at the profile's next event.
                     if not state.parked:
@@ -641,7 +659,9 @@ class _Run:
             if stamped is None or not stamped.value:
                 return None
             minutes = 9 * 60 if step.time is None else step.time
-            return birthday_after(stamped.value, at + step.offset_ms, minutes, zone)
+            # The first date whose offset instant is not before ``at``.
+            date_at = birthday_after(stamped.value, at - step.offset_ms, minutes, zone)
+            return None if date_at is None else date_at + step.offset_ms
         if step.order_field is not None:
             base = dict(state.dates).get(step.order_field)
             if base is None:
@@ -699,7 +719,7 @@ class _Run:
         assert email is not None  # blocked() checked it
         source = PayloadSource(self.before, self.profile, self.event, state.segment)
         trigger = JourneyTrigger(
-            trigger_id=trigger_id(name, step.template, self.profile.profile_id, state.entry_id),
+            trigger_id=trigger_id(name, step.template, self.profile.profile_id, state.occasion),
             journey=name,
             step=step.template,
             profile_id=self.profile.profile_id,
@@ -755,8 +775,7 @@ class _Run:
         sent = tuple(sorted(s for s in self.sent if s[0] > horizon)) if window else ()
         rules = self.flows.fingerprint if self.states else ""
         history = tuple(self.history[-HISTORY_LIMIT:])
-        stays = tuple(sorted((o, a, b) for o, (a, b) in self.stays.items() if b > self.now))
-        book = Book(self.states, sent, self.sequence, rules, history, stays)
+        book = Book(self.states, sent, self.sequence, rules, history)
         return Advance(book, tuple(self.sends), tuple(self.events))
 
 

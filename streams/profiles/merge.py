@@ -21,6 +21,8 @@ had every event of both profiles arrived at one profile:
 - ``segments`` stay ``into``'s, with the fingerprint of the rules they were evaluated
   under and their recheck time, and ``segment_sequence`` is the max of both: the shell
   re-evaluates segments after a merge and emits the difference with a fresh sequence;
+- stays are the union of both, one per order (``into``'s on a tie), bounded as the
+  reducer bounds them;
 - journey bookkeeping keeps, per journey and step, the earliest trigger time, so a person
   never receives a non-repeating journey twice because they once had two profiles.
 
@@ -58,6 +60,7 @@ from streams.profiles.model import (
     REFUSED_IDENTIFIERS_LIMIT,
     EventCount,
     Profile,
+    bounded_stays,
 )
 
 # Private helpers of the reducer, reused on purpose so a merge breaks ties and bounds
@@ -104,6 +107,7 @@ MERGED_FIELDS: frozenset[str] = frozenset(
         "last_click_at",
         "clicked_categories",
         "events",
+        "stays",
         "segments",
         "segment_sequence",
         "segment_rules",
@@ -168,6 +172,7 @@ def merge(
         recent = _seen_product(recent, seen.product_id, seen.at)
     p.recent_products = recent
     p.cart_items = _latest_times(into.cart_items, other.cart_items, CART_ITEMS_LIMIT)
+    p.stays = bounded_stays((*other.stays, *into.stays), p.last_seen)  # into's on a tie
 
     p.segment_sequence = max(into.segment_sequence, other.segment_sequence)
     p.journeys = _earliest_steps(into.journeys, other.journeys)
@@ -203,9 +208,7 @@ def _merge_counters(p: Profile, into: Profile, other: Profile) -> None:
     p.events = _add_events(into.events, other.events)
 
 
-def _add_events(
-    a: Mapping[str, EventCount], b: Mapping[str, EventCount]
-) -> dict[str, EventCount]:
+def _add_events(a: Mapping[str, EventCount], b: Mapping[str, EventCount]) -> dict[str, EventCount]:
     """Per-name sums and latest times, the most frequent names kept."""
     summed = dict(a)
     for name, seen in b.items():

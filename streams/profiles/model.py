@@ -37,8 +37,11 @@ REFUSED_IDENTIFIERS_LIMIT = 64
 # Custom event names counted per profile: the most frequent kept, so a client sending a
 # new name per event cannot grow a profile without bound.
 EVENT_NAMES_LIMIT = 50
+# Booked stays kept per profile (current and upcoming; past ones are dropped).
+STAYS_LIMIT = 8
 
 EMAIL_ACTIONS = ("delivered", "opened", "clicked", "bounced", "unsubscribed", "complained")
+
 
 class Stamped(NamedTuple):
     """A trait value with the event time of the statement that set it."""
@@ -62,6 +65,40 @@ class EventCount(NamedTuple):
 class ProductSeen(NamedTuple):
     product_id: str
     at: int
+
+
+class Stay(NamedTuple):
+    """A stay (or event date) an order booked: its items' earliest start, latest end."""
+
+    order_id: str
+    starts_at: int
+    ends_at: int
+
+
+def order_stay(body: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """An order's earliest item ``starts_at`` and latest ``ends_at`` (None: no item has one)."""
+    items = body.get("items") or ()
+    starts = [int(i["starts_at"]) for i in items if i.get("starts_at") is not None]
+    ends = [int(i["ends_at"]) for i in items if i.get("ends_at") is not None]
+    return min(starts, default=None), max(ends, default=None)
+
+
+def stay_ends(stays: Iterable[Stay], at: int) -> int | None:
+    """When the stay current at ``at`` ends (the latest of those current); None: none is."""
+    return max((s.ends_at for s in stays if s.starts_at <= at < s.ends_at), default=None)
+
+
+def next_stay_start(stays: Iterable[Stay], at: int) -> int | None:
+    """The first start of a stay after ``at``; None: none is booked."""
+    return min((s.starts_at for s in stays if s.starts_at > at), default=None)
+
+
+def bounded_stays(stays: Iterable[Stay], after: int | None) -> tuple[Stay, ...]:
+    """``stays`` without those over by ``after``, by start, the STAYS_LIMIT latest-ending
+    kept; one per order."""
+    by_order = {s.order_id: s for s in stays if after is None or s.ends_at > after}
+    kept = sorted(by_order.values(), key=lambda s: (-s.ends_at, s.order_id))[:STAYS_LIMIT]
+    return tuple(sorted(kept, key=lambda s: (s.starts_at, s.order_id)))
 
 
 def _empty_email_counts() -> dict[str, int]:
@@ -104,6 +141,8 @@ class Profile:
     clicked_categories: dict[str, int] = field(default_factory=dict)
     # Custom events (the track topic): name -> count and last time, top EVENT_NAMES_LIMIT.
     events: dict[str, EventCount] = field(default_factory=dict)
+    # Booked stays not over by the latest event, by start (bounded_stays).
+    stays: tuple[Stay, ...] = ()
     # Derived state owned by streams.steps.process.
     segments: tuple[str, ...] = ()  # sorted
     segment_sequence: int = 0
@@ -208,6 +247,7 @@ class Profile:
                 "clicked_categories": dict(self.clicked_categories),
             },
             "events": {k: {"count": v.times, "last_at": v.last_at} for k, v in self.events.items()},
+            "stays": [list(stay) for stay in self.stays],
             "segments": list(self.segments),
             "segment_sequence": self.segment_sequence,
             "segment_rules": self.segment_rules,
@@ -257,6 +297,7 @@ class Profile:
             events={
                 k: EventCount(v["count"], v["last_at"]) for k, v in d.get("events", {}).items()
             },
+            stays=_stored_stays(d),
             segments=tuple(d["segments"]),
             segment_sequence=d["segment_sequence"],
             # Without a recheck time the stored segments cannot be trusted to be current.
@@ -286,6 +327,12 @@ def event_fingerprint(event_id: str) -> str:
     """
     digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
     return base64.urlsafe_b64encode(digest)[:11].decode()
+
+
+def _stored_stays(d: Mapping[str, Any]) -> tuple[Stay, ...]:
+    """The stays of a stored profile; before profiles kept them, the journey book did."""
+    stored = d["stays"] if "stays" in d else (d.get("journey_flows") or {}).get("stays", ())
+    return tuple(Stay(str(o), int(a), int(b)) for o, a, b in stored)
 
 
 def _remembered(stored: Iterable[str], schema: int) -> dict[str, None]:
@@ -327,11 +374,18 @@ def stored_recheck_at(data: bytes) -> int | None:
     return _earliest(raw.get("segment_recheck_at"), raw.get("journey_due_at"))
 
 
-def stored_wake(data: bytes) -> tuple[int | None, int | None]:
-    """The :attr:`Profile.wake_at` and ``journey_due_at`` of a profile table value."""
+class StoredWake(NamedTuple):
+    wake_at: int | None
+    journey_due_at: int | None
+    segment_rules: str | None  # None for a forward
+
+
+def stored_wake(data: bytes) -> StoredWake:
+    """The :attr:`Profile.wake_at`, ``journey_due_at`` and ``segment_rules`` of a profile
+    table value."""
     raw = orjson.loads(data)
     due = raw.get("journey_due_at")
-    return _earliest(raw.get("segment_recheck_at"), due), due
+    return StoredWake(_earliest(raw.get("segment_recheck_at"), due), due, raw.get("segment_rules"))
 
 
 def _earliest(a: int | None, b: int | None) -> int | None:

@@ -26,7 +26,10 @@ from streams.profiles.model import (
     ProductSeen,
     Profile,
     Stamped,
+    Stay,
+    bounded_stays,
     event_fingerprint,
+    order_stay,
 )
 
 
@@ -103,11 +106,18 @@ def _order(p: Profile, body: dict[str, Any], at: int) -> None:
             if item.get("category"):
                 categories = _bump(categories, item["category"], max(1, item.get("quantity") or 1))
         p.categories_purchased = categories
+        starts, ends = order_stay(body)
+        if starts is not None and ends is not None:
+            stay = Stay(str(body.get("order_id")), starts, ends)
+            p.stays = bounded_stays((*p.stays, stay), p.last_seen)
     elif status == "cancelled":
         p.orders_cancelled += 1
     elif status == "refunded":
         p.orders_refunded += 1
         p.revenue -= total
+    if status in ("cancelled", "refunded") and p.stays:
+        order = str(body.get("order_id"))
+        p.stays = bounded_stays((s for s in p.stays if s.order_id != order), p.last_seen)
 
 
 def _email(p: Profile, body: dict[str, Any], at: int) -> None:

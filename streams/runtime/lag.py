@@ -51,8 +51,8 @@ def lags(
     return found
 
 
-class LagMonitor:
-    """Refreshes ``cdp_consumer_lag_messages`` from the broker's end offsets."""
+class EndOffsets:
+    """Asks the broker for the end offsets of the partitions the worker's stages read."""
 
     def __init__(self, app: Any, timeout_s: float) -> None:
         self._app = app
@@ -61,12 +61,16 @@ class LagMonitor:
         # it is out, no other is sent, so a long stall does not pile them up.
         self._asking: asyncio.Future[Mapping[TP, int]] | None = None
 
-    def _read_partitions(self) -> list[TP]:
+    def held(self) -> list[TP]:
+        """The input and internal partitions the worker holds now."""
         topics = set(fetches.receivers_of(self._app))
         consumer = self._app.consumer
         return sorted(tp for tp in consumer.assignment() if tp.topic in topics)
 
-    async def _end_offsets(self, partitions: list[TP]) -> Mapping[TP, int] | None:
+    async def ask(self, partitions: list[TP]) -> Mapping[TP, int] | None:
+        """Their end offsets, or None when the broker did not answer in time."""
+        if not partitions:
+            return {}
         if self._asking is None:
             self._asking = asyncio.ensure_future(self._app.consumer.highwaters(*partitions))
         asking = self._asking
@@ -77,19 +81,24 @@ class LagMonitor:
         if asking.exception() is not None:  # e.g. the group is rebalancing
             log.debug("end offsets not known now (%s)", type(asking.exception()).__name__)
             return None
-        return asking.result()
+        answered: Mapping[TP, int] = asking.result()
+        return answered
+
+
+class LagMonitor:
+    """Refreshes ``cdp_consumer_lag_messages`` from the broker's end offsets."""
+
+    def __init__(self, app: Any, timeout_s: float) -> None:
+        self._app = app
+        self._end_offsets = EndOffsets(app, timeout_s)
 
     async def refresh(self) -> None:
         consumer = self._app.consumer
-        partitions = self._read_partitions()
-        end_offsets: Mapping[TP, int | None] = {}
-        if partitions:
-            answered = await self._end_offsets(partitions)
-            if answered is None:
-                return
-            end_offsets = answered
+        end_offsets = await self._end_offsets.ask(self._end_offsets.held())
+        if end_offsets is None:
+            return
         # The assignment may have changed while the broker answered.
-        held = set(self._read_partitions())
+        held = set(self._end_offsets.held())
         found = lags(
             {tp: end for tp, end in end_offsets.items() if tp in held},
             {tp: consumer._read_offset.get(tp) for tp in held},

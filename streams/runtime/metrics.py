@@ -77,6 +77,17 @@ SEGMENT_RECHECKS_SCHEDULED = Gauge(
     "Profiles of this worker's partitions with a time-based segment recheck to come.",
     registry=REGISTRY,
 )
+BACKFILL_PENDING = Gauge(
+    "cdp_backfill_profiles_pending",
+    "Profiles of this worker's partitions found stored under other segment definitions and"
+    " not evaluated under the current ones yet (the background evaluation's work left).",
+    registry=REGISTRY,
+)
+BACKFILL_EVALUATED = Counter(
+    "cdp_backfill_profiles_evaluated_total",
+    "Profiles evaluated under new segment definitions by the background evaluation.",
+    registry=REGISTRY,
+)
 SEGMENT_RECHECK_PARTITIONS_UNREAD = Gauge(
     "cdp_segment_recheck_partitions_unread",
     "Held partitions whose profiles are still being read for their recheck times (a recheck"

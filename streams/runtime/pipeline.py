@@ -191,6 +191,7 @@ def install(runtime: Runtime) -> Pipeline:
         pipeline.journey_timers,
     )
     app.task(timer.run)
+    app.task(timer.run_backfill)
 
     async def take_messages(stream: Any) -> None:
         await pipeline.stage.run()

@@ -11,9 +11,16 @@ take the path an event's take. A crash before a recheck's profile is written lea
 stored recheck time as it was: the next worker to hold the partition reads it and runs the
 recheck again, with the same outputs (:func:`streams.steps.process.recheck`).
 
+A profile's time comes only once the worker has applied its inputs up to that time
+(:mod:`streams.runtime.applied_inputs`): after a restart, an order produced before a
+reminder's due time stops the reminder even though it is read after that time.
+
 A profile's time is its :attr:`~streams.profiles.model.Profile.wake_at`: the earlier of its
 segment recheck and its next due journey step, so journey waits are durable timers kept in
 the profile table (and its changelog) of their partition, whoever holds it next.
+
+The same scan finds the profiles stored under other segment definitions, which the timer
+evaluates under the current ones at a limited rate (:mod:`streams.runtime.backfill`).
 """
 
 from __future__ import annotations
@@ -24,9 +31,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from faust.types import TP
+
 from streams.events import now_ms
 from streams.profiles.model import stored_wake
+from streams.runtime.applied_inputs import AppliedInputs
+from streams.runtime.backfill import BackfillQueue
+from streams.runtime.lag import EndOffsets
 from streams.runtime.metrics import (
+    BACKFILL_PENDING,
     JOURNEY_TIMERS_PENDING,
     SEGMENT_RECHECK_PARTITIONS_UNREAD,
     SEGMENT_RECHECK_SCAN_SECONDS,
@@ -36,7 +49,7 @@ from streams.runtime.metrics import (
 from streams.runtime.recheck_schedule import RecheckSchedule
 from streams.runtime.stages import SLICE_SECONDS, BatchedStage
 from streams.steps.messages import Out, Send
-from streams.steps.profile import Recheck
+from streams.steps.profile import Backfill, Recheck
 
 if TYPE_CHECKING:
     from streams.runtime.context import Runtime
@@ -69,19 +82,25 @@ class RecheckTimer:
         self._scanned: set[int] = set()
         """Held partitions whose table was read to the end since they were assigned."""
         self._scans: set[asyncio.Task[None]] = set()
+        self._backfill = BackfillQueue()
+        self._applied = AppliedInputs[TP]()
+        self._end_offsets = EndOffsets(
+            runtime.app, timeout_s=runtime.settings.broker_probe_timeout_seconds
+        )
 
     async def run(self) -> None:
         """Run due rechecks for as long as the worker runs."""
         rules = self._runtime.rules
-        if not rules.journeys and not any(definition.clock for definition in rules.segments):
-            return  # no clock terms and no journeys: no profile gets a wake time
+        timers = rules.journeys or any(definition.clock for definition in rules.segments)
+        if not timers and self._runtime.settings.backfill_rate <= 0:
+            return  # no profile gets a wake time, and none is read for the background evaluation
         interval = self._runtime.settings.recheck_interval_seconds
         while True:
             await asyncio.sleep(interval)
             if not self._settled():
                 continue
             self._follow_assignment()
-            due = self._schedule.pop_due(now_ms())
+            due = self._schedule.pop_due(await self._inputs_applied_until())
             if due:
                 await self._stage.run_unfetched(
                     [self._recheck(partition, key, at) for partition, key, at in due]
@@ -99,14 +118,36 @@ class RecheckTimer:
             and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
         )
 
+    async def _inputs_applied_until(self) -> int:
+        """The instant up to which every input partition held is applied (see
+        :mod:`streams.runtime.applied_inputs`); one snapshot of their ends is asked at a time."""
+        now = now_ms()
+        held = self._end_offsets.held()
+        consumer: Any = self._runtime.app.consumer  # Faust's own record of its commits
+        committed = consumer._committed_offset
+        finished = self._stage.applied_offsets
+        applied = {
+            # A committed offset is the next one to read: the one before it is applied.
+            tp: max(finished.get(tp, -1), (committed.get(tp) or 0) - 1)
+            for tp in held
+        }
+        until = self._applied.update(now, applied)
+        if self._applied.wants_snapshot():
+            ends = await self._end_offsets.ask(held)
+            if ends is not None:
+                self._applied.snapshot(now, ends)
+        return until
+
     def _follow_assignment(self) -> None:
         app = self._runtime.app
         if self._generation == app.consumer_generation_id:
             return
         self._generation = app.consumer_generation_id
+        self._applied.reset()
         self._held = self._held_partitions(Out.PROFILE)
         self._schedule.keep(self._held)
         self._journey_timers.keep(self._held)
+        self._backfill.keep(self._held)
         self._scanned &= self._held
         # Scans of an earlier generation stopped where they were; these start over.
         for partition in sorted(self._held - self._scanned):
@@ -139,12 +180,46 @@ class RecheckTimer:
 
         return run
 
+    async def run_backfill(self) -> None:
+        """Evaluate the profiles the scans found stored under other segment definitions, at
+        most ``CDP_BACKFILL_RATE`` a second, for as long as the worker runs."""
+        rate = self._runtime.settings.backfill_rate
+        if rate <= 0:
+            return
+        budget = 0.0
+        while True:
+            await asyncio.sleep(1.0)
+            BACKFILL_PENDING.set(len(self._backfill))
+            if not self._settled() or self._generation != self._runtime.app.consumer_generation_id:
+                continue
+            budget = min(budget + rate, max(rate, 1.0))  # no burst beyond a second's worth
+            taken = self._backfill.take(int(budget))
+            budget -= len(taken)
+            if taken:
+                await self._stage.run_unfetched([self._evaluate(p, key) for p, key in taken])
+
+    def _evaluate(self, partition: int, key: str) -> Callable[[], None]:
+        generation = self._generation
+
+        def run() -> None:
+            if not self._settled() or self._runtime.app.consumer_generation_id != generation:
+                # Read again by the scan of the next assignment if still held.
+                return
+            try:
+                self._run_in_place(Send(Out.PROFILE, key, Backfill()), {}, partition)
+            except Exception:
+                # The stored profile is unchanged; it is evaluated at its next change.
+                log.exception("a background evaluation failed in partition %s", partition)
+
+        return run
+
     async def _scan(self, partition: int, generation: int) -> None:
         """Read a newly held partition's recheck times, a slice of the loop's time at a time.
 
         No iterator outlives a slice: a rebalance between two slices may close the database.
         """
         app = self._runtime.app
+        rules = self._runtime.rules
         last: bytes | None = None
         while app.consumer_generation_id == generation:
             if not self._settled():
@@ -164,9 +239,12 @@ class RecheckTimer:
             while entries.valid() and time.perf_counter() - began < SLICE_SECONDS:
                 last = entries.key()
                 if last != store.offset_key:
-                    at, journey_due = stored_wake(entries.value())
-                    self._schedule.offer(partition, last.decode(), at)
-                    self._journey_timers.offer(partition, last.decode(), journey_due)
+                    key = last.decode()
+                    wake = stored_wake(entries.value())
+                    self._schedule.offer(partition, key, wake.wake_at)
+                    self._journey_timers.offer(partition, key, wake.journey_due_at)
+                    if rules.outdated(wake.segment_rules):
+                        self._backfill.offer(partition, key)
                 entries.next()
             finished = not entries.valid()
             del entries

@@ -112,6 +112,9 @@ class BatchedStage:
         self.finished = asyncio.Event()
         self._finisher: asyncio.Future[None] | None = None
         self._generation: int | None = None
+        self.applied_offsets: dict[TP, int] = {}
+        """Per partition, the offset of the last message whose batch finished (this
+        generation): its outputs and writes are out."""
         fetches.claim(runtime.app, topics, self.receive)
 
     async def run(self) -> None:
@@ -172,6 +175,7 @@ class BatchedStage:
         if generation != self._generation:
             self._generation = generation
             self._forget_recent()
+            self.applied_offsets.clear()
 
     def _forget_recent(self) -> None:
         for table in self.tables:
@@ -211,8 +215,11 @@ class BatchedStage:
             for writer in writers:
                 writer.persist_offsets(changelog)
             share = LoopShare()
+            current = batch.generation == self._generation
             for message in batch.messages:
                 consumer.ack(message)
+                if current:
+                    self.applied_offsets[message.tp] = message.offset
                 await share.yield_when_due()
             self.finished.set()
 

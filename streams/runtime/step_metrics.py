@@ -16,6 +16,7 @@ from streams.events import now_ms
 from streams.identity.resolver import redacted
 from streams.profiles.model import Profile
 from streams.runtime.metrics import (
+    BACKFILL_EVALUATED,
     ERASURE_DURATION_SECONDS,
     EVENT_TO_OUTPUT_SECONDS,
     EVENTS,
@@ -41,7 +42,7 @@ from streams.steps.identity import IdentityStep
 from streams.steps.in_place import RECEIVED_AT_HEADER, Headers
 from streams.steps.messages import Absorb, Claim, HandOver, Out, RoutedEvent, Send
 from streams.steps.privacy import PrivacyStep
-from streams.steps.profile import ProfileStep, Recheck
+from streams.steps.profile import Backfill, ProfileStep, Recheck
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +135,11 @@ class StepMetrics:
         if step.forwarded:
             PROFILE_FORWARDS.inc()
         outcome = step.outcome
+        evaluated = outcome is not None and not outcome.duplicate
         if isinstance(message, Recheck):
-            evaluated = outcome is not None and not outcome.duplicate
             SEGMENT_RECHECKS.labels("evaluated" if evaluated else "stale").inc()
+        elif isinstance(message, Backfill) and evaluated:
+            BACKFILL_EVALUATED.inc()
         if outcome is None:
             return
         for segment in outcome.evaluation_errors:

@@ -29,7 +29,7 @@ def compile_condition(expression: str) -> Callable[[Profile, int], bool]:
     clock = "now" in program.variables()
 
     def test(profile: Profile, now_ms: int) -> bool:
-        variables: dict[str, object] = {"profile": cel_view(profile, nested)}
+        variables: dict[str, object] = {"profile": cel_view(profile, nested, now_ms)}
         if clock:
             variables["now"] = ms_to_datetime(now_ms)
         try:

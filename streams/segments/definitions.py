@@ -16,7 +16,7 @@ from typing import Any
 from streams.expressions import STRING_LITERAL, cel, mask_string_literals
 from streams.profiles.model import Profile
 from streams.rule_files import field_reader, read_entries
-from streams.segments.clock import ClockTerm, clock_terms
+from streams.segments.clock import ClockTerm, clock_terms, with_clock_paths
 from streams.segments.view import (
     CEL_MAPS,
     CEL_PATHS,
@@ -25,6 +25,7 @@ from streams.segments.view import (
     cel_variable,
     cel_view,
     flat_variables,
+    ms_to_datetime,
 )
 
 _GROUPS = frozenset(p.partition(".")[0] for p in CEL_PATHS if "." in p)
@@ -73,7 +74,7 @@ def load_segments(path: Path | None = None) -> list[SegmentDefinition]:
     """Load, compile and check segment definitions (``None``: the shipped defaults)."""
     source, entries = read_entries(path, "default_segments.yaml", "segments")
     empty = Profile.new("definition-check")
-    now = datetime.now(UTC)
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
     definitions = []
     for name, entry in entries:
         read = field_reader(source, name, entry, {"when", "description", "time_based"})
@@ -109,10 +110,10 @@ def load_segments(path: Path | None = None) -> list[SegmentDefinition]:
             tuple(sorted(keyed.items())),
             keys,
             flat=flat is not None,
-            clock=clock_terms(when),
+            clock=with_clock_paths(clock_terms(when), paths),
         )
         try:
-            result = program.execute(cel_variables((definition,), empty, now))
+            result = program.execute(cel_variables((definition,), empty, now_ms))
         except Exception as exc:
             raise read.fail(f"expression fails on an empty profile: {exc}") from exc
         if not isinstance(result, bool):
@@ -122,15 +123,15 @@ def load_segments(path: Path | None = None) -> list[SegmentDefinition]:
 
 
 def cel_variables(
-    definitions: Sequence[SegmentDefinition], profile: Profile, now: datetime
+    definitions: Sequence[SegmentDefinition], profile: Profile, now_ms: int
 ) -> dict[str, Any]:
-    """The variables ``definitions`` are evaluated over, for ``profile`` at ``now``."""
+    """The variables ``definitions`` are evaluated over, for ``profile`` at ``now_ms``."""
     flat, keys, nested, clock = _reads(tuple(definitions))
-    variables = flat_variables(profile, flat, keys)
+    variables = flat_variables(profile, flat, keys, now_ms)
     if nested:
-        variables["profile"] = cel_view(profile, nested)
+        variables["profile"] = cel_view(profile, nested, now_ms)
     if clock:
-        variables["now"] = now
+        variables["now"] = ms_to_datetime(now_ms)
     return variables
 
 

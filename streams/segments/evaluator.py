@@ -12,7 +12,6 @@ from streams.expressions import cel
 from streams.profiles.model import Profile
 from streams.segments.clock import ClockTerm, next_change
 from streams.segments.definitions import SegmentDefinition, cel_variables
-from streams.segments.view import ms_to_datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +65,7 @@ def evaluate(
     if not due:
         return Evaluation(frozenset(members), errors, recheck_at)
     # One context for all expressions due: building it is the expensive part.
-    context = cel.Context(cel_variables(due, profile, ms_to_datetime(now_ms)))
+    context = cel.Context(cel_variables(due, profile, now_ms))
     for definition in due:
         try:
             result = definition.program.execute(context)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.profiles.model import EMAIL_ACTIONS, Profile
+from streams.profiles.model import EMAIL_ACTIONS, Profile, next_stay_start, stay_ends
 
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
@@ -22,6 +22,7 @@ def ms_to_datetime(ms: int | None) -> datetime:
 
 
 _Getter = Callable[[Profile], Any]
+_ClockGetter = Callable[[Profile, int], Any]
 
 
 def _read(attribute: str, convert: Callable[[Any], Any] | None = None) -> _Getter:
@@ -92,6 +93,35 @@ _CEL_GROUP_SOURCES: dict[str, dict[str, tuple[str, Callable[[Any], Any] | None]]
     },
 }
 
+
+def _clock_group(members: Mapping[str, tuple[str, _ClockGetter]]) -> _ClockGetter:
+    return lambda p, now: {name: get(p, now) for name, (_, get) in members.items()}
+
+
+# Paths whose value depends on the clock as well as on one attribute: group -> member ->
+# (the attribute, its value at a wall-clock ms). The clock changes them only at the
+# attribute's own instants (streams.segments.clock.CLOCK_EDGES).
+_CEL_CLOCK_SOURCES: dict[str, dict[str, tuple[str, _ClockGetter]]] = {
+    "stays": {
+        "current": ("stays", lambda p, now: stay_ends(p.stays, now) is not None),
+        # null when no stay is ahead (not the epoch: "never" here lies in the future).
+        "next_starts_at": (
+            "stays",
+            lambda p, now: (
+                None if (start := next_stay_start(p.stays, now)) is None else ms_to_datetime(start)
+            ),
+        ),
+    },
+}
+_CEL_CLOCK_GETTERS: dict[str, _ClockGetter] = {
+    **{
+        f"{group}.{member}": get
+        for group, members in _CEL_CLOCK_SOURCES.items()
+        for member, (_, get) in members.items()
+    },
+    **{group: _clock_group(members) for group, members in _CEL_CLOCK_SOURCES.items()},
+}
+
 _CEL_FIELDS: dict[str, _Getter] = {
     path: _read(*source) for path, source in _CEL_FIELD_SOURCES.items()
 }
@@ -130,6 +160,11 @@ _CEL_SOURCES: dict[str, frozenset[str]] = {
         group: frozenset(attribute for attribute, _ in members.values())
         for group, members in _CEL_GROUP_SOURCES.items()
     },
+    **{
+        path: frozenset(attribute for attribute, _ in members.values())
+        for group, members in _CEL_CLOCK_SOURCES.items()
+        for path in (group, *(f"{group}.{member}" for member in members))
+    },
 }
 
 
@@ -165,7 +200,14 @@ CEL_TIMESTAMPS: dict[str, str] = {
 #: group names, and ``group.member`` names.
 CEL_PATHS: frozenset[str] = frozenset(_CEL_SOURCES)
 #: The top-level paths only: what a full view is built from.
-CEL_TOP_LEVEL: tuple[str, ...] = (*_CEL_FIELDS, *_CEL_GROUPS)
+CEL_TOP_LEVEL: tuple[str, ...] = (*_CEL_FIELDS, *_CEL_GROUPS, *_CEL_CLOCK_SOURCES)
+#: The paths whose value the clock changes at the instants of their attribute
+#: (``stays.current``): path -> that Profile attribute.
+CEL_CLOCK_PATHS: dict[str, str] = {
+    path: next(iter(attributes))
+    for path, attributes in _CEL_SOURCES.items()
+    if path.partition(".")[0] in _CEL_CLOCK_SOURCES
+}
 
 
 def cel_variable(path: str) -> str:
@@ -174,28 +216,40 @@ def cel_variable(path: str) -> str:
     return "profile__" + path.replace(".", "__")
 
 
-_CEL_VARIABLES: dict[str, str] = {path: cel_variable(path) for path in _CEL_GETTERS}
+_CEL_VARIABLES: dict[str, str] = {path: cel_variable(path) for path in CEL_PATHS}
 
 
-def cel_view(profile: Profile, paths: Iterable[str] | None = None) -> dict[str, Any]:
+def _value(profile: Profile, path: str, now_ms: int) -> Any:
+    clocked = _CEL_CLOCK_GETTERS.get(path)
+    return _CEL_GETTERS[path](profile) if clocked is None else clocked(profile, now_ms)
+
+
+def cel_view(
+    profile: Profile, paths: Iterable[str] | None = None, now_ms: int = 0
+) -> dict[str, Any]:
     """The ``profile`` variable of segment expressions, restricted to ``paths``.
 
     Converting Python values into CEL values costs ~1-2 µs per element, far more than
     evaluating an expression, so the evaluator asks only for the paths its expressions
     reference (``"orders"`` for a whole group, ``"orders.count"`` for one member).
-    ``None`` builds the full view. Valid paths: :data:`CEL_PATHS`.
+    ``None`` builds the full view. Valid paths: :data:`CEL_PATHS`; those in
+    :data:`CEL_CLOCK_PATHS` are their values at ``now_ms``.
     """
     view: dict[str, Any] = {}
     for path in CEL_TOP_LEVEL if paths is None else paths:
         head, _, tail = path.partition(".")
         if tail:
-            view.setdefault(head, {})[tail] = _CEL_GETTERS[path](profile)
+            view.setdefault(head, {})[tail] = _value(profile, path, now_ms)
         else:
-            view[head] = _CEL_GETTERS[head](profile)
+            view[head] = _value(profile, head, now_ms)
     return view
 
+
 def flat_variables(
-profile: Profile, paths: Iterable[str], keys: Mapping[str, frozenset[str]] | None = None
+    profile: Profile,
+    paths: Iterable[str],
+    keys: Mapping[str, frozenset[str]] | None = None,
+    now_ms: int = 0,
 ) -> dict[str, Any]:
     """The values at ``paths``, each as a variable of its own (:func:`cel_variable`);
     the maps at the paths in ``keys`` hold only those keys.
@@ -204,7 +258,7 @@ profile: Profile, paths: Iterable[str], keys: Mapping[str, frozenset[str]] | Non
     binding converts a map at about a microsecond per key, and the nested view is maps
     within a map.
     """
-    variables = {_CEL_VARIABLES[path]: _CEL_GETTERS[path](profile) for path in paths}
+    variables = {_CEL_VARIABLES[path]: _value(profile, path, now_ms) for path in paths}
     for path, wanted in (keys or {}).items():
         variable = _CEL_VARIABLES[path]
         whole = variables[variable]

@@ -8,6 +8,7 @@ time-based segment rules.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,8 @@ __all__ = [
     "Rules",
     "SegmentChange",
     "absorb",
+    "backfill",
+    "backfill_cause",
     "hand_over",
     "process",
     "recheck",
@@ -61,15 +64,27 @@ class Rules:
     caps: IdentifierCaps = DEFAULT_CAPS
     policies: Policies = NO_POLICIES
     segment_fingerprint: str = field(init=False, compare=False)
-    """What profiles record their segments were evaluated under."""
+    """What profiles record their segments were evaluated under: the segment definitions
+    and the entries of ``backfill`` journeys (a profile stored under others is evaluated
+    in full, and enters those journeys when a member; see :func:`backfill`)."""
     flows: Flows = field(init=False, compare=False, repr=False)
     """The journeys and their policies, as the flow engine takes them."""
     _blank: Profile | None = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "segment_fingerprint", fingerprint(self.segments))
-        object.__setattr__(self, "flows", Flows(self.journeys, self.policies))
+        flows = Flows(self.journeys, self.policies)
+        segments = fingerprint(self.segments)
+        if flows.backfilled:
+            entries = "\n".join(sorted(f"{j.name}\t{j.entry.pattern}" for j in flows.backfilled))
+            segments = hashlib.blake2b(f"{segments}\n{entries}".encode(), digest_size=8).hexdigest()
+        object.__setattr__(self, "segment_fingerprint", segments)
+        object.__setattr__(self, "flows", flows)
         object.__setattr__(self, "_blank", None)
+
+    def outdated(self, segment_rules: str | None) -> bool:
+        """Whether a profile stored with ``segment_rules`` was evaluated under other
+        definitions (not never, nor a forward: ``""``, ``None``)."""
+        return bool(segment_rules) and segment_rules != self.segment_fingerprint
 
     def blank(self, now_ms: int) -> Profile:
         """What a new profile is evaluated against: an empty profile with its segments at
@@ -139,7 +154,9 @@ def process(
     previous = rules.blank(now_ms) if profile is None else None
     if event_fingerprint(event.event_id) in before.recent_event_ids:
         return Outcome(profile=before, duplicate=True)
-    before, rechecks = _rechecked(before, rules, now_ms)
+    # Steps due after the event happened wait for it: an order placed before a reminder's
+    # due time stops the reminder, even when the order is read after that time.
+    before, rechecks = _rechecked(before, rules, min(now_ms, event.occurred_at))
     admission = admit(before, event.identity, rules.caps, owned)
     if admission.identity is not event.identity:
         event = dataclasses.replace(event, identity=admission.identity)
@@ -222,6 +239,22 @@ def recheck(profile: Profile, at: int, rules: Rules) -> Outcome:
     return _after(outcomes[:-1], outcomes[-1])
 
 
+def backfill(profile: Profile, rules: Rules, now_ms: int) -> Outcome:
+    """Evaluate ``profile``, stored under other definitions, in full at ``now_ms`` without an
+    event (the worker's background evaluation): its segment changes and the entries of
+    ``backfill`` journeys name :func:`backfill_cause`. A profile already evaluated under
+    these definitions (or never: stored before fingerprints) changes nothing."""
+    if not rules.outdated(profile.segment_rules):
+        return Outcome(profile=profile, duplicate=True)
+    _, outcomes = _rechecked(profile, rules, now_ms)
+    return _after(outcomes[:-1], outcomes[-1])
+
+
+def backfill_cause(rules: Rules) -> str:
+    """What the changes of a profile evaluated under new definitions name as cause."""
+    return f"backfill:{rules.segment_fingerprint}"
+
+
 def _rechecked(profile: Profile, rules: Rules, now_ms: int) -> tuple[Profile, list[Outcome]]:
     """``profile`` with every recheck due by ``now_ms`` done first, and their outcomes.
 
@@ -229,12 +262,21 @@ def _rechecked(profile: Profile, rules: Rules, now_ms: int) -> tuple[Profile, li
     (or after a crash lost the recheck's write) finds the profile as the recheck left it:
     the clock's changes are the recheck's, with the recheck's cause and time, whichever
     comes first. So they are the same in every run, crashed or not.
+
+    A profile stored under other definitions is then evaluated under these, as the
+    background evaluation (:func:`backfill`) would have: what the definitions changed is
+    theirs, with their cause, not the event's.
     """
     rechecks: list[Outcome] = []
     while (at := profile.wake_at) is not None and at <= now_ms:
         outcome = recheck(profile, at, rules)
         if outcome.duplicate:  # scheduled under other definitions
             break
+        rechecks.append(outcome)
+        profile = outcome.profile
+    if rules.outdated(profile.segment_rules):
+        cause = backfill_cause(rules)
+        outcome = _derive(profile, profile.clone(), None, cause, now_ms, rules, now_ms)
         rechecks.append(outcome)
         profile = outcome.profile
     return profile, rechecks
@@ -323,6 +365,7 @@ def _derive(
     ``previous`` stands in for ``before`` in the evaluation (a new profile's blank).
     """
     # Segments evaluated under other definitions (or never) are evaluated in full.
+    redefined = rules.outdated(before.segment_rules)
     if previous is None and before.segment_rules == rules.segment_fingerprint:
         previous = before
     evaluation = evaluate(rules.segments, after, now_ms, previous)
@@ -340,7 +383,7 @@ def _derive(
         after.segments = tuple(sorted(evaluation.members))
         after.segment_sequence = changes[-1].sequence
     journeys = Outcome(after, False)
-    occurrence = Occurrence(event, changes, cause_event_id)
+    occurrence = Occurrence(event, changes, cause_event_id, backfill=redefined)
     if rules.journeys and concerns(rules.flows, after.journey_flows, before, after, occurrence):
         book = Book.from_dict(after.journey_flows)
         moved = advance(

@@ -49,6 +49,12 @@ class Recheck:
 
 
 @dataclass(frozen=True, slots=True)
+class Backfill:
+    """The worker's own message: the profile was stored under other definitions; evaluate it
+    now (:func:`streams.steps.process.backfill`). Handled in place only, never on a topic."""
+
+
+@dataclass(frozen=True, slots=True)
 class ProfileStep:
     store: Profile | Forward | None = None
     """The key's new value, or None to leave the table as it is."""
@@ -64,7 +70,7 @@ class ProfileStep:
 def profile_step(
     stored: Stored,
     key: str,
-    message: InternalMessage | Recheck,
+    message: InternalMessage | Recheck | Backfill,
     rules: process.Rules,
     now_ms: int,
     *,
@@ -74,6 +80,8 @@ def profile_step(
     ``partitions``: the number of partitions, which profile ids depend on."""
     if isinstance(message, Recheck):
         return _recheck(stored, message, rules)
+    if isinstance(message, Backfill):
+        return _backfill(stored, rules, now_ms)
     if isinstance(message, Claim | Repoint | Unlink | Request | Completed):
         raise ValueError(f"a {message.command} command does not belong on the profile topic")
     if isinstance(message, HandOver):
@@ -138,6 +146,13 @@ def _recheck(stored: Stored, message: Recheck, rules: process.Rules) -> ProfileS
         return ProfileStep()
     outcome = process.recheck(stored, message.at, rules)
     return _outputs(outcome, Cause(process.recheck_cause(message.at), message.at))
+
+
+def _backfill(stored: Stored, rules: process.Rules, now_ms: int) -> ProfileStep:
+    if not isinstance(stored, Profile):  # merged away since it was read
+        return ProfileStep()
+    outcome = process.backfill(stored, rules, now_ms)
+    return _outputs(outcome, Cause(process.backfill_cause(rules), now_ms))
 
 
 def _hand_over(stored: Stored, key: str, message: HandOver, rules: process.Rules) -> ProfileStep:

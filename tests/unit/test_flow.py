@@ -123,6 +123,23 @@ def test_an_order_during_the_wait_exits_at_once_and_nothing_is_sent() -> None:
     assert (state.position, state.due_at) == (None, None)
 
 
+def test_an_order_read_after_the_due_time_but_placed_before_it_stops_the_reminder() -> None:
+    """A worker down at the reminder's due time reads the order only after it: the order
+    goes first, since it happened first, and the due step finds the journey exited."""
+    sim = simulate(SHIPPED, [signup(), cart(START)], until=START + H - 1)
+    waiting = sim.profiles[PID]
+    assert waiting.journey_due_at == START + H
+    order = placed(START + 30 * 60_000)
+    read_late, read_later = (
+        process(waiting, PID, order, SHIPPED, now_ms=now) for now in (START + 2 * H, START + D)
+    )
+    assert read_late == read_later  # the same whenever it is read
+    cart_events = [e for e in read_late.journey_events if e.journey == "abandoned_cart"]
+    assert [(e.kind, e.reason) for e in cart_events] == [("exited", "goal")]
+    assert [t.journey for t in read_late.triggers] == ["post_purchase"]
+    assert read_late.profile.journey_due_at != START + H
+
+
 @pytest.mark.parametrize(
     "revoke",
     [
@@ -591,3 +608,41 @@ def test_skipping_events_that_cannot_move_a_journey_changes_no_output(
         patch.setattr(process_module, "concerns", lambda *args: True)
         always = _run(stream)
     assert always.lines == skipping.lines
+
+
+def test_a_birthday_comes_every_year_at_nine_local_and_29_february_in_common_years() -> None:
+    ny = ZoneInfo("America/New_York")
+    leap_day = {"birthday": "1992-02-29", "timezone": "America/New_York"}
+    sim = simulate(SHIPPED, [signup(traits=leap_day)])
+    sim.run_until(int(datetime(2029, 1, 1, tzinfo=ny).timestamp() * 1000))
+    birthdays = sends(sim, "birthday")
+    assert [datetime.fromtimestamp(s["occurred_at"] / 1000, ny) for s in birthdays] == [
+        datetime(year, 2, day, 9, tzinfo=ny)
+        for year, day in ((2025, 28), (2026, 28), (2027, 28), (2028, 29))
+    ]
+    # One trigger id a year: a replay of a year's mail is dropped, the next year's is not.
+    assert len({s["trigger_id"] for s in birthdays}) == 4
+    # The journey goes back to its yearly wait instead of completing.
+    waiting = [e for e in journey(sim, "birthday") if e["kind"] == "waiting"]
+    assert waiting[-1]["due_at"] == int(datetime(2029, 2, 28, 9, tzinfo=ny).timestamp() * 1000)
+    assert all(e["kind"] != "exited" for e in journey(sim, "birthday"))
+
+
+def test_a_yearly_wait_with_an_offset_comes_that_long_before_the_date(tmp_path: Path) -> None:
+    rules = rules_for(
+        tmp_path,
+        "journeys:\n"
+        "  - name: before_birthday\n"
+        "    entry: {segment_entered: newsletter_subscriber}\n"
+        "    consent: email_marketing\n"
+        "    steps:\n"
+        "      - wait_until: {trait: birthday, each: year, time: '10:00', offset: -7d}\n"
+        "      - send: soon\n",
+    )
+    sim = simulate(rules, [signup(traits={"birthday": "05-17"})])
+    sim.run_until(int(datetime(2025, 6, 1, tzinfo=AMS).timestamp() * 1000))
+    assert [s["occurred_at"] for s in sends(sim, "before_birthday")] == [
+        # No quiet hours naming a default time zone: UTC.
+        int(datetime(year, 5, 17, 10, tzinfo=ZoneInfo("UTC")).timestamp() * 1000) - 7 * D
+        for year in (2024, 2025)
+    ]

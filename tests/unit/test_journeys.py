@@ -412,7 +412,7 @@ _FLOW = "journeys:\n  - name: j_a\n    entry: {event: order.placed}\n    consent
         ("    steps: [{send: a}]\n    trigger: {event: order}\n", ["j_a", "unknown field(s)"]),
         (
             "    steps: [{send: a}]\n    backfill: true\n",
-            ["j_a", "backfill: true is not supported"],
+            ["j_a", "backfill: true needs a segment_entered entry"],
         ),
         (
             "    steps: [{send: a}]\npolicies: {priority: [nobody]}\n",

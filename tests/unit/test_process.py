@@ -11,8 +11,16 @@ from hypothesis import strategies as st
 from streams.events import Event, IdentifierKind
 from streams.identity.identifiers import merge_marker, merged_into
 from streams.profiles.model import Forward, Profile, event_fingerprint
-from streams.steps.process import Outcome, Rules, process, recheck, recheck_cause
-from streams.steps.profile import ProfileStep, Recheck, profile_step
+from streams.steps.process import (
+    Outcome,
+    Rules,
+    backfill,
+    backfill_cause,
+    process,
+    recheck,
+    recheck_cause,
+)
+from streams.steps.profile import Backfill, ProfileStep, Recheck, profile_step
 from tests.unit.test_reducer import T0, email_event, identify, order, page_view, unique_events
 
 # The one-step journeys, whose sends go at once: what these tests are about. The shipped
@@ -339,14 +347,18 @@ def test_rechecks_in_between_or_not_the_outputs_are_the_same(
     timed: list[tuple[Event, int]],
 ) -> None:
     """A worker that runs every recheck on time and one that runs none (every event catches
-    up) emit the same changes and triggers and end with the same profile."""
+    up) emit the same changes and triggers and end with the same profile. On time: once the
+    input before it is applied, so an event read late still goes before the rechecks that came
+    due after it happened."""
     signup = identify(None, "subscribed", {"email_marketing": True}, email="a@b.c", at=T0)
     start = process(None, "p-1", signup, RULES, T0).profile
     lazy, eager = start, start
     lazy_outcomes: list[Outcome] = []
     eager_outcomes: list[Outcome] = []
     for event, handled_at in timed:
-        while (at := eager.segment_recheck_at) is not None and at <= handled_at:
+        while (at := eager.segment_recheck_at) is not None and at <= min(
+            handled_at, event.occurred_at
+        ):
             outcome = recheck(eager, at, RULES)
             eager_outcomes.append(outcome)
             eager = outcome.profile
@@ -355,3 +367,49 @@ def test_rechecks_in_between_or_not_the_outputs_are_the_same(
         lazy, eager = lazy_outcomes[-1].profile, eager_outcomes[-1].profile
     assert records(lazy_outcomes) == records(eager_outcomes)
     assert lazy.to_dict() == eager.to_dict()
+
+
+BUYER = "  - {name: buyer, when: 'profile.orders.count > 0'}\n"
+WELCOME = (
+    "journeys:\n"
+    "  - name: thanks\n"
+    "    entry: {segment_entered: big_spender}\n"
+    "    consent: email_marketing\n"
+    "    backfill: true\n"
+    "    steps: [{send: thanks_1}]\n"
+)
+
+
+def test_a_profile_stored_under_other_definitions_is_backfilled_without_an_event(
+    tmp_path: Path,
+) -> None:
+    """The background evaluation: a new segment's current members enter it, with cause
+    backfill:<definitions hash>, and a new backfill journey enters them; once only."""
+    old = rules_of(tmp_path, BUYER)
+    customer = identify(None, "subscribed", {"email_marketing": True}, email="a@b.c")
+    stored = process(None, "p-1", customer, old, NOW).profile
+    stored = process(stored, "p-1", order("placed", total=500.0, at=T0 + 1), old, NOW).profile
+    assert stored.segments == ("buyer",)
+    (tmp_path / "s.yaml").write_text(
+        f"segments:\n{BUYER}  - {{name: big_spender, when: 'profile.orders.revenue >= 100.0'}}\n"
+    )
+    (tmp_path / "j.yaml").write_text(WELCOME)
+    new = Rules.load(tmp_path / "s.yaml", tmp_path / "j.yaml")
+    outcome = profile_step(stored, stored.profile_id, Backfill(), new, NOW, partitions=8).outcome
+    assert outcome is not None
+    cause = backfill_cause(new)
+    assert cause == f"backfill:{new.segment_fingerprint}"
+    changes = [(c.segment, c.change, c.cause_event_id) for c in outcome.segment_changes]
+    assert changes == [("big_spender", "entered", cause)]
+    assert [(t.journey, t.cause_event_id) for t in outcome.triggers] == [("thanks", cause)]
+    assert backfill(outcome.profile, new, NOW + 1).duplicate
+    # Without the background evaluation the next event does it, with the same trigger id.
+    later = process(stored, stored.profile_id, page_view("toys", at=T0 + 2), new, NOW)
+    assert [(c.segment, c.change, c.cause_event_id) for c in later.segment_changes] == changes
+    assert [t.trigger_id for t in later.triggers] == [t.trigger_id for t in outcome.triggers]
+    # Without backfill: true only future entries enter.
+    (tmp_path / "j.yaml").write_text(WELCOME.replace("backfill: true", "backfill: false"))
+    future_only = Rules.load(tmp_path / "s.yaml", tmp_path / "j.yaml")
+    outcome = backfill(stored, future_only, NOW)
+    assert [c.segment for c in outcome.segment_changes] == ["big_spender"]
+    assert outcome.triggers == ()
