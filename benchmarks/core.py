@@ -85,8 +85,16 @@ class InMemoryPipeline:
         self.profile_table = PendingWrites[Profile | Forward](
             self.profiles, load_stored, dump_stored, _reader(self.profiles)
         )
+        self.privacy: dict[bytes, bytes] = {}
+        self.privacy_table = PendingWrites(self.privacy, bytes, bytes, _reader(self.privacy))
         self.topics: deque[tuple[Out, bytes, bytes, dict[str, bytes]]] = deque()
-        self.engine = Engine(self.partitions, rules, self.identity_table, self.profile_table)
+        self.engine = Engine(
+            self.partitions,
+            rules,
+            self.identity_table,
+            self.profile_table,
+            privacy=self.privacy_table,
+        )
         self.in_place = InPlace(self.partitions, self._apply, self._send, _held, _raise)
         self.seconds = {Out.IDENTITY: 0.0, Out.PROFILE: 0.0}
         self.outputs = 0
@@ -131,6 +139,7 @@ class InMemoryPipeline:
         tables: tuple[tuple[Out, PendingWrites[Any], dict[bytes, bytes]], ...] = (
             (Out.IDENTITY, self.identity_table, self.identities),
             (Out.PROFILE, self.profile_table, self.profiles),
+            (Out.IDENTITY, self.privacy_table, self.privacy),
         )
         for topic, table, values in tables:
             began = time.perf_counter()

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
@@ -118,21 +119,18 @@ def raw_consume_rate(bootstrap: str, topics: list[str], expected: int) -> float:
     return count / max(time.monotonic() - started, 1e-9)
 
 
-class SegmentChangeClock:
-    """Reads ``cdp.segment-changes`` from its end and notes when each cause's change appeared.
+class OutputTail:
+    """Reads an output topic from its end on a thread of its own, handing each decoded
+    record and its timestamp (seconds) to :meth:`take`."""
 
-    The worker stamps each output with its send time (the record's timestamp), so the
-    latency of a change is that stamp minus the moment its cause was produced.
-    """
-
-    def __init__(self, bootstrap: str, settings: Settings) -> None:
+    def __init__(self, bootstrap: str, settings: Settings, topic: str) -> None:
         self.codec = Codec(settings.schemas_dir)
-        self.topic = settings.segment_changes_topic
-        self.first_seen: dict[str, float] = {}
+        self.topic = topic
+        self._record = settings.output_records[topic]
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
-                "group.id": f"bench-latency-{time.monotonic_ns()}",
+                "group.id": f"bench-tail-{time.monotonic_ns()}",
                 "enable.auto.commit": False,
             }
         )
@@ -147,17 +145,34 @@ class SegmentChangeClock:
                 value = message.value()
                 if message.error() is not None or value is None:
                     continue
-                change = self.codec.decode_record("SegmentChange", value)
                 _, stamp_ms = message.timestamp()
-                self.first_seen.setdefault(change["cause_event_id"], stamp_ms / 1000)
+                self.take(self.codec.decode_record(self._record, value), stamp_ms / 1000)
 
-    def latencies(self, sent: dict[str, float]) -> list[float]:
-        return [seen - sent[cause] for cause, seen in self.first_seen.items() if cause in sent]
+    def take(self, record: dict[str, Any], stamp_s: float) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
         self._consumer.close()
+
+
+class SegmentChangeClock(OutputTail):
+    """Notes when each cause's segment change appeared.
+
+    The worker stamps each output with its send time (the record's timestamp), so the
+    latency of a change is that stamp minus the moment its cause was produced.
+    """
+
+    def __init__(self, bootstrap: str, settings: Settings) -> None:
+        self.first_seen: dict[str, float] = {}
+        super().__init__(bootstrap, settings, settings.segment_changes_topic)
+
+    def take(self, record: dict[str, Any], stamp_s: float) -> None:
+        self.first_seen.setdefault(record["cause_event_id"], stamp_s)
+
+    def latencies(self, sent: dict[str, float]) -> list[float]:
+        return [seen - sent[cause] for cause, seen in self.first_seen.items() if cause in sent]
 
 
 @dataclass

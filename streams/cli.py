@@ -1,4 +1,5 @@
-"""The ``cdp`` command: demo, worker, collector, broker, produce, profile, dead-letters."""
+"""The ``cdp`` command: demo, worker, collector, broker, produce, profile, dead-letters,
+journeys, privacy."""
 
 from __future__ import annotations
 
@@ -390,19 +391,6 @@ def demo(
     raise typer.Exit(code)
 
 
-privacy = typer.Typer(help="Serve the rights of the people profiled.", no_args_is_help=True)
-cli.add_typer(privacy, name="privacy")
-
-
-@privacy.command("export")
-def privacy_export(identifier: IdentifierArgument, api: ApiOption = None) -> None:
-    """Print everything held about a person as one JSON document (the access right)."""
-    path, params = identifier_lookup(identifier)
-    profile_id = identifier if not params else api_get(api, path, params)["profile_id"]
-    sys.stdout.write(json.dumps(api_get(api, f"/profiles/{profile_id}/export", {}), indent=2))
-    sys.stdout.write("\n")
-
-
 dead_letters = typer.Typer(
     help="Inspect the dead-letter topic and replay letters after a fix.", no_args_is_help=True
 )
@@ -507,6 +495,96 @@ def replay_dead_letters(
         return
     sent = replay(bootstrap, letters)
     console.print(f"replayed {sent} letters ({by_topic or 'none'})")
+
+
+privacy_cli = typer.Typer(
+    help=(
+        "Serve the rights of the people profiled: erase, suppress, unsuppress a person by one"
+        " identifier; a request's status; export everything held about a person."
+    ),
+    no_args_is_help=True,
+)
+cli.add_typer(privacy_cli, name="privacy")
+RequestIdentifierArgument = Annotated[
+    str,
+    typer.Argument(help="kind:value (email:ann@example.com, user_id:42, anonymous_id:abc)."),
+]
+
+
+def put_request(type_name: str, identifier: str) -> None:
+    """Put a privacy request on its topic; print its id (stdout) and what to ask next."""
+    import uuid
+
+    from streams.events import now_ms
+    from streams.privacy.requests import InvalidRequestError, new_request
+    from streams.producer import EventProducer
+
+    settings = get_settings()
+    try:
+        request = new_request(
+            type_name, identifier, settings.partitions, uuid.uuid4().hex, now_ms()
+        )
+    except InvalidRequestError as exc:
+        sys.stderr.write(f"{exc}\n")
+        raise typer.Exit(2) from exc
+    bootstrap = running_kafka(settings)
+    ensure_topics(bootstrap, settings)
+    producer = EventProducer(bootstrap, settings=settings)
+    producer.send_raw(
+        settings.privacy_requests_topic, request.identifier.encode(), request.to_bytes()
+    )
+    producer.flush(settings.kafka_connect_timeout_seconds)
+    # Plain writes: a terminal's width must not wrap the id a script reads.
+    sys.stdout.write(f"{request.request_id}\n")
+    sys.stderr.write(
+        f"{request.type.value} request taken; see: cdp privacy status {request.request_id}\n"
+    )
+
+
+@privacy_cli.command("erase")
+def privacy_erase(
+    identifier: RequestIdentifierArgument,
+    suppress: Annotated[
+        bool,
+        typer.Option(
+            "--suppress",
+            help="Also drop every later event carrying any identifier of the person "
+            "(suppress_with_delete).",
+        ),
+    ] = False,
+) -> None:
+    """Erase the profile IDENTIFIER belongs to, with everything pointing to it (delete)."""
+    put_request("suppress_with_delete" if suppress else "delete", identifier)
+
+
+@privacy_cli.command("suppress")
+def privacy_suppress(identifier: RequestIdentifierArgument) -> None:
+    """Drop every later event routed under IDENTIFIER (suppress); nothing is erased."""
+    put_request("suppress", identifier)
+
+
+@privacy_cli.command("unsuppress")
+def privacy_unsuppress(identifier: RequestIdentifierArgument) -> None:
+    """Take IDENTIFIER off the suppression list (unsuppress)."""
+    put_request("unsuppress", identifier)
+
+
+@privacy_cli.command("status")
+def privacy_status(
+    request_id: Annotated[str, typer.Argument(help="The id erase/suppress printed (r_…).")],
+    api: ApiOption = None,
+) -> None:
+    """Print a privacy request's status and timings, asked of a worker's API."""
+    console.print_json(data=api_get(api, f"/privacy/requests/{request_id}", {}))
+
+
+@privacy_cli.command("export")
+def privacy_export(identifier: IdentifierArgument, api: ApiOption = None) -> None:
+    """Print everything held about a person as one JSON document (the access right)."""
+    path, params = identifier_lookup(identifier)
+    profile_id = identifier if not params else api_get(api, path, params)["profile_id"]
+    sys.stdout.write(json.dumps(api_get(api, f"/profiles/{profile_id}/export", {}), indent=2))
+    sys.stdout.write("\n")
 
 
 journeys_cli = typer.Typer(help="Check journey definitions, and try them without Kafka.")

@@ -244,6 +244,16 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token the lookup and decision API requires; unset: open (development).",
     )
+    privacy_salt: SecretStr | None = Field(
+        default=None,
+        description="Secret the privacy table hashes identifiers with (request status, "
+        "suppression list); unset: a public development salt, and a warning at start.",
+    )
+    privacy_request_bound: Duration = Field(
+        default=parse_duration("5m"),
+        description="How long a privacy request may stay open before the alert fires "
+        "(exported as cdp_privacy_open_request_bound_seconds).",
+    )
     blocked_identifiers: list[str] = Field(
         default=list(DEFAULT_BLOCKED_IDENTIFIERS),
         description="Identifier values that never identify anyone (JSON list; case-insensitive).",
@@ -317,6 +327,14 @@ class Settings(BaseSettings):
     def _token_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("must not be empty (unset it to serve the API without a token)")
+        return value
+
+    @field_validator("privacy_salt")
+    @classmethod
+    def _salt_length(cls, value: SecretStr | None) -> SecretStr | None:
+        # BLAKE2b takes a key of at most 64 bytes; 16 is the least worth calling secret.
+        if value is not None and not 16 <= len(value.get_secret_value().encode()) <= 64:
+            raise ValueError("must be 16 to 64 bytes (e.g. openssl rand -hex 32)")
         return value
 
     @field_validator("collector_write_keys")
@@ -443,6 +461,10 @@ class Settings(BaseSettings):
         return self.topic("identity-merges")
 
     @property
+    def privacy_requests_topic(self) -> str:
+        return self.topic("privacy-requests")
+
+    @property
     def privacy_events_topic(self) -> str:
         return self.topic("privacy-events")
 
@@ -488,7 +510,7 @@ class SettingsError(ValueError):
         self.problems = problems
 
 
-_SECRET = frozenset({"api_token", "kafka_sasl_password", "collector_write_keys"})
+_SECRET = frozenset({"api_token", "kafka_sasl_password", "collector_write_keys", "privacy_salt"})
 _MESSAGES = {
     "int_parsing": "must be a whole number",
     "int_from_float": "must be a whole number",

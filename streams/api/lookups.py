@@ -15,6 +15,7 @@ from faust.types import TP
 
 from streams.identity.resolver import Owner
 from streams.partitioning import key_partition
+from streams.privacy.requests import RequestStatus
 from streams.profiles.model import Profile, load_stored
 from streams.runtime.context import RawTable, Runtime
 from streams.runtime.pending import partition_reader
@@ -41,6 +42,8 @@ class Lookups:
         # the table in turn for a key it has not seen, a large part of a decision's time.
         self._read_profile = partition_reader(runtime.profiles)
         self._read_identity = partition_reader(runtime.identities)
+        self._privacy = runtime.privacy
+        self._read_privacy = partition_reader(runtime.privacy)
         # Hops to the worker owning a key carry the token like any other caller.
         self._hop_headers = {FORWARDED_HEADER: "1"}
         if token:
@@ -111,6 +114,16 @@ class Lookups:
             return str(body["profile_id"]) if status == 200 else None
         stored = self._read_identity(encoded, owner)
         return Owner.decode(stored).profile_id if stored is not None else None
+
+    async def request_status(self, request_id: str, forwarded: bool) -> dict[str, Any] | None:
+        """A privacy request's status (``RequestStatus.public``) from the worker holding it."""
+        encoded = request_id.encode()
+        owner = self.locate(self._privacy, encoded, forwarded)
+        if isinstance(owner, str):
+            status, body = await self.fetch_remote(f"{owner}/privacy/requests/{request_id}")
+            return dict(body) if status == 200 else None
+        stored = self._read_privacy(encoded, owner)
+        return RequestStatus.decode(stored).public() if stored is not None else None
 
     async def profile_for(self, key: str, forwarded: bool) -> Profile | None:
         profile_id = await self.profile_id_for(key, forwarded)

@@ -6,9 +6,11 @@ Each route is a view class here; :func:`install` binds them to one worker's
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
+import uuid
 from typing import Any, ClassVar
 
 from aiohttp import web
@@ -25,14 +27,23 @@ from streams.api.lookups import FORWARDED_HEADER, Lookups, NotReadyError
 from streams.codec import MAX_IDENTIFIER_CHARS
 from streams.events import IdentifierKind, identifier_key, now_ms
 from streams.journeys.flow import Book, summary
+from streams.privacy.requests import (
+    InvalidRequestError,
+    PrivacyRequest,
+    is_request_id,
+    new_request,
+)
 from streams.profiles.model import Profile
 from streams.runtime import health
 from streams.runtime.context import Runtime
 from streams.runtime.metrics import LOOKUP_SECONDS, READY, REGISTRY
+from streams.runtime.sender import Deliveries
 
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
+# How long POST /privacy/requests waits for its request to be on the topic.
+REQUEST_DELIVERY_TIMEOUT_S = 10.0
 
 
 class BadRequestError(Exception):
@@ -81,6 +92,23 @@ class Api:
         self.flows = runtime.rules.flows
         self._app = runtime.app
         self._broker = broker
+        self._runtime = runtime
+        self.partitions = settings.partitions
+
+    async def put_request(self, request: PrivacyRequest) -> None:
+        """Put ``request`` on the privacy-requests topic and wait until it is there."""
+        deliveries = Deliveries()
+        self._runtime.sender.queue(
+            self._runtime.settings.privacy_requests_topic,
+            request.identifier.encode(),
+            request.to_bytes(),
+            deliveries=deliveries,
+        )
+        deliveries.seal()
+        try:
+            await asyncio.wait_for(deliveries.done.wait(), REQUEST_DELIVERY_TIMEOUT_S)
+        except TimeoutError:
+            raise NotReadyError("the request is not on its topic yet; retry shortly") from None
 
     def authorized(self, authorization: str | None) -> bool:
         return self.token is None or bearer_token_matches(authorization, self.token)
@@ -214,6 +242,49 @@ class NewsletterPopup(CdpView):
         return self.json({"show": decision.show, "reason": decision.reason})
 
 
+class PrivacyRequests(CdpView):
+    """Take a privacy request: it goes on the privacy-requests topic, keyed by its identifier."""
+
+    endpoint = "privacy_request"
+
+    async def post(self, request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise BadRequestError("the body must be JSON: {type, identifier}") from None
+        if not isinstance(body, dict) or not isinstance(body.get("identifier"), str):
+            raise BadRequestError(
+                'the body must be {"type": "delete", "identifier": "email:ann@example.com"}'
+            )
+        try:
+            taken = new_request(
+                str(body.get("type")),
+                body["identifier"],
+                self.api.partitions,
+                uuid.uuid4().hex,
+                now_ms(),
+            )
+        except InvalidRequestError as exc:
+            raise BadRequestError(str(exc)) from None
+        await self.api.put_request(taken)
+        return self.json(
+            {"request_id": taken.request_id, "type": taken.type.value, "status": "received"},
+            status=202,
+        )
+
+
+class PrivacyRequestStatus(CdpView):
+    endpoint = "privacy_request_status"
+
+    async def get(self, request: Request, request_id: str) -> Response:
+        if not is_request_id(request_id):
+            raise BadRequestError("request ids look like r_<24 hex characters>")
+        status = await self.api.lookups.request_status(request_id, forwarded(request))
+        if status is None:
+            return self.not_found(f"no privacy request {request_id} (yet)")
+        return self.json(status)
+
+
 class Health(CdpView):
     endpoint = "health"
     personal = False
@@ -253,6 +324,8 @@ ROUTES: dict[str, type[CdpView]] = {
     "/profiles": ProfileByIdentifier,
     "/identities/{key}": IdentityOwner,
     "/decisions/newsletter-popup": NewsletterPopup,
+    "/privacy/requests": PrivacyRequests,
+    "/privacy/requests/{request_id}": PrivacyRequestStatus,
     "/health": Health,
     "/ready": Ready,
     "/metrics": Metrics,

@@ -90,13 +90,16 @@ def release(profile: Profile, key: str, owner: str, reason: RefusalReason) -> Pr
 
     ``owner`` is whoever holds ``key`` in the table. When this profile has absorbed that
     owner, the refusal only raced the merge, and the identifier is rightly this profile's.
+    A suppressed identifier is not remembered: the profile would hold it again.
     """
-    if merge_marker(owner) in profile.recent_event_ids:
+    if reason is not RefusalReason.SUPPRESSED and merge_marker(owner) in profile.recent_event_ids:
         return None
     kind, value = split_identifier_key(key)
     p = profile.clone()
     field = IDENTIFIER_FIELDS[kind]
     setattr(p, field, tuple(v for v in getattr(profile, field) if v != value))
+    if reason is RefusalReason.SUPPRESSED:
+        return p
     return with_refused(p, (key,), reason)
 
 

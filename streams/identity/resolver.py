@@ -81,6 +81,7 @@ class ClaimOutcome(StrEnum):
 class RefusalReason(StrEnum):
     OWNED_BY_OTHER_PROFILE = "owned_by_other_profile"
     CAP_EXCEEDED = "cap_exceeded"
+    SUPPRESSED = "suppressed"  # a privacy request suppressed the identifier
 
 
 def decide_claim(key: str, owner: Owner | None, claimant: Owner) -> ClaimOutcome:

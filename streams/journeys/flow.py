@@ -56,6 +56,7 @@ class Reason(StrEnum):
     DEFINITION_CHANGED = "definition_changed"
     COMPLETED = "completed"
     NO_DATE = "no_date"  # a stay-relative wait for an order without that date
+    ERASED = "erased"  # the profile was erased (a privacy request)
     # suppressed
     FREQUENCY_CAP = "frequency_cap"
     QUIET_HOURS = "quiet_hours"
@@ -792,3 +793,14 @@ def summary(book: Book, flows: Flows) -> dict[str, Any]:
             for at, journey, kind, step, reason in book.history
         ],
     }
+
+
+def erase(flows: Flows, book: Book, profile: Profile, cause_id: str, now: int) -> Advance:
+    """Every active journey of ``profile`` exited with reason ``erased``: the profile is
+    being erased (the book goes with it)."""
+    run = _Run(flows, book, profile, profile, now)
+    run.cause_id = cause_id
+    for name, state in list(run.states.items()):
+        if state.active:
+            run.exit_named(name, state, Reason.ERASED, now, state.position)
+    return run.result()

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 IDENTITIES_TABLE = "identities"
 PROFILES_TABLE = "profiles"
+PRIVACY_TABLE = "privacy"
 
 
 def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -98,6 +99,7 @@ def create_runtime(settings: Settings, bootstrap: str) -> Runtime:
         ),
         identities=raw_table(app, IDENTITIES_TABLE, settings),
         profiles=raw_table(app, PROFILES_TABLE, settings),
+        privacy=raw_table(app, PRIVACY_TABLE, settings),
         sender=RecordSender(
             bootstrap,
             linger_ms=settings.produce_linger_ms,
@@ -117,8 +119,11 @@ def transactional(settings: Settings) -> Transactional | None:
     return Transactional(f"{settings.app_id}:{settings.api_url}", settings.app_id)
 
 
+TABLES = (IDENTITIES_TABLE, PROFILES_TABLE, PRIVACY_TABLE)
+
+
 def changelog_topics(settings: Settings) -> list[str]:
-    return [f"{settings.app_id}-{name}-changelog" for name in (IDENTITIES_TABLE, PROFILES_TABLE)]
+    return [f"{settings.app_id}-{name}-changelog" for name in TABLES]
 
 
 STOPPED_CLEANLY_MARKER = ".stopped-cleanly"
@@ -143,7 +148,13 @@ def discard_untrusted_state(runtime: Runtime, bootstrap: str) -> str | None:
     marker = state_dir / STOPPED_CLEANLY_MARKER
     topics = AdminClient(client_config(bootstrap)).list_topics(timeout=10).topics
     reason = None
-    if not all(name in topics for name in changelog_topics(runtime.settings)):
+    # Only the changelogs of tables held here: a table added by an upgrade has neither yet.
+    held = [
+        changelog
+        for table, changelog in zip(TABLES, changelog_topics(runtime.settings), strict=True)
+        if any(state_dir.glob(f"{table}-*.db"))
+    ]
+    if not all(name in topics for name in held):
         reason = f"changelog topics are missing on {bootstrap}"
     elif not marker.exists():
         reason = "the last run did not stop cleanly"

@@ -36,6 +36,8 @@ class Runtime:
     profile_topic: TopicT
     identities: RawTable
     profiles: RawTable
+    privacy: RawTable
+    """Privacy requests' status and the suppression list (:mod:`streams.steps.privacy`)."""
     sender: RecordSender
 
     def encode_output(self, record_name: str, record: dict[str, Any]) -> bytes:

@@ -99,6 +99,37 @@ SEGMENT_RECHECK_SCAN_SECONDS = Counter(
     "Time spent reading assigned partitions' profiles for their recheck times.",
     registry=REGISTRY,
 )
+PRIVACY_REQUESTS = Counter(
+    "cdp_privacy_requests_total",
+    "Privacy requests by type (delete, suppress_with_delete, suppress, unsuppress) and status"
+    " (received, completed).",
+    ["type", "status"],
+    registry=REGISTRY,
+)
+ERASURE_DURATION_SECONDS = Histogram(
+    "cdp_erasure_duration_seconds",
+    "From a privacy request's receipt (API or CLI) to its completion, by the worker that"
+    " completed it; every type, erasures being the long ones.",
+    ["type"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+SUPPRESSED_EVENTS = Counter(
+    "cdp_suppressed_events_total",
+    "Input events dropped because an identifier they were routed under is suppressed.",
+    registry=REGISTRY,
+)
+PRIVACY_OLDEST_OPEN_REQUEST_AGE_SECONDS = Gauge(
+    "cdp_privacy_oldest_open_request_age_seconds",
+    "Age of the oldest privacy request this worker opened and has not seen completed (0: none).",
+    registry=REGISTRY,
+)
+PRIVACY_OPEN_REQUEST_BOUND_SECONDS = Gauge(
+    "cdp_privacy_open_request_bound_seconds",
+    "How long a privacy request may stay open (CDP_PRIVACY_REQUEST_BOUND); the"
+    " alert compares the oldest open request's age with it.",
+    registry=REGISTRY,
+)
 JOURNEY_TRIGGERS = Counter(
     "cdp_journey_triggers_total",
     "Email-journey triggers emitted, by journey.",

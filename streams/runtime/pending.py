@@ -14,8 +14,9 @@ from typing import Any, Generic, TypeVar
 Value = TypeVar("Value")
 
 Changes = dict[bytes, tuple[Any, int]]
-# Writes a key's encoded value into a partition; None: deletes the key.
+"""Key -> (its new value, or None: deleted; its partition)."""
 Put = Callable[[bytes, bytes | None, int], None]
+"""Write a key's encoded value into a partition; None: delete it (a changelog tombstone)."""
 
 # Decoded values kept after their batch, the least recently used going first. A shopper's
 # events come in bursts that span fetches, and each batch is written and forgotten within
@@ -74,7 +75,7 @@ class PendingWrites(Generic[Value]):
         self._changed[key] = (value, partition)
 
     def delete(self, key: bytes, partition: int) -> None:
-        """Remove the key; written as a tombstone (``put`` with value None)."""
+        """Remove the key, which lives in ``partition``: written as a tombstone."""
         self._values[key] = None
         self._changed[key] = (None, partition)
 
@@ -90,8 +91,7 @@ class PendingWrites(Generic[Value]):
         return number, changes
 
     def write(self, sealed: tuple[int, Changes], put: Put) -> None:
-        """Write a sealed batch's changes: ``put(key, encoded value, partition)``, the
-        value None for a key deleted."""
+        """Write a sealed batch's changes: ``put(key, encoded value or None, partition)``."""
         number, changes = sealed
         for key, (value, partition) in changes.items():
             put(key, None if value is None else self._encode(value), partition)

@@ -11,25 +11,41 @@ and one batch covers an event from its input to its outputs.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from faust.types import Message
 
+from streams.codec import DeadLetterReason
 from streams.identity.resolver import Owner, routing_key
+from streams.privacy.requests import (
+    DEVELOPMENT_SALT,
+    InvalidRequestError,
+    PrivacyRequest,
+)
 from streams.profiles.model import Forward, Profile, dump_stored, load_stored
-from streams.runtime.context import Runtime
+from streams.runtime.context import Runtime, raw_topic
 from streams.runtime.ingest_shell import inputs
 from streams.runtime.metrics import INPUT_WAIT_SECONDS
 from streams.runtime.pending import PendingWrites
 from streams.runtime.recheck_schedule import RecheckSchedule
 from streams.runtime.rechecks import RecheckTimer
-from streams.runtime.stages import BatchedStage, dead_letter_failure, headers_of, key_and_value
+from streams.runtime.stages import (
+    BatchedStage,
+    dead_letter_failure,
+    headers_of,
+    key_and_value,
+    send_dead_letter,
+)
 from streams.runtime.step_metrics import StepMetrics
+from streams.settings import Settings
 from streams.steps.engine import Engine
 from streams.steps.in_place import RECEIVED_AT_HEADER, Headers
-from streams.steps.messages import INTERNAL, Out, RoutedEvent, Send, decode, encode
+from streams.steps.messages import INTERNAL, Out, Request, RoutedEvent, Send, decode, encode
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,6 +96,7 @@ class Pipeline:
         self.expiries = RecheckSchedule()
         self.identities = PendingWrites(runtime.identities, Owner.decode, Owner.encode)
         self.profiles = PendingWrites[Profile | Forward](runtime.profiles, load_stored, dump_stored)
+        self.privacy = PendingWrites[bytes](runtime.privacy, bytes, bytes)
         self.engine = Engine(
             runtime.settings.partitions,
             runtime.rules,
@@ -92,15 +109,18 @@ class Pipeline:
                 self.expiries,
                 runtime.rules.retention,
             ),
+            privacy=self.privacy,
+            salt=privacy_salt(runtime.settings),
         )
         self.held = HeldPartitions(runtime)
         self.in_place = self.engine.in_place(runtime.queue, self.held.holds, self.failed)
         self.internal = {runtime.internal_topic(out): out for out in INTERNAL}
+        self.requests_topic = runtime.settings.privacy_requests_topic
         self.stage = BatchedStage(
             runtime,
-            [*self.internal, *self.checked.topics],
+            [*self.internal, *self.checked.topics, self.requests_topic],
             self.handle,
-            (self.identities, self.profiles),
+            (self.identities, self.profiles, self.privacy),
         )
 
     def handle(self, record: Message) -> None:
@@ -111,6 +131,9 @@ class Pipeline:
             send = Send(out, key.decode(), decode(value, headers))
             self.in_place.run(send, headers, record.partition)
             return
+        if record.topic == self.requests_topic:
+            self.take_request(record)
+            return
         INPUT_WAIT_SECONDS.observe(max(0.0, time.time() - record.timestamp))
         event = self.checked.accept(record)
         if event is None:
@@ -118,10 +141,24 @@ class Pipeline:
         # The input's append time travels along, for event-to-output latency.
         headers = {RECEIVED_AT_HEADER: str(record.timestamp).encode()}
         routed = Send(Out.IDENTITY, routing_key(event), RoutedEvent(event))
-        if self.in_place.belongs_to(routed, record.partition):
-            self.in_place.run(routed, headers, record.partition)
+        self.route(routed, headers, record.partition)
+
+    def route(self, send: Send, headers: Headers, partition: int) -> None:
+        """Handle what an input message leads to in place, or send it to its partition."""
+        if self.in_place.belongs_to(send, partition):
+            self.in_place.run(send, headers, partition)
         else:
-            self.runtime.queue(routed, headers)
+            self.runtime.queue(send, headers)
+
+    def take_request(self, record: Message) -> None:
+        """A privacy request: opened under its id (in its identifier's partition)."""
+        try:
+            request = PrivacyRequest.from_bytes(record.value or b"")
+        except InvalidRequestError as exc:
+            send_dead_letter(self.runtime, record, DeadLetterReason.SCHEMA_VIOLATION, str(exc))
+            return
+        message = Request(request.request_id, request.type, request.identifier, request.received_at)
+        self.route(Send(Out.IDENTITY, request.request_id, message), {}, record.partition)
 
     def failed(self, send: Send, headers: Headers, partition: int, exc: Exception) -> None:
         """A message handled in place after the one fetched raised: dead-letter it alone."""
@@ -134,6 +171,17 @@ class Pipeline:
             {**headers, **own_headers},
         )
         dead_letter_failure(self.runtime, message, exc)
+
+
+def privacy_salt(settings: Settings) -> str:
+    """``CDP_PRIVACY_SALT``, or the public development salt, with a warning."""
+    if settings.privacy_salt is not None:
+        return settings.privacy_salt.get_secret_value()
+    log.warning(
+        "CDP_PRIVACY_SALT is not set: identifiers in the privacy table are hashed with the "
+        "public development salt; set a secret one in production"
+    )
+    return DEVELOPMENT_SALT
 
 
 def install(runtime: Runtime) -> Pipeline:
@@ -159,4 +207,6 @@ def install(runtime: Runtime) -> Pipeline:
     app.agent(runtime.identity_topic, name="identity")(take_messages)
     app.agent(runtime.profile_topic, name="profiles")(take_messages)
     app.agent(pipeline.checked.source, name="ingest")(take_messages)
+    requests = raw_topic(app, pipeline.requests_topic)
+    app.agent(requests, name="privacy-requests")(take_messages)
     return pipeline

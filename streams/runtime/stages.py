@@ -73,7 +73,8 @@ class ChangelogWriter:
         def put(key: bytes, value: bytes | None, partition: int) -> None:
             db = self._store._db_for_partition(partition)
             if value is None:
-                db.delete(key)  # and a tombstone on the changelog
+                # Erased: the changelog gets a tombstone, so compaction removes the key too.
+                db.delete(key)
             else:
                 db.put(key, value)
             self._sender.queue(

@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import time
 
+from streams.events import now_ms
 from streams.identity.resolver import redacted
 from streams.profiles.model import Profile
 from streams.profiles.retention import DEFAULT_RETENTION, Retention, expires_at
 from streams.runtime.metrics import (
     BACKFILL_EVALUATED,
+    ERASURE_DURATION_SECONDS,
     EVENT_TO_OUTPUT_SECONDS,
     EVENTS,
     EXPIRED_PROFILES,
@@ -27,16 +29,21 @@ from streams.runtime.metrics import (
     JOURNEY_EVENTS,
     JOURNEY_TIMERS_PENDING,
     JOURNEY_TRIGGERS,
+    PRIVACY_OLDEST_OPEN_REQUEST_AGE_SECONDS,
+    PRIVACY_OPEN_REQUEST_BOUND_SECONDS,
+    PRIVACY_REQUESTS,
     PROFILE_FORWARDS,
     SEGMENT_CHANGES,
     SEGMENT_EVALUATION_ERRORS,
     SEGMENT_RECHECKS,
+    SUPPRESSED_EVENTS,
 )
 from streams.runtime.recheck_schedule import RecheckSchedule
 from streams.settings import Settings
 from streams.steps.identity import IdentityStep
 from streams.steps.in_place import RECEIVED_AT_HEADER, Headers
 from streams.steps.messages import Absorb, Claim, HandOver, Out, RoutedEvent, Send
+from streams.steps.privacy import PrivacyStep
 from streams.steps.profile import Backfill, ProfileStep, Recheck
 
 log = logging.getLogger(__name__)
@@ -57,6 +64,36 @@ class StepMetrics:
         self._journey_timers = RecheckSchedule() if journey_timers is None else journey_timers
         self._expiries = RecheckSchedule() if expiries is None else expiries
         self._retention = retention
+        # Privacy requests opened here and not completed yet: id -> received at (ms).
+        self._open_requests: dict[str, int] = {}
+        PRIVACY_OPEN_REQUEST_BOUND_SECONDS.set(settings.privacy_request_bound.total_seconds())
+        PRIVACY_OLDEST_OPEN_REQUEST_AGE_SECONDS.set_function(self._oldest_open_request_age)
+
+    def _oldest_open_request_age(self) -> float:
+        oldest = min(self._open_requests.values(), default=None)
+        return 0.0 if oldest is None else max(0.0, (now_ms() - oldest) / 1000)
+
+    def privacy_stepped(self, send: Send, step: PrivacyStep, partition: int) -> None:
+        opened, closed = step.opened, step.closed
+        if opened is not None:
+            PRIVACY_REQUESTS.labels(opened.type.value, opened.status.value).inc()
+            self._open_requests[opened.request_id] = opened.received_at
+        if closed is not None:
+            PRIVACY_REQUESTS.labels(closed.type.value, closed.status.value).inc()
+            ERASURE_DURATION_SECONDS.labels(closed.type.value).observe(
+                (closed.duration_ms or 0) / 1000
+            )
+            self._open_requests.pop(closed.request_id, None)
+            # Ids and times only: the request's identifier is not kept anywhere.
+            log.info(
+                "privacy request %s (%s) completed in %s ms",
+                closed.request_id,
+                closed.type.value,
+                closed.duration_ms,
+            )
+
+    def suppressed(self, send: Send, partition: int) -> None:
+        SUPPRESSED_EVENTS.inc()
 
     def identity_stepped(self, send: Send, step: IdentityStep, partition: int) -> None:
         message = send.message
@@ -77,7 +114,8 @@ class StepMetrics:
     ) -> None:
         message = send.message
         store = step.store
-        if store is not None or step.erase:
+        if store is not None or step.delete:
+            # An erased profile's timers go with it.
             profile = store if isinstance(store, Profile) else None
             wake = None if profile is None else profile.wake_at
             due = None if profile is None else profile.journey_due_at

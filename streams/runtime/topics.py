@@ -13,7 +13,7 @@ from streams.settings import Settings
 
 
 def public_topics(settings: Settings) -> list[str]:
-    return [*settings.input_topics, *settings.output_topics]
+    return [*settings.input_topics, settings.privacy_requests_topic, *settings.output_topics]
 
 
 def public_topic_configs(settings: Settings) -> dict[str, dict[str, str]]:

@@ -32,7 +32,7 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TABLES = ("identities", "profiles")
+TABLES = ("identities", "profiles", "privacy")
 
 
 @dataclass(frozen=True)

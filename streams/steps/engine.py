@@ -16,10 +16,12 @@ from typing import Generic, Protocol, TypeVar
 
 from streams.events import now_ms
 from streams.identity.resolver import Owner
+from streams.privacy.requests import DEVELOPMENT_SALT, suppression_key
 from streams.profiles.model import Forward, Profile
 from streams.steps.identity import IdentityStep, identity_step
 from streams.steps.in_place import Failed, Headers, Holds, InPlace, SendOver
-from streams.steps.messages import Out, Send
+from streams.steps.messages import Claim, Completed, Out, Request, RoutedEvent, Send
+from streams.steps.privacy import SUPPRESSED, PrivacyStep, request_step
 from streams.steps.process import Rules
 from streams.steps.profile import ProfileStep, profile_step
 
@@ -33,7 +35,9 @@ class Table(Protocol[Value]):
 
     def set(self, key: bytes, value: Value, partition: int) -> None: ...
 
-    def delete(self, key: bytes, partition: int) -> None: ...
+    def delete(self, key: bytes, partition: int) -> None:
+        """Remove the key (a tombstone on a changelog)."""
+        ...
 
 
 @dataclass
@@ -61,6 +65,12 @@ class Observer(Protocol):
         self, send: Send, step: ProfileStep, headers: Headers, partition: int
     ) -> None: ...
 
+    def privacy_stepped(self, send: Send, step: PrivacyStep, partition: int) -> None: ...
+
+    def suppressed(self, send: Send, partition: int) -> None:
+        """An event carrying a suppressed identifier was dropped."""
+        ...
+
 
 class Unobserved:
     def identity_stepped(self, send: Send, step: IdentityStep, partition: int) -> None:
@@ -69,6 +79,12 @@ class Unobserved:
     def profile_stepped(
         self, send: Send, step: ProfileStep, headers: Headers, partition: int
     ) -> None:
+        pass
+
+    def privacy_stepped(self, send: Send, step: PrivacyStep, partition: int) -> None:
+        pass
+
+    def suppressed(self, send: Send, partition: int) -> None:
         pass
 
 
@@ -81,27 +97,61 @@ class Engine:
     observer: Observer = field(default_factory=Unobserved)
     clock: Callable[[], int] = now_ms
     """The profile step's ``now``: the wall clock in the worker, a fixed one in tests."""
+    privacy: Table[bytes] = field(default_factory=DictTable)
+    """Privacy requests' status and the suppression marks (:mod:`streams.steps.privacy`)."""
+    salt: str = DEVELOPMENT_SALT
+    """What identifiers are hashed with in the privacy table (``CDP_PRIVACY_SALT``)."""
 
     def handle(self, send: Send, headers: Headers, partition: int) -> tuple[Send, ...]:
         """Apply an identity or profile message about ``send.key`` in ``partition``; its sends."""
         key = send.key.encode()
+        message = send.message
         if send.topic is Out.IDENTITY:
+            if isinstance(message, Request | Completed):
+                return self._privacy(send, message, partition)
+            if isinstance(message, RoutedEvent) and self.suppressed(send.key, partition):
+                self.observer.suppressed(send, partition)
+                return ()
             owner = self.identities.get(key, partition)
-            identity = identity_step(owner, send.key, send.message, self.partitions)
+            suppressed = isinstance(message, Claim) and self.suppressed(send.key, partition)
+            identity = identity_step(
+                owner, send.key, message, self.partitions, suppressed=suppressed
+            )
             if identity.store is not None:
                 self.identities.set(key, identity.store, partition)
-            elif identity.erase:
+            elif identity.delete:
                 self.identities.delete(key, partition)
+            if identity.suppress:
+                self.privacy.set(suppression_key(self.salt, send.key), SUPPRESSED, partition)
             self.observer.identity_stepped(send, identity, partition)
             return identity.sends
         stored = self.profiles.get(key, partition)
-        profile = profile_step(stored, send.key, send.message, self.rules, self.clock())
+        profile = profile_step(
+            stored, send.key, message, self.rules, self.clock(), partitions=self.partitions
+        )
         if profile.store is not None:
             self.profiles.set(key, profile.store, partition)
-        elif profile.erase:
+        elif profile.delete:
             self.profiles.delete(key, partition)
         self.observer.profile_stepped(send, profile, headers, partition)
         return profile.sends
+
+    def suppressed(self, identifier: str, partition: int) -> bool:
+        """Whether identifier key ``identifier`` (of ``partition``) is suppressed."""
+        return self.privacy.get(suppression_key(self.salt, identifier), partition) is not None
+
+    def _privacy(
+        self, send: Send, message: Request | Completed, partition: int
+    ) -> tuple[Send, ...]:
+        key = send.key.encode()
+        step = request_step(self.privacy.get(key, partition), message, self.salt, self.clock())
+        for written, value in step.writes:
+            if value is None:
+                self.privacy.delete(written, partition)
+            else:
+                self.privacy.set(written, value, partition)
+        self.observer.privacy_stepped(send, step, partition)
+        return step.sends
 
     def in_place(self, send: SendOver, holds: Holds, failed: Failed) -> InPlace:
         """Messages for the partition being handled handled here; the rest sent with ``send``."""

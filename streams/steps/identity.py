@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from streams.identity.resolver import ClaimOutcome, Owner, RefusalReason, decide_claim
 from streams.steps.messages import (
     Claim,
-    Forget,
+    Erase,
     HandOver,
     InternalMessage,
     Out,
@@ -20,31 +20,53 @@ from streams.steps.messages import (
     Repoint,
     RoutedEvent,
     Send,
+    Unlink,
 )
+from streams.steps.privacy import completed
 
 
 @dataclass(frozen=True, slots=True)
 class IdentityStep:
     store: Owner | None = None
     """The key's new owner, or None to leave the table as it is."""
+    delete: bool = False
+    """Remove the key from the table (it belonged to an erased profile)."""
+    suppress: bool = False
+    """Mark the identifier suppressed (its erased profile's request said so)."""
     sends: tuple[Send, ...] = ()
     claim_outcome: ClaimOutcome | None = None
     refused: RefusalReason | None = None
-    erase: bool = False
-    """Remove the key from the table (its profile was erased)."""
 
 
 def identity_step(
-    owner: Owner | None, key: str, message: InternalMessage, partitions: int
+    owner: Owner | None,
+    key: str,
+    message: InternalMessage,
+    partitions: int,
+    *,
+    suppressed: bool = False,
 ) -> IdentityStep:
-    """What to store and send for ``message`` about identifier ``key``, owned by ``owner``."""
+    """What to store and send for ``message`` about identifier ``key``, owned by ``owner``;
+    ``suppressed``: a privacy request suppressed ``key`` (a claim of it is refused)."""
     if isinstance(message, RoutedEvent):
         return _route(owner, key, message, partitions)
     if isinstance(message, Claim):
+        if suppressed:
+            reason = RefusalReason.SUPPRESSED
+            holder = message.profile_id if owner is None else owner.profile_id
+            release = Release(key, holder, reason, message.cause)
+            return IdentityStep(
+                sends=(Send(Out.PROFILE, message.profile_id, release),), refused=reason
+            )
         return _claim(owner, key, message)
-    if isinstance(message, Forget):
-        # Claimed by another profile since: not the erased one's any more.
-        return IdentityStep(erase=owner is not None and owner.profile_id in message.profile_ids)
+    if isinstance(message, Erase):
+        # Whoever owns the identifier is erased; nobody: the request is done.
+        if owner is None:
+            return IdentityStep(sends=(completed(message, False),))
+        return IdentityStep(sends=(Send(Out.PROFILE, owner.profile_id, message),))
+    if isinstance(message, Unlink):
+        owned = owner is not None and owner.profile_id in message.from_profile_ids
+        return IdentityStep(delete=owned, suppress=message.suppress)
     if not isinstance(message, Repoint):
         raise ValueError(f"a {message.command} command does not belong on the identity topic")
     if owner is not None and owner.profile_id in message.from_profile_ids:

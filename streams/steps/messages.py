@@ -13,8 +13,13 @@ repoint     identity, key K   profile C was merged into P: K, if still C's, is P
 hand-over   profile, C        K, owned by C, was claimed by stronger P: merge into P
 absorb      profile, P        C's whole state, to merge into P (then P re-points C's keys)
 release     profile, P        the table refused K to P: give it up
-forget      identity, key K   profile P is erased: K, if still P's, is nobody's now
-forget      profile, C        P is erased: C's forward to P (or along its merges) goes
+request     identity, R       privacy request R (in K's partition): open it, suppress
+erase       identity, K       erase the profile K belongs to (request R)
+erase       profile, P        erase P and everything pointing to it
+unlink      identity, K       P was erased: K, if still P's (or a profile merged into
+                              it), goes
+forget      profile, C        C was merged into erased P: its forward goes
+completed   identity, R       request R is done: close it, once
 =========== ================= ======================================================
 """
 
@@ -28,6 +33,7 @@ import orjson
 
 from streams.events import Event, IdentifierKind
 from streams.identity.resolver import Owner, RefusalReason
+from streams.privacy.requests import RequestType
 
 COMMAND_HEADER = "cdp-command"
 OWNED_KEY_HEADER = "cdp-owned-key"
@@ -39,7 +45,11 @@ class Command(StrEnum):
     HAND_OVER = "hand-over"
     ABSORB = "absorb"
     RELEASE = "release"
+    REQUEST = "request"
+    ERASE = "erase"
+    UNLINK = "unlink"
     FORGET = "forget"
+    COMPLETED = "completed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +74,8 @@ class _Message:
 
     @classmethod
     def _from_dict(cls, raw: dict[str, Any]) -> Self:
-        raw["cause"] = Cause(**raw["cause"])
+        if "cause" in raw:
+            raw["cause"] = Cause(**raw["cause"])
         return cls(**raw)
 
 
@@ -148,20 +159,86 @@ class Release(_Message):
 
 
 @dataclass(frozen=True)
+class Request(_Message):
+    """A privacy request, keyed by its id (which lives in the identifier's partition)."""
+
+    request_id: str
+    type: RequestType
+    identifier: str
+    received_at: int
+    command = Command.REQUEST
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> Self:
+        raw["type"] = RequestType(raw["type"])
+        return super()._from_dict(raw)
+
+
+@dataclass(frozen=True)
+class Erase(_Message):
+    """Erase whatever the key (an identifier, then a profile id) leads to, for a request.
+
+    ``received_at`` stands in for the event time of what the erasure emits, so a replayed
+    erasure emits the same records."""
+
+    request_id: str
+    received_at: int
+    suppress: bool  # suppress_with_delete: every identifier of the profile is suppressed
+    command = Command.ERASE
+
+
+@dataclass(frozen=True)
+class Unlink(_Message):
+    # The erased profile and every profile merged into it (as in Repoint).
+    from_profile_ids: tuple[str, ...]
+    suppress: bool  # and suppress the identifier (suppress_with_delete)
+    command = Command.UNLINK
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> Self:
+        return cls(tuple(raw["from_profile_ids"]), raw["suppress"])
+
+
+@dataclass(frozen=True)
 class Forget(_Message):
-    # The erased profile and every profile merged into it: an identifier or a forward may
-    # still point to any of them (re-points race along a chain of merges).
-    profile_ids: tuple[str, ...]
+    # The erased profiles: a forward into any of them goes.
+    erased: tuple[str, ...]
     command = Command.FORGET
 
     @classmethod
     def _from_dict(cls, raw: dict[str, Any]) -> Self:
-        return cls(tuple(raw["profile_ids"]))
+        return cls(tuple(raw["erased"]))
 
+
+@dataclass(frozen=True)
+class Completed(_Message):
+    request_id: str
+    profile_found: bool
+    command = Command.COMPLETED
+
+
+PrivacyMessage = Request | Completed
+"""The messages the privacy step takes (keyed by a request id); the rest are the
+identity and profile steps'."""
 
 #: A command by its header value.
-COMMANDS: dict[bytes, type[Claim | Repoint | HandOver | Absorb | Release | Forget]] = {
-    cls.command.value.encode(): cls for cls in (Claim, Repoint, HandOver, Absorb, Release, Forget)
+COMMANDS: dict[
+    bytes,
+    type[Claim | Repoint | HandOver | Absorb | Release | PrivacyMessage | Erase | Unlink | Forget],
+] = {
+    cls.command.value.encode(): cls
+    for cls in (
+        Claim,
+        Repoint,
+        HandOver,
+        Absorb,
+        Release,
+        Request,
+        Erase,
+        Unlink,
+        Forget,
+        Completed,
+    )
 }
 
 
@@ -177,7 +254,19 @@ class RoutedEvent:
     owned: str | None = None
 
 
-InternalMessage = RoutedEvent | Claim | Repoint | HandOver | Absorb | Release | Forget
+InternalMessage = (
+    RoutedEvent
+    | Claim
+    | Repoint
+    | HandOver
+    | Absorb
+    | Release
+    | Request
+    | Erase
+    | Unlink
+    | Forget
+    | Completed
+)
 
 
 def encode(message: InternalMessage) -> tuple[bytes, dict[str, bytes]]:
@@ -248,22 +337,4 @@ class IdentityMerge:
             "identifiers": list(self.identifiers),
             "cause_event_id": self.cause.event_id,
             "occurred_at": self.cause.occurred_at,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class PrivacyEvent:
-    """A record of the privacy-events topic: what was done to whose data, naming nobody."""
-
-    type: str
-    profile_hash: str
-    at: int
-    anonymous: bool
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "type": self.type,
-            "profile_hash": self.profile_hash,
-            "at": self.at,
-            "anonymous": self.anonymous,
         }

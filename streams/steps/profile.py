@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from streams.identity.identifiers import exceeds_caps, merged_into, owner_of
 from streams.identity.resolver import RefusalReason
+from streams.privacy.requests import PrivacyEvent
 from streams.profiles.model import Forward, Profile
 from streams.profiles.retention import anonymous, expires_at, profile_hash
 from streams.steps import process
@@ -22,17 +23,21 @@ from streams.steps.messages import (
     Absorb,
     Cause,
     Claim,
+    Completed,
+    Erase,
     Forget,
     HandOver,
     IdentityMerge,
     InternalMessage,
     Out,
-    PrivacyEvent,
     Release,
     Repoint,
+    Request,
     RoutedEvent,
     Send,
+    Unlink,
 )
+from streams.steps.privacy import completed, erase_profile, erasure_cause
 
 Stored = Profile | Forward | None
 
@@ -64,13 +69,13 @@ EXPIRED_CAUSE_PREFIX = "expired:"
 class ProfileStep:
     store: Profile | Forward | None = None
     """The key's new value, or None to leave the table as it is."""
+    delete: bool = False
+    """Remove the key from the table (a tombstone on its changelog): erased."""
     sends: tuple[Send, ...] = ()
     outcome: process.Outcome | None = None
     """What the core decided, when it ran (for metrics); ``outcome.duplicate``: a replay."""
     refused: tuple[RefusalReason, ...] = ()
     forwarded: bool = False
-    erase: bool = False
-    """Remove the key from the table (``store`` is None then)."""
 
 
 def profile_step(
@@ -79,22 +84,25 @@ def profile_step(
     message: InternalMessage | Recheck | Backfill | Expire,
     rules: process.Rules,
     now_ms: int,
+    *,
+    partitions: int,
 ) -> ProfileStep:
-    """What to store and send for ``message`` to profile ``key``, stored as ``stored``."""
+    """What to store and send for ``message`` to profile ``key``, stored as ``stored``;
+    ``partitions``: the number of partitions, which profile ids depend on."""
     if isinstance(message, Recheck):
         return _recheck(stored, message, rules)
     if isinstance(message, Backfill):
         return _backfill(stored, rules, now_ms)
     if isinstance(message, Expire):
-        return expire_profile(stored, rules, now_ms)
-    if isinstance(message, Forget):
-        # A forward left by a merge into the erased profile; anything else stays.
-        gone = isinstance(stored, Forward) and stored.into in message.profile_ids
-        return ProfileStep(erase=gone)
-    if isinstance(message, Claim | Repoint):
+        return expire_profile(stored, rules, now_ms, partitions)
+    if isinstance(message, Claim | Repoint | Unlink | Request | Completed):
         raise ValueError(f"a {message.command} command does not belong on the profile topic")
     if isinstance(message, HandOver):
         return _hand_over(stored, key, message, rules)
+    if isinstance(message, Erase):
+        return _erase(stored, message, rules, partitions)
+    if isinstance(message, Forget):
+        return ProfileStep(delete=isinstance(stored, Forward) and stored.into in message.erased)
     if isinstance(stored, Forward):
         return _forward(stored, key, message)
     if isinstance(message, RoutedEvent):
@@ -102,6 +110,23 @@ def profile_step(
     if isinstance(message, Absorb):
         return _absorb(stored, key, message, rules, now_ms)
     return _release(stored, message, rules, now_ms)
+
+
+def _erase(stored: Stored, message: Erase, rules: process.Rules, partitions: int) -> ProfileStep:
+    """Erase the profile, or the forward leading to it and then the profile."""
+    if stored is None:
+        return ProfileStep(sends=(completed(message, False),))
+    if isinstance(stored, Forward):
+        return ProfileStep(delete=True, sends=(Send(Out.PROFILE, stored.into, message),))
+    erasure = erase_profile(
+        stored,
+        erasure_cause(message.request_id),
+        message.received_at,
+        rules,
+        partitions,
+        suppress=message.suppress,
+    )
+    return ProfileStep(delete=True, sends=(*erasure, completed(message, True)))
 
 
 def _forward(forward: Forward, key: str, message: RoutedEvent | Absorb | Release) -> ProfileStep:
@@ -151,35 +176,21 @@ def _backfill(stored: Stored, rules: process.Rules, now_ms: int) -> ProfileStep:
     return _outputs(outcome, Cause(process.backfill_cause(rules), now_ms))
 
 
-def expire_profile(stored: Stored, rules: process.Rules, now_ms: int) -> ProfileStep:
-    """Erase a profile whose retention ran out by ``now_ms``: the profile's key and every
-    identifier pointing to it, with an exit from each segment it was in (downstream
-    audiences drop it) and a privacy event naming no one. Anything else: nothing.
-
-    The minimal erasure: the profile (its journey state and timers, dedup fingerprints and
-    consent live in it), its identifiers, and the forwards of the profiles merged into it as
-    far as its remembered merges reach (``CDP_RECENT_EVENT_IDS``). This must share the
-    erasure path of privacy requests once that lands, so both remove the same things.
-    """
+def expire_profile(
+    stored: Stored, rules: process.Rules, now_ms: int, partitions: int
+) -> ProfileStep:
+    """Erase a profile whose retention ran out by ``now_ms`` as a privacy request erases one
+    (:func:`streams.steps.privacy.erase_profile`), closed by an ``expired`` privacy event
+    naming no one. Anything else: nothing."""
     if not isinstance(stored, Profile):
         return ProfileStep()
     due = expires_at(stored, rules.retention)
     if due is None or due > now_ms:
         return ProfileStep()  # seen again since it was scheduled, or a stale prompt
     key = stored.profile_id
-    exits = process.hand_over(stored, f"{EXPIRED_CAUSE_PREFIX}{due}", due)
-    merged = merged_into(stored)
-    forget = Forget((key, *merged))
-    expired = PrivacyEvent("expired", profile_hash(key), due, anonymous(stored))
-    return ProfileStep(
-        sends=(
-            *(Send(Out.SEGMENT_CHANGES, key, change) for change in exits),
-            *(Send(Out.IDENTITY, identifier, forget) for identifier in stored.identifier_keys()),
-            *(Send(Out.PROFILE, forwarded, forget) for forwarded in merged),
-            Send(Out.PRIVACY_EVENTS, key, expired),
-        ),
-        erase=True,
-    )
+    expired = PrivacyEvent.expired(profile_hash(key), due, anonymous(stored))
+    erasure = erase_profile(stored, f"{EXPIRED_CAUSE_PREFIX}{due}", due, rules, partitions)
+    return ProfileStep(delete=True, sends=(*erasure, Send(Out.PRIVACY_EVENTS, key, expired)))
 
 
 def _hand_over(stored: Stored, key: str, message: HandOver, rules: process.Rules) -> ProfileStep:
@@ -214,6 +225,8 @@ def _absorb(
     profile: Profile | None, key: str, message: Absorb, rules: process.Rules, now_ms: int
 ) -> ProfileStep:
     other = Profile.from_dict(message.profile)
+    if profile is None:
+        return _absorbed_by_erased(key, other, message)
     cause = message.cause
     outcome = process.absorb(profile, key, other, cause.event_id, cause.occurred_at, rules, now_ms)
     step = _outputs(outcome, cause)
@@ -232,6 +245,21 @@ def _absorb(
         sends=(*step.sends, Send(Out.IDENTITY_MERGES, key, merge), *repoints),
         outcome=outcome,
         refused=step.refused,
+    )
+
+
+def _absorbed_by_erased(key: str, other: Profile, message: Absorb) -> ProfileStep:
+    """A merge into a profile erased while it was on its way: the merging profile, the same
+    person's, goes too: its forward here and its identifiers. (A profile that asks for a
+    merge exists until it is merged on, when it leaves a forward, or erased.)"""
+    merged_away = (message.from_profile_id, *merged_into(other))
+    unlink = Unlink(merged_away, False)
+    forget = Forget((key, *merged_away))
+    return ProfileStep(
+        sends=(
+            *(Send(Out.IDENTITY, identifier, unlink) for identifier in message.identifiers),
+            *(Send(Out.PROFILE, merged, forget) for merged in merged_away),
+        )
     )
 
 

@@ -60,3 +60,22 @@ def test_collector_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None
     assert results["throughput"]["accepted_events"] > 0
     assert set(results["throughput"]["statuses"]) == {"200"}
     assert results["latency"]["statuses"] == {"200": results["latency"]["requests"]}
+
+
+def test_erasure_benchmark_runs_and_reports_completions(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "benchmarks.erasure"),
+            *("--profiles", "100", "--rate", "100", "--seconds", "2"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    results = json.loads(run.stdout)
+    erasing = results["load_with_erasures"]
+    assert erasing["completed"] == erasing["erasures"] == 100
+    assert erasing["completion"]["count"] == 100
+    assert results["load_alone"]["worker_cpu_s"] > 0

@@ -526,7 +526,7 @@ def test_journey_events_round_trip_through_their_schema(fmt: OutputFormat) -> No
 
 def test_the_profile_step_sends_journey_events_keyed_by_profile_id() -> None:
     profile = process(None, PID, signup(), SHIPPED, START).profile
-    step = profile_step(profile, PID, RoutedEvent(cart(START)), SHIPPED, START)
+    step = profile_step(profile, PID, RoutedEvent(cart(START)), SHIPPED, START, partitions=8)
     events = [s for s in step.sends if s.topic is Out.JOURNEY_EVENTS]
     assert [(s.key, s.message.kind.value) for s in events] == [
         (PID, "entered"),

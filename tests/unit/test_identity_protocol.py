@@ -60,6 +60,7 @@ class Cluster:
     held: Held = Held.ALWAYS
     identities: DictTable[Owner] = field(default_factory=DictTable)
     profiles: DictTable[Profile | Forward] = field(default_factory=DictTable)
+    privacy: DictTable[bytes] = field(default_factory=DictTable)
     queues: dict[tuple[Out, int], deque[tuple[str, InternalMessage]]] = field(default_factory=dict)
     outputs: dict[Out, list[Send]] = field(default_factory=dict)
     handled: int = 0
@@ -100,7 +101,14 @@ class Cluster:
     def _handle(self, send: Send, headers: Headers, partition: int) -> tuple[Send, ...]:
         self.handled += 1
         assert self.handled < 100_000, "the protocol does not settle"
-        engine = Engine(PARTITIONS, self.rules, self.identities, self.profiles, clock=lambda: NOW)
+        engine = Engine(
+            PARTITIONS,
+            self.rules,
+            self.identities,
+            self.profiles,
+            clock=lambda: NOW,
+            privacy=self.privacy,
+        )
         return engine.handle(send, headers, partition)
 
     # -- reading the end state ----------------------------------------------------------

@@ -112,14 +112,14 @@ def test_each_changed_key_is_written_once_per_batch() -> None:
     assert table == {b"k": b"c", b"other": b"x"}
 
 
-def test_a_deleted_key_is_gone_at_once_and_written_as_a_removal() -> None:
+def test_a_deleted_key_is_gone_at_once_and_written_as_a_tombstone() -> None:
     table = {b"k": b"stored"}
-    writes, _ = counting(table)
-    assert writes.get(b"k", 0) == "stored"
-    writes.delete(b"k", 0)
-    assert writes.get(b"k", 0) is None
-    sealed = writes.seal()
-    assert writes.get(b"k", 0) is None  # not read back from the table before it is written
-    puts: list[tuple[bytes, bytes | None]] = []
-    writes.write(sealed, lambda key, value, _p: puts.append((key, value)))
-    assert puts == [(b"k", None)]
+    writes = pending(table)
+    written: list[tuple[bytes, bytes | None, int]] = []
+    writes.delete(b"k", 3)
+    assert writes.get(b"k", 3) is None
+    writes.write(
+        writes.seal(), lambda key, value, partition: written.append((key, value, partition))
+    )
+    assert written == [(b"k", None, 3)]
+    assert writes.get(b"k", 3) is None

@@ -301,7 +301,7 @@ def test_rechecks_at_each_recheck_time_agree_with_an_event_evaluated_later() -> 
 def test_a_recheck_of_a_profile_merged_away_or_gone_does_nothing() -> None:
     forward = Forward("p-2", IdentifierKind.EMAIL)
     for stored in (forward, None):
-        assert profile_step(stored, "p-1", Recheck(NOW), RULES, NOW) == ProfileStep()
+        assert profile_step(stored, "p-1", Recheck(NOW), RULES, NOW, partitions=8) == ProfileStep()
 
 
 def test_an_event_after_a_recheck_time_finds_the_profile_as_the_recheck_left_it() -> None:
@@ -395,7 +395,7 @@ def test_a_profile_stored_under_other_definitions_is_backfilled_without_an_event
     )
     (tmp_path / "j.yaml").write_text(WELCOME)
     new = Rules.load(tmp_path / "s.yaml", tmp_path / "j.yaml")
-    outcome = profile_step(stored, stored.profile_id, Backfill(), new, NOW).outcome
+    outcome = profile_step(stored, stored.profile_id, Backfill(), new, NOW, partitions=8).outcome
     assert outcome is not None
     cause = backfill_cause(new)
     assert cause == f"backfill:{new.segment_fingerprint}"

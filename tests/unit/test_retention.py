@@ -8,6 +8,7 @@ import orjson
 
 from streams.events import IdentifierKind, identifier_key
 from streams.identity.resolver import profile_id_for
+from streams.privacy.requests import PrivacyEvent
 from streams.profiles.model import Forward, Profile
 from streams.profiles.retention import (
     Retention,
@@ -16,7 +17,7 @@ from streams.profiles.retention import (
     profile_hash,
     stored_expires_at,
 )
-from streams.steps.messages import Forget, Out, PrivacyEvent, Send, decode, encode
+from streams.steps.messages import Forget, Out, Send, decode, encode
 from streams.steps.profile import Expire
 from tests.unit.test_identity_protocol import NOW, PARTITIONS, RULES, Cluster, Person
 from tests.unit.test_reducer import T0, fold, identify, page_view
@@ -77,7 +78,7 @@ def test_an_expired_anonymous_profile_and_its_identifiers_are_gone_a_known_one_s
     ]
     assert {s.message.cause_event_id for s in exits} == {f"expired:{T0 + 2 + 500}"}
     assert [s.message for s in cluster.sent(Out.PRIVACY_EVENTS)] == [
-        PrivacyEvent("expired", profile_hash(visitor_id), T0 + 2 + 500, anonymous=True)
+        PrivacyEvent.expired(profile_hash(visitor_id), T0 + 2 + 500, anonymous=True)
     ]
     # The person, known by email and user id, is kept with every identifier.
     assert {cluster.resolve(key).profile_id for key in person.keys} == {person.profile_id}

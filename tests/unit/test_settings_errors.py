@@ -24,6 +24,8 @@ from streams.settings import SettingsError, load_settings, unknown_variables
         ("CDP_SEGMENTS_FILE", "/no.yaml", "CDP_SEGMENTS_FILE=/no.yaml: must be an existing"),
         ("CDP_ADVERTISED_URL", "worker-0", "CDP_ADVERTISED_URL=worker-0: must be an http://"),
         ("CDP_API_TOKEN", " ", "CDP_API_TOKEN=<hidden>: must not be empty"),
+        ("CDP_PRIVACY_SALT", "short", "CDP_PRIVACY_SALT=<hidden>: must be 16 to 64 bytes"),
+        ("CDP_PRIVACY_REQUEST_BOUND", "soon", "CDP_PRIVACY_REQUEST_BOUND=soon: "),
         ("CDP_RECHECK_INTERVAL_SECONDS", "0", "CDP_RECHECK_INTERVAL_SECONDS=0: must be more"),
         ("CDP_MAX_EMAILS", "1000", "CDP_MAX_EMAILS=1000: must be at most 100"),
         (

@@ -21,5 +21,5 @@ def test_the_schedules_handed_in_empty_are_the_ones_filled() -> None:
     assert [len(s) for s in (rechecks, timers, expiries)] == [1, 1, 1]
     assert expiries.pop_due(T0 + 1_000) == [(3, "p_1", T0 + 1_000)]
     # Erased: nothing is due for it any more.
-    metrics.profile_stepped(Send(Out.PROFILE, "p_1", Expire()), ProfileStep(erase=True), {}, 3)
+    metrics.profile_stepped(Send(Out.PROFILE, "p_1", Expire()), ProfileStep(delete=True), {}, 3)
     assert [len(s) for s in (rechecks, timers, expiries)] == [0, 0, 0]

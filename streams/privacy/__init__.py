@@ -1,0 +1,1 @@
+"""Privacy rights as plain data: requests, erasure of a profile, the suppression list."""
