@@ -22,6 +22,7 @@ from streams.partitioning import key_partition, partition_of
 
 REQUEST_ID_PREFIX = "r_"
 SUPPRESSION_PREFIX = "s_"
+ERASURE_PREFIX = "e_"
 #: The salt when ``CDP_PRIVACY_SALT`` is not set: for development only (it is public, so
 #: hashes made with it can be recomputed from guessed identifiers).
 DEVELOPMENT_SALT = "cdp-streams-development-salt"
@@ -107,6 +108,12 @@ def identifier_hash(salt: str, identifier: str) -> str:
 def suppression_key(salt: str, identifier: str) -> bytes:
     """The privacy-table key marking ``identifier`` as suppressed (kept in its partition)."""
     return f"{SUPPRESSION_PREFIX}{identifier_hash(salt, identifier)}".encode()
+
+
+def erasure_key(salt: str, identifier: str) -> bytes:
+    """The privacy-table key under which ``identifier``'s last erasure time is kept (in its
+    partition): its events that happened before are dropped, whenever they are read."""
+    return f"{ERASURE_PREFIX}{identifier_hash(salt, identifier)}".encode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,6 +119,12 @@ SUPPRESSED_EVENTS = Counter(
     "Input events dropped because an identifier they were routed under is suppressed.",
     registry=REGISTRY,
 )
+ERASED_EVENTS_DROPPED = Counter(
+    "cdp_erased_events_dropped_total",
+    "Input events dropped because the identifier they were routed under was erased on request"
+    " after they happened (read again after a crash, or late).",
+    registry=REGISTRY,
+)
 PRIVACY_OLDEST_OPEN_REQUEST_AGE_SECONDS = Gauge(
     "cdp_privacy_oldest_open_request_age_seconds",
     "Age of the oldest privacy request this worker opened and has not seen completed (0: none).",

@@ -18,6 +18,7 @@ from streams.profiles.model import Profile
 from streams.profiles.retention import DEFAULT_RETENTION, Retention, expires_at
 from streams.runtime.metrics import (
     BACKFILL_EVALUATED,
+    ERASED_EVENTS_DROPPED,
     ERASURE_DURATION_SECONDS,
     EVENT_TO_OUTPUT_SECONDS,
     EVENTS,
@@ -94,6 +95,9 @@ class StepMetrics:
 
     def suppressed(self, send: Send, partition: int) -> None:
         SUPPRESSED_EVENTS.inc()
+
+    def dropped_as_erased(self, send: Send, partition: int) -> None:
+        ERASED_EVENTS_DROPPED.inc()
 
     def identity_stepped(self, send: Send, step: IdentityStep, partition: int) -> None:
         message = send.message

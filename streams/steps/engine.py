@@ -16,7 +16,7 @@ from typing import Generic, Protocol, TypeVar
 
 from streams.events import now_ms
 from streams.identity.resolver import Owner
-from streams.privacy.requests import DEVELOPMENT_SALT, suppression_key
+from streams.privacy.requests import DEVELOPMENT_SALT, erasure_key, suppression_key
 from streams.profiles.model import Forward, Profile
 from streams.steps.identity import IdentityStep, identity_step
 from streams.steps.in_place import Failed, Headers, Holds, InPlace, SendOver
@@ -71,6 +71,10 @@ class Observer(Protocol):
         """An event carrying a suppressed identifier was dropped."""
         ...
 
+    def dropped_as_erased(self, send: Send, partition: int) -> None:
+        """An event of an identifier erased on request since it happened was dropped."""
+        ...
+
 
 class Unobserved:
     def identity_stepped(self, send: Send, step: IdentityStep, partition: int) -> None:
@@ -85,6 +89,9 @@ class Unobserved:
         pass
 
     def suppressed(self, send: Send, partition: int) -> None:
+        pass
+
+    def dropped_as_erased(self, send: Send, partition: int) -> None:
         pass
 
 
@@ -109,9 +116,13 @@ class Engine:
         if send.topic is Out.IDENTITY:
             if isinstance(message, Request | Completed):
                 return self._privacy(send, message, partition)
-            if isinstance(message, RoutedEvent) and self.suppressed(send.key, partition):
-                self.observer.suppressed(send, partition)
-                return ()
+            if isinstance(message, RoutedEvent):
+                if self.suppressed(send.key, partition):
+                    self.observer.suppressed(send, partition)
+                    return ()
+                if self.erased_after(send.key, message.event.occurred_at, partition):
+                    self.observer.dropped_as_erased(send, partition)
+                    return ()
             owner = self.identities.get(key, partition)
             suppressed = isinstance(message, Claim) and self.suppressed(send.key, partition)
             identity = identity_step(
@@ -123,6 +134,9 @@ class Engine:
                 self.identities.delete(key, partition)
             if identity.suppress:
                 self.privacy.set(suppression_key(self.salt, send.key), SUPPRESSED, partition)
+            if identity.erased_at is not None:
+                erased = str(identity.erased_at).encode()
+                self.privacy.set(erasure_key(self.salt, send.key), erased, partition)
             self.observer.identity_stepped(send, identity, partition)
             return identity.sends
         stored = self.profiles.get(key, partition)
@@ -139,6 +153,11 @@ class Engine:
     def suppressed(self, identifier: str, partition: int) -> bool:
         """Whether identifier key ``identifier`` (of ``partition``) is suppressed."""
         return self.privacy.get(suppression_key(self.salt, identifier), partition) is not None
+
+    def erased_after(self, identifier: str, occurred_at: int, partition: int) -> bool:
+        """Whether identifier key ``identifier`` was erased on request after ``occurred_at``."""
+        erased = self.privacy.get(erasure_key(self.salt, identifier), partition)
+        return erased is not None and occurred_at <= int(erased)
 
     def _privacy(
         self, send: Send, message: Request | Completed, partition: int

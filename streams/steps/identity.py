@@ -33,6 +33,8 @@ class IdentityStep:
     """Remove the key from the table (it belonged to an erased profile)."""
     suppress: bool = False
     """Mark the identifier suppressed (its erased profile's request said so)."""
+    erased_at: int | None = None
+    """Mark the identifier erased at this time: its events of before are dropped."""
     sends: tuple[Send, ...] = ()
     claim_outcome: ClaimOutcome | None = None
     refused: RefusalReason | None = None
@@ -66,7 +68,8 @@ def identity_step(
         return IdentityStep(sends=(Send(Out.PROFILE, owner.profile_id, message),))
     if isinstance(message, Unlink):
         owned = owner is not None and owner.profile_id in message.from_profile_ids
-        return IdentityStep(delete=owned, suppress=message.suppress)
+        erased_at = message.erased_at if owned else None
+        return IdentityStep(delete=owned, suppress=message.suppress, erased_at=erased_at)
     if not isinstance(message, Repoint):
         raise ValueError(f"a {message.command} command does not belong on the identity topic")
     if owner is not None and owner.profile_id in message.from_profile_ids:

@@ -192,11 +192,14 @@ class Unlink(_Message):
     # The erased profile and every profile merged into it (as in Repoint).
     from_profile_ids: tuple[str, ...]
     suppress: bool  # and suppress the identifier (suppress_with_delete)
+    # An erasure on request: the identifier's events that happened by then are dropped when
+    # read afterwards (a replay after a crash, a late producer). None: an expiry.
+    erased_at: int | None = None
     command = Command.UNLINK
 
     @classmethod
     def _from_dict(cls, raw: dict[str, Any]) -> Self:
-        return cls(tuple(raw["from_profile_ids"]), raw["suppress"])
+        return cls(tuple(raw["from_profile_ids"]), raw["suppress"], raw.get("erased_at"))
 
 
 @dataclass(frozen=True)

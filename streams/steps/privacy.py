@@ -121,11 +121,14 @@ def erase_profile(
     partitions: int,
     *,
     suppress: bool = False,
+    on_request: bool = False,
 ) -> tuple[Send, ...]:
     """What erasing ``profile`` sends, for a request or an expiry (``cause``, at ``at``): an
     exit of each segment it is in and of each journey it is in (their records name only the
     profile id, which goes with it), the unlinking of its identifiers (``suppress``: and
-    their suppression) and the forgetting of the forwards of profiles merged into it.
+    their suppression; ``on_request``: and a mark of the erasure time, so that their events
+    of before are not applied again) and the forgetting of the forwards of profiles merged
+    into it. An expiry needs no mark: an event of before it finds the profile expired again.
 
     A merged profile is found by its merge marker or, once the marker has left the bounded
     list of remembered ids, as the profile one of the identifiers founded: every profile
@@ -138,7 +141,8 @@ def erase_profile(
     identifiers = profile.identifier_keys()
     founded = (profile_id_for(identifier, partitions) for identifier in identifiers)
     erased = tuple(dict.fromkeys([key, *merged_into(profile), *founded]))
-    unlink, forget = Unlink(erased, suppress), Forget(erased)
+    unlink = Unlink(erased, suppress, at if on_request else None)
+    forget = Forget(erased)
     return (
         *(Send(Out.SEGMENT_CHANGES, key, change) for change in exits),
         *(Send(Out.JOURNEY_EVENTS, key, event) for event in journeys.events),

@@ -125,6 +125,7 @@ def _erase(stored: Stored, message: Erase, rules: process.Rules, partitions: int
         rules,
         partitions,
         suppress=message.suppress,
+        on_request=True,
     )
     return ProfileStep(delete=True, sends=(*erasure, completed(message, True)))
 

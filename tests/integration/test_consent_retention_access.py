@@ -170,6 +170,24 @@ def test_an_anonymous_profile_expires_and_one_with_an_email_stays(
     topics.close()
 
 
+def signed_up_on_a_device(
+    worker: Worker, topics: Topics, **signup: Any
+) -> tuple[str, str, str, str]:
+    """A device browses anonymously, then signs up with an email (merged once applied):
+    the device's anonymous id, the email, the anonymous profile's id and the sign-up's
+    event id."""
+    settings = worker.settings
+    device, email = uuid.uuid4().hex, f"{uuid.uuid4().hex[:8]}@example.com"
+    topics.produce(settings.input_topic(EventKind.PAGE_VIEW), toys_view({"anonymous_id": device}))
+    topics.flush()
+    wait_until(lambda: worker.get("/profiles", anonymous_id=device).status_code == 200)
+    anonymous_id = worker.get("/profiles", anonymous_id=device).json()["profile_id"]
+    identify = event({"anonymous_id": device, "email": email}, newsletter="subscribed", **signup)
+    topics.produce(settings.input_topic(EventKind.IDENTIFY), identify)
+    topics.flush()
+    return device, email, anonymous_id, identify["event_id"]
+
+
 def test_an_export_holds_everything_about_a_merged_person_and_needs_the_token(
     broker: EmbeddedBroker, tmp_path: Path, make_worker: Callable[..., Worker]
 ) -> None:
@@ -177,19 +195,10 @@ def test_an_export_holds_everything_about_a_merged_person_and_needs_the_token(
     worker = make_worker(worker_env(broker, tmp_path, CDP_API_TOKEN=token))
     settings = worker.settings
     topics = Topics(broker.bootstrap, settings, Codec(settings.schemas_dir))
-    device, email = uuid.uuid4().hex, f"{uuid.uuid4().hex[:8]}@example.com"
-    topics.produce(settings.input_topic(EventKind.PAGE_VIEW), toys_view({"anonymous_id": device}))
-    topics.flush()
-    wait_until(lambda: worker.get("/profiles", anonymous_id=device).status_code == 200)
-    anonymous_id = worker.get("/profiles", anonymous_id=device).json()["profile_id"]
-    # Signing up on that device: the anonymous profile is merged into the email's.
-    signup = event(
-        {"anonymous_id": device, "email": email},
-        newsletter="subscribed",
-        consent={"email_marketing": True},
+    # Signing up on a device: the anonymous profile is merged into the email's.
+    device, email, anonymous_id, signup_id = signed_up_on_a_device(
+        worker, topics, consent={"email_marketing": True}
     )
-    topics.produce(settings.input_topic(EventKind.IDENTIFY), signup)
-    topics.flush()
     merges = topics.wait_for(settings.identity_merges_topic, lambda seen: bool(seen))
     assert [m["from_profile_id"] for m in merges] == [anonymous_id]
     profile_id = worker.get("/profiles", email=email).json()["profile_id"]
@@ -203,7 +212,7 @@ def test_an_export_holds_everything_about_a_merged_person_and_needs_the_token(
     exported = worker.get(path).json()
     assert exported["identifiers"]["anonymous_ids"] == [device]
     assert exported["identifiers"]["emails"] == [email]
-    assert [c["event_id"] for c in exported["consent_history"]] == [signup["event_id"]]
+    assert [c["event_id"] for c in exported["consent_history"]] == [signup_id]
     assert "newsletter_subscriber" in exported["segments"]
     assert exported["profile"]["views"]["count"] == 1  # the anonymous browsing came along
     assert [j["journey"] for j in exported["journeys"]["journeys"]] == ["welcome"]
@@ -228,14 +237,7 @@ def test_a_known_profile_expires_with_its_identifiers_and_the_forward_of_its_mer
     worker = make_worker(env)
     settings = worker.settings
     topics = Topics(broker.bootstrap, settings, Codec(settings.schemas_dir))
-    device, email = uuid.uuid4().hex, f"{uuid.uuid4().hex[:8]}@example.com"
-    topics.produce(settings.input_topic(EventKind.PAGE_VIEW), toys_view({"anonymous_id": device}))
-    topics.flush()
-    wait_until(lambda: worker.get("/profiles", anonymous_id=device).status_code == 200)
-    anonymous_id = worker.get("/profiles", anonymous_id=device).json()["profile_id"]
-    signup = event({"anonymous_id": device, "email": email}, newsletter="subscribed")
-    topics.produce(settings.input_topic(EventKind.IDENTIFY), signup)
-    topics.flush()
+    device, email, anonymous_id, _ = signed_up_on_a_device(worker, topics)
     topics.wait_for(settings.identity_merges_topic, lambda seen: bool(seen))
     wait_until(lambda: worker.get("/profiles", email=email).status_code == 200)
     profile_id = worker.get("/profiles", email=email).json()["profile_id"]
