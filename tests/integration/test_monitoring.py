@@ -261,7 +261,8 @@ def test_every_dashboard_query_runs_and_the_stall_panels_show_data(stack: Stack)
 
     # Every partition of the stages' topics is held by one worker and reported once.
     settings = stack.workers[0].settings
-    read_topics = len(settings.input_topics) + 2  # and the two internal topics
+    # The input topics, the privacy requests and the two internal topics.
+    read_topics = len(settings.input_topics) + 3
     wait_for(
         lambda: len(lag_by_partition()) == read_topics * settings.partitions,
         30,
