@@ -7,7 +7,8 @@ partition. An erasure goes from the identifier (the identity step asks the table
 it) to the profile (:func:`erase_profile`), which goes with everything pointing to it:
 its identifiers (``Unlink``), the forwards merges left (``Forget``). Then
 :class:`~streams.steps.messages.Completed` closes the request, once: its status says
-whether it was closed already, so a replay after a crash emits no second record.
+whether it was closed already, so a replay after a crash, which erases again, emits no second
+record.
 """
 
 from __future__ import annotations
@@ -54,8 +55,6 @@ def request_step(
     """Open request ``message`` (stored: its status, if any) or close it."""
     if isinstance(message, Completed):
         return _close(stored, message, now_ms)
-    if stored is not None:
-        return PrivacyStep()  # opened before: a replay
     status = RequestStatus(
         message.request_id,
         message.type,
@@ -64,7 +63,13 @@ def request_step(
         message.received_at,
     )
     mark = suppression_key(salt, message.identifier)
-    writes: list[tuple[bytes, bytes | None]] = [(message.request_id.encode(), status.encode())]
+    writes: list[tuple[bytes, bytes | None]] = []
+    # Opened before (stored), this is a replay after a crash: the status stays, but what the
+    # request did is done again, since a crashed batch's writes may have reached some tables'
+    # changelogs and not others. Erasing again is harmless, and the stored status tells
+    # whether the completion record went out already (:func:`_close`).
+    if stored is None:
+        writes.append((message.request_id.encode(), status.encode()))
     if message.type.suppresses:
         writes.append((mark, SUPPRESSED))
     elif not message.type.erases:  # unsuppress
@@ -74,7 +79,9 @@ def request_step(
         sends: tuple[Send, ...] = (Send(Out.IDENTITY, message.identifier, erase),)
     else:
         sends = (Send(Out.IDENTITY, message.request_id, Completed(message.request_id, False)),)
-    return PrivacyStep(writes=tuple(writes), sends=sends, opened=status)
+    return PrivacyStep(
+        writes=tuple(writes), sends=sends, opened=status if stored is None else None
+    )
 
 
 def _close(stored: bytes | None, message: Completed, now_ms: int) -> PrivacyStep:

@@ -317,3 +317,24 @@ def test_forwards_go_after_their_merge_markers_are_forgotten() -> None:
     cluster.run()
     assert not mentions(state_text(cluster), person)
     assert not cluster.profiles.values
+
+
+def test_a_replayed_request_erases_again_what_a_crash_left_behind() -> None:
+    """A crashed batch's writes may reach the privacy table's changelog (the request's
+    status) and not the others' (the tombstones): the request, read again, erases again."""
+    cluster = Cluster()
+    person = Person(0)
+    for event in person.events(1):
+        cluster.produce(event)
+    cluster.run()
+    profiles, identities = dict(cluster.profiles.values), dict(cluster.identities.values)
+    key = identifier_key(IdentifierKind.EMAIL, person.email)
+    request_id = request(cluster, RequestType.DELETE, key)
+    cluster.run()
+    assert not mentions(state_text(cluster), person)
+    cluster.profiles.values.update(profiles)
+    cluster.identities.values.update(identities)
+    request(cluster, RequestType.DELETE, key)  # the same request, read again
+    cluster.run()
+    assert not mentions(state_text(cluster), person)
+    assert len(completions(cluster, request_id)) == 1
