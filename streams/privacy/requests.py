@@ -105,15 +105,22 @@ def identifier_hash(salt: str, identifier: str) -> str:
     return hashlib.blake2b(identifier.encode(), key=key, digest_size=16).hexdigest()
 
 
+def mark_keys(salt: str, identifier: str) -> tuple[bytes, bytes]:
+    """The privacy-table keys of ``identifier``'s marks (kept in its partition), from one hash:
+    its suppression, and its last erasure on request, whose time says which of its events,
+    those that happened before, are dropped whenever they are read."""
+    digest = identifier_hash(salt, identifier)
+    return f"{SUPPRESSION_PREFIX}{digest}".encode(), f"{ERASURE_PREFIX}{digest}".encode()
+
+
 def suppression_key(salt: str, identifier: str) -> bytes:
-    """The privacy-table key marking ``identifier`` as suppressed (kept in its partition)."""
-    return f"{SUPPRESSION_PREFIX}{identifier_hash(salt, identifier)}".encode()
+    """The privacy-table key marking ``identifier`` as suppressed."""
+    return mark_keys(salt, identifier)[0]
 
 
 def erasure_key(salt: str, identifier: str) -> bytes:
-    """The privacy-table key under which ``identifier``'s last erasure time is kept (in its
-    partition): its events that happened before are dropped, whenever they are read."""
-    return f"{ERASURE_PREFIX}{identifier_hash(salt, identifier)}".encode()
+    """The privacy-table key of ``identifier``'s last erasure time."""
+    return mark_keys(salt, identifier)[1]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import Generic, Protocol, TypeVar
 
 from streams.events import now_ms
 from streams.identity.resolver import Owner
-from streams.privacy.requests import DEVELOPMENT_SALT, erasure_key, suppression_key
+from streams.privacy.requests import DEVELOPMENT_SALT, erasure_key, mark_keys, suppression_key
 from streams.profiles.model import Forward, Profile
 from streams.steps.identity import IdentityStep, identity_step
 from streams.steps.in_place import Failed, Headers, Holds, InPlace, SendOver
@@ -117,10 +117,13 @@ class Engine:
             if isinstance(message, Request | Completed):
                 return self._privacy(send, message, partition)
             if isinstance(message, RoutedEvent):
-                if self.suppressed(send.key, partition):
+                # One hash for both marks: this runs for every input event.
+                suppression, erasure = mark_keys(self.salt, send.key)
+                if self.privacy.get(suppression, partition) is not None:
                     self.observer.suppressed(send, partition)
                     return ()
-                if self.erased_after(send.key, message.event.occurred_at, partition):
+                erased = self.privacy.get(erasure, partition)
+                if erased is not None and message.event.occurred_at <= int(erased):
                     self.observer.dropped_as_erased(send, partition)
                     return ()
             owner = self.identities.get(key, partition)
@@ -153,11 +156,6 @@ class Engine:
     def suppressed(self, identifier: str, partition: int) -> bool:
         """Whether identifier key ``identifier`` (of ``partition``) is suppressed."""
         return self.privacy.get(suppression_key(self.salt, identifier), partition) is not None
-
-    def erased_after(self, identifier: str, occurred_at: int, partition: int) -> bool:
-        """Whether identifier key ``identifier`` was erased on request after ``occurred_at``."""
-        erased = self.privacy.get(erasure_key(self.salt, identifier), partition)
-        return erased is not None and occurred_at <= int(erased)
 
     def _privacy(
         self, send: Send, message: Request | Completed, partition: int
