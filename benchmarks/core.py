@@ -25,7 +25,7 @@ from streams.codec import Codec
 from streams.events import Event
 from streams.identity.resolver import Owner, routing_key
 from streams.partitioning import key_partition
-from streams.profiles.model import Forward, Profile, dump_stored, load_stored
+from streams.profiles.model import StoredProfile, dump_stored, load_stored
 from streams.runtime.pending import PendingWrites, Put
 from streams.settings import Settings
 from streams.steps.engine import Engine
@@ -82,7 +82,7 @@ class InMemoryPipeline:
         self.identity_table = PendingWrites(
             self.identities, Owner.decode, Owner.encode, _reader(self.identities)
         )
-        self.profile_table = PendingWrites[Profile | Forward](
+        self.profile_table = PendingWrites[StoredProfile](
             self.profiles, load_stored, dump_stored, _reader(self.profiles)
         )
         self.privacy: dict[bytes, bytes] = {}

@@ -16,7 +16,7 @@ from faust.types import TP
 from streams.identity.resolver import Owner
 from streams.partitioning import key_partition
 from streams.privacy.requests import RequestStatus
-from streams.profiles.model import Profile, load_stored
+from streams.profiles.model import Erased, Profile, load_stored
 from streams.runtime.context import RawTable, Runtime
 from streams.runtime.pending import partition_reader
 
@@ -102,6 +102,8 @@ class Lookups:
             found = load_stored(stored)
             if isinstance(found, Profile):
                 return found
+            if isinstance(found, Erased):
+                return None
             profile_id = found.into
         raise NotReadyError("the profile is being merged; retry shortly")
 

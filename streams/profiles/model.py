@@ -392,11 +392,34 @@ class Forward:
 FORWARD_FIELD = "forward_to"
 
 
-def load_stored(data: bytes) -> Profile | Forward:
-    """A profile table value: a profile, or the forward a merged profile left behind."""
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What is left of a profile erased on request: when. Until the erasure has unlinked
+    the profile's identifiers (messages on their way to other partitions), events can still
+    be routed here; those of before the erasure (read again after a crash, or late) are
+    dropped instead of founding the profile again. Nothing else of the person is kept.
+    """
+
+    at: int
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({ERASED_FIELD: self.at})
+
+
+ERASED_FIELD = "erased_at"
+
+StoredProfile = Profile | Forward | Erased
+"""A profile table value."""
+
+
+def load_stored(data: bytes) -> StoredProfile:
+    """A profile table value: a profile, the forward a merged profile left behind, or the
+    mark an erased one left."""
     raw = orjson.loads(data)
     if FORWARD_FIELD in raw:
         return Forward(raw[FORWARD_FIELD], IdentifierKind(raw["rank"]))
+    if ERASED_FIELD in raw:
+        return Erased(raw[ERASED_FIELD])
     return Profile.from_dict(raw)
 
 
@@ -430,7 +453,7 @@ def _earliest(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
 
 
-def dump_stored(stored: Profile | Forward) -> bytes:
+def dump_stored(stored: StoredProfile) -> bytes:
     """The profile table value of ``stored`` (read back by :func:`load_stored`)."""
     return stored.to_json()
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streams.profiles.model import Profile
+from streams.profiles.model import ERASED_FIELD, Erased, Forward, Profile, StoredProfile
 
 DAY_MS = 86_400_000
 
@@ -24,6 +24,9 @@ DAY_MS = 86_400_000
 class Retention:
     anonymous_ms: int = 90 * DAY_MS
     known_ms: int | None = None  # None: known profiles are kept
+    erasure_mark_ms: int = DAY_MS
+    """How long an erased profile's mark (:class:`~streams.profiles.model.Erased`) is kept:
+    long enough for the erasure's unlinks to reach its identifiers in a worker running behind."""
 
 
 DEFAULT_RETENTION = Retention()
@@ -34,14 +37,22 @@ def anonymous(profile: Profile) -> bool:
     return not profile.user_ids and not profile.emails
 
 
-def expires_at(profile: Profile, retention: Retention) -> int | None:
-    """When ``profile`` is erased unless another event comes first; None: never."""
-    return _expiry(profile.last_seen, anonymous(profile), retention)
+def expires_at(stored: StoredProfile, retention: Retention) -> int | None:
+    """When ``stored`` is erased (a profile, unless another event comes first) or forgotten
+    (an erased profile's mark); None: not by time (a forward, a profile kept for good)."""
+    if isinstance(stored, Erased):
+        return stored.at + retention.erasure_mark_ms
+    if isinstance(stored, Forward):
+        return None
+    return _expiry(stored.last_seen, anonymous(stored), retention)
 
 
 def stored_expires_at(raw: Mapping[str, Any], retention: Retention) -> int | None:
-    """:func:`expires_at` of a profile table value as a dict (None for a forward), without
-    building the profile."""
+    """:func:`expires_at` of a profile table value as a dict, without building the profile
+    (None for a forward)."""
+    erased_at = raw.get(ERASED_FIELD)
+    if erased_at is not None:
+        return int(erased_at) + retention.erasure_mark_ms
     identities = raw.get("identities")
     if identities is None:
         return None

@@ -25,7 +25,7 @@ from streams.privacy.requests import (
     InvalidRequestError,
     PrivacyRequest,
 )
-from streams.profiles.model import Forward, Profile, dump_stored, load_stored
+from streams.profiles.model import StoredProfile, dump_stored, load_stored
 from streams.runtime.context import Runtime, raw_topic
 from streams.runtime.ingest_shell import inputs
 from streams.runtime.metrics import INPUT_WAIT_SECONDS
@@ -95,7 +95,7 @@ class Pipeline:
         self.journey_timers = RecheckSchedule()
         self.expiries = RecheckSchedule()
         self.identities = PendingWrites(runtime.identities, Owner.decode, Owner.encode)
-        self.profiles = PendingWrites[Profile | Forward](runtime.profiles, load_stored, dump_stored)
+        self.profiles = PendingWrites[StoredProfile](runtime.profiles, load_stored, dump_stored)
         self.privacy = PendingWrites[bytes](runtime.privacy, bytes, bytes)
         self.engine = Engine(
             runtime.settings.partitions,

@@ -119,11 +119,11 @@ class StepMetrics:
         message = send.message
         store = step.store
         if store is not None or step.delete:
-            # An erased profile's timers go with it.
+            # An erased profile's timers go with it; its mark is forgotten in time.
             profile = store if isinstance(store, Profile) else None
             wake = None if profile is None else profile.wake_at
             due = None if profile is None else profile.journey_due_at
-            expiry = None if profile is None else expires_at(profile, self._retention)
+            expiry = None if store is None else expires_at(store, self._retention)
             self._rechecks.set(partition, send.key, wake)
             self._journey_timers.set(partition, send.key, due)
             self._expiries.set(partition, send.key, expiry)

@@ -17,7 +17,7 @@ from typing import Generic, Protocol, TypeVar
 from streams.events import now_ms
 from streams.identity.resolver import Owner
 from streams.privacy.requests import DEVELOPMENT_SALT, erasure_key, mark_keys, suppression_key
-from streams.profiles.model import Forward, Profile
+from streams.profiles.model import StoredProfile
 from streams.steps.identity import IdentityStep, identity_step
 from streams.steps.in_place import Failed, Headers, Holds, InPlace, SendOver
 from streams.steps.messages import Claim, Completed, Out, Request, RoutedEvent, Send
@@ -72,7 +72,7 @@ class Observer(Protocol):
         ...
 
     def dropped_as_erased(self, send: Send, partition: int) -> None:
-        """An event of an identifier erased on request since it happened was dropped."""
+        """An event of an identifier or profile erased on request since it happened was dropped."""
         ...
 
 
@@ -100,7 +100,7 @@ class Engine:
     partitions: int
     rules: Rules
     identities: Table[Owner]
-    profiles: Table[Profile | Forward]
+    profiles: Table[StoredProfile]
     observer: Observer = field(default_factory=Unobserved)
     clock: Callable[[], int] = now_ms
     """The profile step's ``now``: the wall clock in the worker, a fixed one in tests."""
@@ -150,6 +150,8 @@ class Engine:
             self.profiles.set(key, profile.store, partition)
         elif profile.delete:
             self.profiles.delete(key, partition)
+        if profile.dropped_as_erased:
+            self.observer.dropped_as_erased(send, partition)
         self.observer.profile_stepped(send, profile, headers, partition)
         return profile.sends
 

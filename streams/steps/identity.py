@@ -68,7 +68,9 @@ def identity_step(
         return IdentityStep(sends=(Send(Out.PROFILE, owner.profile_id, message),))
     if isinstance(message, Unlink):
         owned = owner is not None and owner.profile_id in message.from_profile_ids
-        erased_at = message.erased_at if owned else None
+        # Unowned, it is marked all the same: replayed after a crash whose tombstone reached
+        # the changelog and whose mark did not, the unlink finds no owner.
+        erased_at = message.erased_at if owned or owner is None else None
         return IdentityStep(delete=owned, suppress=message.suppress, erased_at=erased_at)
     if not isinstance(message, Repoint):
         raise ValueError(f"a {message.command} command does not belong on the identity topic")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from streams.identity.identifiers import exceeds_caps, merged_into, owner_of
 from streams.identity.resolver import RefusalReason
 from streams.privacy.requests import PrivacyEvent
-from streams.profiles.model import Forward, Profile
+from streams.profiles.model import Erased, Forward, Profile, StoredProfile
 from streams.profiles.retention import anonymous, expires_at, profile_hash
 from streams.steps import process
 from streams.steps.messages import (
@@ -39,7 +39,9 @@ from streams.steps.messages import (
 )
 from streams.steps.privacy import completed, erase_profile, erasure_cause
 
-Stored = Profile | Forward | None
+Stored = StoredProfile | None
+Live = Profile | Forward | None
+"""What the steps of a message to a profile see: an erased profile's mark is no profile."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +69,17 @@ EXPIRED_CAUSE_PREFIX = "expired:"
 
 @dataclass(frozen=True, slots=True)
 class ProfileStep:
-    store: Profile | Forward | None = None
+    store: StoredProfile | None = None
     """The key's new value, or None to leave the table as it is."""
     delete: bool = False
-    """Remove the key from the table (a tombstone on its changelog): erased."""
+    """Remove the key from the table (a tombstone on its changelog): expired, or forgotten."""
     sends: tuple[Send, ...] = ()
     outcome: process.Outcome | None = None
     """What the core decided, when it ran (for metrics); ``outcome.duplicate``: a replay."""
     refused: tuple[RefusalReason, ...] = ()
     forwarded: bool = False
+    dropped_as_erased: bool = False
+    """An event of before the profile's erasure, dropped."""
 
 
 def profile_step(
@@ -97,6 +101,10 @@ def profile_step(
         return expire_profile(stored, rules, now_ms, partitions)
     if isinstance(message, Claim | Repoint | Unlink | Request | Completed):
         raise ValueError(f"a {message.command} command does not belong on the profile topic")
+    if isinstance(stored, Erased):
+        if isinstance(message, RoutedEvent) and message.event.occurred_at <= stored.at:
+            return ProfileStep(dropped_as_erased=True)
+        stored = None  # anything later finds no profile: an event founds a new one
     if isinstance(message, HandOver):
         return _hand_over(stored, key, message, rules)
     if isinstance(message, Erase):
@@ -112,12 +120,14 @@ def profile_step(
     return _release(stored, message, rules, now_ms)
 
 
-def _erase(stored: Stored, message: Erase, rules: process.Rules, partitions: int) -> ProfileStep:
+def _erase(stored: Live, message: Erase, rules: process.Rules, partitions: int) -> ProfileStep:
     """Erase the profile, or the forward leading to it and then the profile."""
     if stored is None:
         return ProfileStep(sends=(completed(message, False),))
+    # Marked erased, not deleted: see Erased.
+    erased = Erased(message.received_at)
     if isinstance(stored, Forward):
-        return ProfileStep(delete=True, sends=(Send(Out.PROFILE, stored.into, message),))
+        return ProfileStep(store=erased, sends=(Send(Out.PROFILE, stored.into, message),))
     erasure = erase_profile(
         stored,
         erasure_cause(message.request_id),
@@ -127,7 +137,7 @@ def _erase(stored: Stored, message: Erase, rules: process.Rules, partitions: int
         suppress=message.suppress,
         on_request=True,
     )
-    return ProfileStep(delete=True, sends=(*erasure, completed(message, True)))
+    return ProfileStep(store=erased, sends=(*erasure, completed(message, True)))
 
 
 def _forward(forward: Forward, key: str, message: RoutedEvent | Absorb | Release) -> ProfileStep:
@@ -182,19 +192,22 @@ def expire_profile(
 ) -> ProfileStep:
     """Erase a profile whose retention ran out by ``now_ms`` as a privacy request erases one
     (:func:`streams.steps.privacy.erase_profile`), closed by an ``expired`` privacy event
-    naming no one. Anything else: nothing."""
-    if not isinstance(stored, Profile):
+    naming no one; forget an erased profile's mark whose time ran out. Anything else:
+    nothing."""
+    if stored is None or isinstance(stored, Forward):
         return ProfileStep()
     due = expires_at(stored, rules.retention)
     if due is None or due > now_ms:
         return ProfileStep()  # seen again since it was scheduled, or a stale prompt
+    if isinstance(stored, Erased):
+        return ProfileStep(delete=True)
     key = stored.profile_id
     expired = PrivacyEvent.expired(profile_hash(key), due, anonymous(stored))
     erasure = erase_profile(stored, f"{EXPIRED_CAUSE_PREFIX}{due}", due, rules, partitions)
     return ProfileStep(delete=True, sends=(*erasure, Send(Out.PRIVACY_EVENTS, key, expired)))
 
 
-def _hand_over(stored: Stored, key: str, message: HandOver, rules: process.Rules) -> ProfileStep:
+def _hand_over(stored: Live, key: str, message: HandOver, rules: process.Rules) -> ProfileStep:
     """This weaker profile is the same person as the claimant: merge into it, or refuse."""
     claim = message.claim
     if isinstance(stored, Forward):

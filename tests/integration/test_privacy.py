@@ -21,7 +21,7 @@ from streams.runtime.app import changelog_topics
 from streams.runtime.metrics import sample_total
 from streams.runtime.processes import local_http
 
-from .conftest import PARTITIONS, Topics, Worker, chosen_broker_kind, run_cdp, wait_until
+from .conftest import PARTITIONS, Topics, Worker, run_cdp, wait_until
 from .test_fault_injection import read_from_start
 from .test_identity import Person, assert_one_profile, lookup, produce
 from .test_pipeline import now_ms, page_view, sign_up
@@ -189,14 +189,6 @@ def test_bad_privacy_requests_get_4xx(worker: Worker) -> None:
     assert worker.get("/privacy/requests/r_" + "0" * 24).status_code == 404
 
 
-# KNOWN BUG (issue 28, open): on Apache Kafka, in full `make test-kafka` runs (not alone), some
-# people erased before the kill are back after the restart: a crashed batch's changelog writes
-# reach some tables and not others, and the replayed request can find the identifier already
-# gone (no owner, so no erasure marks are set again) before the person's replayed events come.
-@pytest.mark.skipif(
-    chosen_broker_kind() == "apache-kafka",
-    reason="known bug, issue 28: erased people can come back after a SIGKILL on Apache Kafka",
-)
 @pytest.mark.parametrize("kind", ["delete", "suppress_with_delete"])
 def test_a_worker_killed_while_erasing_completes_each_erasure_once(
     worker: Worker, topics: Topics, kind: str

@@ -25,7 +25,7 @@ from streams.events import Event, IdentifierCaps, IdentifierKind, identifier_key
 from streams.identity.resolver import Owner, profile_id_for, routing_key
 from streams.journeys.rules import JourneyTrigger
 from streams.partitioning import key_partition
-from streams.profiles.model import Forward, Profile
+from streams.profiles.model import Forward, Profile, StoredProfile
 from streams.steps.engine import DictTable, Engine
 from streams.steps.in_place import Headers, InPlace
 from streams.steps.messages import (
@@ -56,10 +56,12 @@ class Held(Enum):
 @dataclass
 class Cluster:
     rules: Rules = RULES
+    now: int = NOW
+    """The wall clock the steps see."""
     rnd: random.Random = field(default_factory=lambda: random.Random(0))
     held: Held = Held.ALWAYS
     identities: DictTable[Owner] = field(default_factory=DictTable)
-    profiles: DictTable[Profile | Forward] = field(default_factory=DictTable)
+    profiles: DictTable[StoredProfile] = field(default_factory=DictTable)
     privacy: DictTable[bytes] = field(default_factory=DictTable)
     queues: dict[tuple[Out, int], deque[tuple[str, InternalMessage]]] = field(default_factory=dict)
     outputs: dict[Out, list[Send]] = field(default_factory=dict)
@@ -106,7 +108,7 @@ class Cluster:
             self.rules,
             self.identities,
             self.profiles,
-            clock=lambda: NOW,
+            clock=lambda: self.now,
             privacy=self.privacy,
         )
         return engine.handle(send, headers, partition)
@@ -121,6 +123,7 @@ class Cluster:
         stored = self.profiles.values[self.owner(key).profile_id.encode()]
         while isinstance(stored, Forward):
             stored = self.profiles.values[stored.into.encode()]
+        assert isinstance(stored, Profile)
         return stored
 
     def live_profiles(self) -> list[Profile]:
