@@ -281,10 +281,16 @@ def run_cdp(
     )
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 10, interval: float = 0.1) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float = 10,
+    interval: float = 0.1,
+    explain: Callable[[], str] | None = None,
+) -> None:
+    """Wait for ``check``; on time-out fail with what ``explain`` says of the state then."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
         time.sleep(interval)
-    raise AssertionError("condition not met in time")
+    raise AssertionError("condition not met in time" + (f"\n{explain()}" if explain else ""))

@@ -63,8 +63,11 @@ def test_a_stalled_broker_makes_the_worker_not_ready_and_it_recovers_losing_noth
             os.kill(stalled.process.pid, signal.SIGCONT)
         topics.flush()
 
-        wait_until(lambda: worker.get("/ready").status_code == 200, timeout=60)
-        wait_until(lambda: views() == 6, timeout=60)
+        def state() -> str:
+            return f"/ready: {worker.get('/ready').text}\n{worker.log_tail(80)}"
+
+        wait_until(lambda: worker.get("/ready").status_code == 200, timeout=60, explain=state)
+        wait_until(lambda: views() == 6, timeout=60, explain=state)
         assert worker.process is not None
         assert worker.process.poll() is None, worker.log_tail()
     finally:
