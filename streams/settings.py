@@ -164,6 +164,11 @@ class Settings(BaseSettings):
         description="Known profiles are erased this long after their latest event; unset: "
         "kept.",
     )
+    erased_mark_retention: Duration = Field(
+        default=parse_duration("1d"),
+        description="How long an erased profile's mark (its id and erasure time) stays in the "
+        "profile table: the time the erasure's unlinks have to reach its identifiers.",
+    )
     dead_letter_retention: Duration = Field(
         default=parse_duration("14d"),
         description="How long the dead-letter topic keeps a record (retention.ms, set when "

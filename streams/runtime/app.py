@@ -64,11 +64,13 @@ def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
 
 
 def retention(settings: Settings) -> Retention:
-    """How long profiles are kept, from CDP_ANONYMOUS_RETENTION and CDP_PROFILE_RETENTION."""
+    """How long profiles are kept, from CDP_ANONYMOUS_RETENTION, CDP_PROFILE_RETENTION and
+    CDP_ERASED_MARK_RETENTION."""
     known = settings.profile_retention
     return Retention(
         milliseconds(settings.anonymous_retention),
         None if known is None else milliseconds(known),
+        milliseconds(settings.erased_mark_retention),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException
@@ -46,19 +47,26 @@ class BrokerProbe:
     """Asks the broker for metadata every few seconds; remembers whether it answered."""
 
     def __init__(self, bootstrap: str, timeout_s: float) -> None:
-        self._admin = AdminClient(client_config(bootstrap))
+        self._config = client_config(bootstrap)
+        self._admin = AdminClient(self._config)
         self._timeout_s = timeout_s
+        # Its own thread: the shared executor's may be busy with slow calls to the same
+        # stalled broker, and a probe queued behind them says late that it is back.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-probe")
         self.reachable = True
 
     def _answers(self) -> bool:
         try:
             self._admin.list_topics(timeout=self._timeout_s)
         except KafkaException:
+            # A new client next time: one whose connection stalled need not recover with it.
+            self._admin = AdminClient(self._config)
             return False
         return True
 
     async def probe(self) -> None:
-        reachable = await asyncio.to_thread(self._answers)
+        loop = asyncio.get_running_loop()
+        reachable = await loop.run_in_executor(self._thread, self._answers)
         if reachable != self.reachable:
             log.warning("the broker %s", "answers again" if reachable else "stopped answering")
         self.reachable = reachable
