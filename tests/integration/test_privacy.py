@@ -20,7 +20,7 @@ import pytest
 from streams.codec import Codec
 from streams.events import EventKind
 from streams.identity.resolver import profile_id_for
-from streams.privacy.requests import is_request_id, new_request
+from streams.privacy.requests import PrivacyRequest, is_request_id, new_request
 from streams.runtime.app import changelog_topics
 from streams.runtime.metrics import sample_total
 from streams.runtime.processes import local_http
@@ -247,13 +247,20 @@ def test_a_worker_killed_while_erasing_completes_each_erasure_once(
         new_request(kind, f"email:{email}", PARTITIONS, uuid.uuid4().hex, now_ms())
         for _, email in people
     ]
-    for request in requests:
-        topics.produce(
-            settings.privacy_requests_topic, request.to_bytes(), key=request.identifier.encode()
-        )
-    topics.flush()
-    # Killed once the first erasures are out, while the rest are under way.
+    first, rest = requests[:30], requests[30:]
+
+    def send(batch: list[PrivacyRequest]) -> None:
+        for request in batch:
+            topics.produce(
+                settings.privacy_requests_topic, request.to_bytes(), key=request.identifier.encode()
+            )
+        topics.flush()
+
+    # Killed once the first erasures are out, while the rest are under way (sent after
+    # them: all at once, one fetch can bring them all and finish them together).
+    send(first)
     topics.wait_for(settings.privacy_events_topic, lambda seen: len(seen) > 0, timeout=30)
+    send(rest)
     worker.kill()
     done_before = len(completions(topics, worker))
     worker.start()
