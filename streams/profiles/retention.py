@@ -52,7 +52,7 @@ def stored_expires_at(raw: Mapping[str, Any], retention: Retention) -> int | Non
     (None for a forward)."""
     erased_at = raw.get(ERASED_FIELD)
     if erased_at is not None:
-        return int(erased_at) + retention.erasure_mark_ms
+        return expires_at(Erased(int(erased_at)), retention)
     identities = raw.get("identities")
     if identities is None:
         return None

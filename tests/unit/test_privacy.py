@@ -47,9 +47,9 @@ from streams.steps.messages import (
 )
 from streams.steps.privacy import erasure_cause
 from streams.steps.process import Rules
-from streams.steps.profile import Expire
 from tests.unit.test_identity_protocol import PARTITIONS, Cluster, Held, Person
 from tests.unit.test_reducer import T0, page_view
+from tests.unit.test_retention import expire
 
 ERASING = (RequestType.DELETE, RequestType.SUPPRESS_WITH_DELETE)
 
@@ -93,20 +93,25 @@ def mentions(rows: list[str], person: Person) -> list[str]:
     return [row for row in rows if any(name in row for name in wanted)]
 
 
+def erased_marks(cluster: Cluster) -> dict[str, Erased]:
+    """The marks erased profiles leave for a day (an id and a time: events of before the
+    erasure routed there on a replay are dropped), by profile id."""
+    values = cluster.profiles.values.items()
+    return {key.decode(): v for key, v in values if isinstance(v, Erased)}
+
+
 def left_named(cluster: Cluster, person: Person) -> list[str]:
-    """The table rows naming the person, but the marks erased profiles leave for a day (an id
-    and a time: events of before the erasure routed there on a replay are dropped)."""
-    marks = {key.decode() for key, v in cluster.profiles.values.items() if isinstance(v, Erased)}
+    """The table rows naming the person, but the erased profiles' marks."""
+    marks = erased_marks(cluster)
     return [row for row in mentions(state_text(cluster), person) if row.split()[0] not in marks]
 
 
 def forget_marks(cluster: Cluster) -> None:
     """What the worker's timers do a day after the erasures: their marks are forgotten."""
-    marks = [(k, v) for k, v in cluster.profiles.values.items() if isinstance(v, Erased)]
-    cluster.now = max((mark.at for _, mark in marks), default=cluster.now) + DAY_MS
-    for key, _ in marks:
-        cluster._append(Send(Out.PROFILE, key.decode(), Expire()))
-    cluster.run()
+    marks = erased_marks(cluster)
+    cluster.now = max((mark.at for mark in marks.values()), default=cluster.now) + DAY_MS
+    for profile_id in marks:
+        expire(cluster, profile_id)
 
 
 def all_outputs(cluster: Cluster) -> list[Send]:
@@ -424,8 +429,7 @@ def test_an_erased_profiles_mark_is_kept_a_day_then_forgotten() -> None:
         mark.at + DAY_MS
     )
     cluster.now = mark.at + DAY_MS - 1
-    cluster._append(Send(Out.PROFILE, person.profile_id, Expire()))
-    cluster.run()
+    expire(cluster, person.profile_id)
     assert cluster.profiles.values[key] == mark
     forget_marks(cluster)
     assert key not in cluster.profiles.values
