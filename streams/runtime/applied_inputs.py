@@ -6,11 +6,16 @@ an order placed before a cart reminder's due time must stop the reminder even wh
 worker was down at ``T`` and reads that order only after its restart. The worker takes, once
 a round, a snapshot of the end offsets of the input partitions it holds (the input topics and
 its internal ones) and notes when it has applied each partition up to that end. An event
-produced before ``T`` then reaches its profile in at most two hops (input topic, then the
-internal profile topic when its profile lives in another partition), hence:
+reaches its profile in at most three hops: its input topic, the internal identity topic when
+its strongest identifier lives in another partition than the one it was produced to (a
+producer that keys by something else, or not at all), and the internal profile topic when
+its profile lives in yet another (a person merged into a profile another identifier
+founded). A message a hop sends is on its topic before the hop's partition counts as
+applied, hence:
 
     everything produced before a snapshot taken at ``t1`` is applied once that snapshot is
-    reached (at ``r1``) and a later one, taken at or after ``r1``, is reached too.
+    reached (at ``r1``), a second one taken at or after ``r1`` is reached (at ``r2``) and a
+    third one taken at or after ``r2`` is reached too.
 
 Pure: the caller brings the clock, the end offsets and how far each partition is applied.
 """
@@ -32,22 +37,30 @@ class _Snapshot(Generic[Partition]):
     reached_at: int = 0
 
 
+# Snapshots reached in a row before the first one's instant counts as applied: one a hop.
+HOPS = 3
+
+
 class AppliedInputs(Generic[Partition]):
     """The instant up to which all input held is applied (see the module).
 
-    One snapshot is out at a time, taken after the one before was reached: each is the second
-    hop of the one before, and a worker far behind keeps two, not one a round.
+    One snapshot is out at a time, taken after the one before was reached: each is the next
+    hop of the ones before, and a worker far behind keeps ``hops``, not one a round.
     """
 
-    def __init__(self) -> None:
-        self._reached: _Snapshot[Partition] | None = None
+    def __init__(self, hops: int = HOPS) -> None:
+        self._hops = hops
+        self._reached: list[_Snapshot[Partition]] = []
+        """The last ``hops`` snapshots reached, oldest first, each taken once the one before
+        it was reached."""
         self._pending: _Snapshot[Partition] | None = None
         self._applied_until = 0
 
     def reset(self) -> None:
         """The partitions held changed: nothing is known to be applied until new snapshots
         of them are reached."""
-        self._reached = self._pending = None
+        self._reached = []
+        self._pending = None
         self._applied_until = 0
 
     def wants_snapshot(self) -> bool:
@@ -65,10 +78,12 @@ class AppliedInputs(Generic[Partition]):
             applied.get(partition, -1) >= end - 1 for partition, end in pending.ends.items()
         ):
             pending.reached_at = now
-            first = self._reached
-            if first is not None and pending.taken_at >= first.reached_at:
-                self._applied_until = max(self._applied_until, first.taken_at)
-            self._reached, self._pending = pending, None
+            if self._reached and pending.taken_at < self._reached[-1].reached_at:
+                self._reached = []  # not a later hop of those: start a new row
+            self._reached = [*self._reached, pending][-self._hops :]
+            if len(self._reached) == self._hops:
+                self._applied_until = max(self._applied_until, self._reached[0].taken_at)
+            self._pending = None
         return self._applied_until
 
 

@@ -246,7 +246,7 @@ class Topics:
                 self.seen.setdefault(str(message.topic()), []).append(record)
 
     def wait_for(
-        self, topic: str, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 15
+        self, topic: str, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 45
     ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -283,7 +283,7 @@ def run_cdp(
 
 def wait_until(
     check: Callable[[], bool],
-    timeout: float = 10,
+    timeout: float = 30,
     interval: float = 0.1,
     explain: Callable[[], str] | None = None,
 ) -> None:

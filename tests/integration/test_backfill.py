@@ -122,7 +122,7 @@ def test_a_new_segment_is_evaluated_for_stored_profiles_and_a_backfill_journey_e
     )
     wait_until(
         lambda: sample_total(restarted.get("/metrics").text, "cdp_backfill_profiles_pending") == 0,
-        timeout=10,
+        timeout=30,
     )
     profile = restarted.get("/profiles", email=big[0]).json()
     assert "big_spender" in profile["segments"]

@@ -587,7 +587,7 @@ def test_a_full_queue_answers_429_and_nothing_confirmed_is_lost(
             text = client.get(collector.url + "/metrics").text
             return "cdp_collector_producer_queue_messages 100.0" in text
 
-        wait_until(queue_full, timeout=5)
+        wait_until(queue_full, timeout=20)
         response = client.post(collector.url + "/v1/track", headers=AUTH, content=body(GOOD))
         assert response.status_code == 429
         assert response.headers["Retry-After"] == "1"

@@ -204,7 +204,7 @@ def test_a_cross_device_journey_ends_as_one_profile_in_any_order(
         # The phone signed up; the laptop only logged in, yet it is a known subscriber now.
         decision = worker.get("/decisions/newsletter-popup", anonymous_id=person.devices[1])
         assert decision.json() == {"show": False, "reason": "known_subscriber"}
-    topics.wait_for(worker.settings.identity_merges_topic, lambda seen: len(seen) >= 1, timeout=5)
+    topics.wait_for(worker.settings.identity_merges_topic, lambda seen: len(seen) >= 1)
     check_outputs(topics, worker, people)
     # A merged-away profile id still answers, with the profile its merges ended in (merges
     # chain: a device into a subscriber, the subscriber into the user).

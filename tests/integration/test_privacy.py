@@ -158,7 +158,7 @@ def erase_and_check(worker: Worker, topics: Topics) -> None:
     def counted() -> float:
         return sample_total(worker.get("/metrics").text, "cdp_suppressed_events_total")
 
-    wait_until(lambda: counted() >= len(later), timeout=15)
+    wait_until(lambda: counted() >= len(later))
     assert counted() == len(later)
     for device in person.devices:
         assert lookup(worker, anonymous_id=device) is None

@@ -1,24 +1,29 @@
-"""Due steps wait until the input produced before their time is applied (two hops)."""
+"""Due steps wait until the input produced before their time is applied (three hops)."""
 
 from __future__ import annotations
 
 from streams.runtime.applied_inputs import AppliedInputs, InvisibleTails
 
 
-def test_nothing_is_applied_before_two_snapshots_are_reached() -> None:
+def test_nothing_is_applied_before_three_snapshots_are_reached() -> None:
     applied = AppliedInputs[str]()
     assert applied.update(1_000, {}) == 0
-    applied.snapshot(1_000, {"orders": 5, "profiles": 0})
+    applied.snapshot(1_000, {"orders": 5, "identity": 0, "profiles": 0})
     # The restarted worker holds the orders partition but has applied none of its backlog.
     assert applied.update(2_000, {"orders": 1}) == 0
     assert not applied.wants_snapshot()
     assert applied.update(3_000, {"orders": 4}) == 0  # first hop reached
     assert applied.wants_snapshot()
-    # The orders' profiles live in another partition: reaching the internal topic's end as it
-    # was after the first hop is the second hop.
-    applied.snapshot(3_000, {"orders": 5, "profiles": 3})
-    assert applied.update(4_000, {"orders": 4, "profiles": 1}) == 0
-    assert applied.update(5_000, {"orders": 4, "profiles": 2}) == 1_000
+    # The orders were produced unkeyed: their identifiers live in other partitions, reached
+    # over the internal identity topic as it was after the first hop.
+    applied.snapshot(3_000, {"orders": 5, "identity": 3, "profiles": 0})
+    assert applied.update(4_000, {"orders": 4, "identity": 2}) == 0
+    assert applied.update(5_000, {"orders": 4, "identity": 2, "profiles": -1}) == 0
+    # Their people were merged into profiles another identifier founded elsewhere: the
+    # internal profile topic as it was after the second hop is the third.
+    applied.snapshot(5_000, {"orders": 5, "identity": 3, "profiles": 2})
+    assert applied.update(6_000, {"orders": 4, "identity": 2, "profiles": 0}) == 0
+    assert applied.update(7_000, {"orders": 4, "identity": 2, "profiles": 1}) == 1_000
 
 
 def test_the_instant_follows_the_snapshots_and_never_goes_back() -> None:
@@ -27,18 +32,28 @@ def test_the_instant_follows_the_snapshots_and_never_goes_back() -> None:
         applied.update(now * 1_000, {0: 9})
         if applied.wants_snapshot():
             applied.snapshot(now * 1_000, {0: 10})
-    assert applied.update(6_000, {0: 9}) == 4_000
+    assert applied.update(6_000, {0: 9}) == 3_000
     applied.snapshot(6_000, {0: 20})  # new input: this one is reached later
-    assert applied.update(7_000, {0: 9}) == 4_000
-    assert applied.update(8_000, {0: 19}) == 5_000
+    assert applied.update(7_000, {0: 9}) == 3_000
+    assert applied.update(8_000, {0: 19}) == 4_000
+
+
+def test_a_snapshot_taken_before_the_last_was_reached_starts_a_new_row() -> None:
+    applied = AppliedInputs[int](hops=2)
+    applied.snapshot(1_000, {0: 1})
+    applied.update(2_000, {0: 0})
+    applied.snapshot(1_500, {0: 1})  # asked before the first was reached: not a later hop
+    assert applied.update(3_000, {0: 0}) == 0
+    applied.snapshot(3_000, {0: 1})
+    assert applied.update(4_000, {0: 0}) == 1_500
 
 
 def test_empty_partitions_are_applied_and_a_reset_forgets_everything() -> None:
     applied = AppliedInputs[int]()
-    applied.snapshot(1_000, {0: 0, 1: 0})
-    applied.update(1_500, {})
-    applied.snapshot(1_500, {0: 0, 1: 0})
-    assert applied.update(2_000, {}) == 1_000
+    for now in (1_000, 1_500, 2_000):
+        applied.snapshot(now, {0: 0, 1: 0})
+        applied.update(now, {})
+    assert applied.update(2_500, {}) == 1_000
     applied.reset()
     assert applied.update(3_000, {}) == 0
     assert applied.wants_snapshot()
