@@ -216,7 +216,7 @@ def test_sigkill_while_many_profiles_wait_sends_every_due_step_once(
 
     def all_known() -> bool:
         unknown.difference_update(
-            [e for e in list(unknown) if worker.get("/profiles", email=e).status_code == 200]
+            [e for e in unknown if worker.get("/profiles", email=e).status_code == 200]
         )
         return not unknown
 
