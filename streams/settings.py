@@ -228,7 +228,8 @@ class Settings(BaseSettings):
         default=500,
         ge=1,
         description="Most messages a stage handles as one batch (one table write per key); "
-        "a batch is what one fetch brought for the stage, up to this many.",
+        "a batch is what one fetch brought for the stage, up to this many. A fetch takes "
+        "privacy requests and internal hops first, then up to this many of every topic.",
     )
     state_block_cache_bytes: int = Field(
         default=64 * 2**20,

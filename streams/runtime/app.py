@@ -57,6 +57,8 @@ def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
         broker_credentials=faust_credentials(settings),
         broker_heartbeat_interval=settings.heartbeat_interval_seconds,
         consumer_auto_offset_reset="earliest",
+        # A fetch is at most a batch: the topics read first wait at most that long.
+        broker_max_poll_records=settings.batch_max_messages,
         table_standby_replicas=settings.standby_replicas,
         web_enabled=True,
         autodiscover=False,

@@ -121,6 +121,8 @@ class Pipeline:
             [*self.internal, *self.checked.topics, self.requests_topic],
             self.handle,
             (self.identities, self.profiles, self.privacy),
+            # Work under way (an event's next hop, an erasure) before new input.
+            first=(*self.internal, self.requests_topic),
         )
 
     def handle(self, record: Message) -> None:

@@ -101,7 +101,10 @@ class Batch:
 
 class BatchedStage:
     """Runs ``handle`` on every message fetched from ``topics``, batch by batch (see the
-    module). Create it before the worker starts; :meth:`run` is the body of its agent."""
+    module). Create it before the worker starts; :meth:`run` is the body of its agent.
+
+    ``first``: those of ``topics`` whose messages are taken before the others'
+    (:func:`~streams.runtime.faust_patches.fetches.read_first`)."""
 
     def __init__(
         self,
@@ -109,6 +112,7 @@ class BatchedStage:
         topics: list[str],
         handle: Callable[[Message], None],
         tables: tuple[PendingWrites[Any], ...] = (),
+        first: tuple[str, ...] = (),
     ) -> None:
         self.runtime = runtime
         self.handle = handle
@@ -127,6 +131,7 @@ class BatchedStage:
         """Per partition, the offset of the last message whose batch finished (this
         generation): its outputs and writes are out."""
         fetches.claim(runtime.app, topics, self.receive)
+        fetches.read_first(runtime.app, first)
 
     async def run(self) -> None:
         """Finish sealed batches for as long as the worker runs."""

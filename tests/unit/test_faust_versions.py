@@ -35,6 +35,8 @@ REPLACED = {
     ("faust.transport.consumer", "ThreadDelegateConsumer", "_getmany"): "2b6672f6c3c5",
     ("faust.transport.consumer", "ThreadDelegateConsumer", "_commit"): "894c0a0af4ae",
     ("faust.transport.consumer", "Consumer", "getmany"): "fb4700d31489",
+    # Read by the restricted fetch of the topics read first (its partitions come from here).
+    ("faust.transport.consumer", "Consumer", "_wait_next_records"): "97fc2cf4cf94",
     ("faust.transport.consumer", "Consumer", "seek"): "52c40ac02ed6",
     ("faust.transport.consumer", "Consumer", "perform_seek"): "b2fa31dd2a87",
     ("faust.utils.venusian", None, "attach"): "7b40706358e2",

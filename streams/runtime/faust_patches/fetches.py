@@ -6,6 +6,12 @@ and four sensor calls. At full load that was about 40 % of the worker's main thr
 than the stages' own work. Here the fetcher gives the messages of a topic a stage has
 claimed to that stage directly, everything one fetch brought in one call.
 
+Topics a stage reads first (its internal hops, privacy requests) are taken before anything
+else: each round of the loop first takes all their partitions hold, then a fetch of every
+partition of at most ``broker_max_poll_records`` messages. Under a backlog an unbounded
+fetch of every partition is seconds of work, and a record on its second or third hop (an
+erasure takes several) would wait that long at each of them.
+
 Everything else stays Faust's: group membership, the fetching itself, the read offsets and
 gaps kept below, commits (the stage tracks and acknowledges every message through the
 consumer), rebalances and table recovery. Topics no stage claimed take Faust's usual path.
@@ -14,11 +20,11 @@ consumer), rebalances and table recovery. Topics no stage claimed take Faust's u
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer
-from faust.types import AppT, Message
+from faust.types import TP, AppT, Message
 from mode import Service
 
 Receiver = Callable[[list[Message]], Awaitable[None]]
@@ -40,6 +46,16 @@ def claim(app: AppT, topics: list[str], receiver: Receiver) -> None:
     for topic in topics:
         if receivers.setdefault(topic, receiver) is not receiver:
             raise ValueError(f"topic {topic} is claimed by another stage already")
+
+
+def read_first(app: AppT, topics: Iterable[str]) -> None:
+    """Take what ``topics`` (claimed by a stage) hold before fetching the other topics."""
+    first_topics(app).update(topics)
+
+
+def first_topics(app: AppT) -> set[str]:
+    topics: set[str] = app.__dict__.setdefault("stage_first_topics", set())
+    return topics
 
 
 class FetchedForStages:
@@ -84,6 +100,7 @@ async def _drain_messages(self: Consumer, fetcher: Service) -> None:
     of claimed topics handed to their stages a fetch at a time; the rest as Faust does.
     tests/unit/test_faust_versions.py fails if the installed original differs."""
     receivers = receivers_of(self.app)
+    first = first_topics(self.app)
     callback = self.callback
     read_offset = self._read_offset
     acks_enabled_for = self.app.topics.acks_enabled_for
@@ -94,7 +111,7 @@ async def _drain_messages(self: Consumer, fetcher: Service) -> None:
         while not (self._stopped.is_set() or fetcher._stopped.is_set()):
             self.diag.set_flag(CONSUMER_FETCHING)
             fetched = FetchedForStages(receivers)
-            records = self.getmany(timeout=1.0)
+            records = _fetch(self, first)
             await self.sleep(0)
             if not self.should_stop:
                 async for tp, message in records:
@@ -133,3 +150,33 @@ async def _drain_messages(self: Consumer, fetcher: Service) -> None:
         raise
     finally:
         self.diag.unset_flag(CONSUMER_FETCHING)
+
+
+async def _fetch(self: Consumer, first: set[str]) -> AsyncIterator[tuple[TP, Message]]:
+    """Everything the partitions of the ``first`` topics hold now, then Faust's fetch of every
+    active partition: without waiting if the first brought something, else waiting up to a
+    second for data."""
+    urgent = {tp for tp in self._get_active_partitions() if tp.topic in first}
+    waited = 1.0
+    taken = bool(urgent)
+    while taken:
+        taken = False
+        async for item in _getmany_of(self, urgent):
+            taken = True
+            waited = 0.0
+            yield item
+    async for item in self.getmany(timeout=waited):
+        yield item
+
+
+async def _getmany_of(self: Consumer, partitions: set[TP]) -> AsyncIterator[tuple[TP, Message]]:
+    """Faust's ``getmany`` of ``partitions`` alone, without waiting: its only source of
+    the partitions to read (``_wait_next_records`` asks ``_get_active_partitions``) answers
+    ``partitions`` while it runs. Only this loop calls ``getmany``."""
+    consumer = cast(Any, self)
+    consumer._get_active_partitions = lambda: partitions
+    try:
+        async for item in self.getmany(timeout=0):
+            yield item
+    finally:
+        del consumer._get_active_partitions
