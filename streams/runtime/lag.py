@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from faust.types import TP
 
+from streams.events import now_ms
 from streams.runtime.faust_patches import fetches
 from streams.runtime.metrics import CONSUMER_LAG
 
@@ -51,6 +52,14 @@ def lags(
     return found
 
 
+class Ends(NamedTuple):
+    """End offsets as the broker answered a request sent at ``asked_at`` (ms): every record
+    produced before then is below them."""
+
+    asked_at: int
+    offsets: Mapping[TP, int]
+
+
 class EndOffsets:
     """Asks the broker for the end offsets of the partitions the worker's stages read."""
 
@@ -58,8 +67,11 @@ class EndOffsets:
         self._app = app
         self._timeout_s = timeout_s
         # A request to a stalled broker is left to finish in the consumer's thread; while
-        # it is out, no other is sent, so a long stall does not pile them up.
+        # it is out, no other is sent, so a long stall does not pile them up. An answer that
+        # comes in a later call is still dated by when its request was sent.
         self._asking: asyncio.Future[Mapping[TP, int]] | None = None
+        self._asked_at = 0
+        self._asked_for: list[TP] = []
 
     def held(self) -> list[TP]:
         """The input and internal partitions the worker holds now."""
@@ -81,11 +93,12 @@ class EndOffsets:
             found[tp] = state.position if state is not None and known else None
         return found
 
-    async def ask(self, partitions: list[TP]) -> Mapping[TP, int] | None:
+    async def ask(self, partitions: list[TP]) -> Ends | None:
         """Their end offsets, or None when the broker did not answer in time."""
         if not partitions:
-            return {}
+            return Ends(now_ms(), {})
         if self._asking is None:
+            self._asked_at, self._asked_for = now_ms(), partitions
             self._asking = asyncio.ensure_future(self._app.consumer.highwaters(*partitions))
         asking = self._asking
         done, _ = await asyncio.wait({asking}, timeout=self._timeout_s)
@@ -95,8 +108,9 @@ class EndOffsets:
         if asking.exception() is not None:  # e.g. the group is rebalancing
             log.debug("end offsets not known now (%s)", type(asking.exception()).__name__)
             return None
-        answered: Mapping[TP, int] = asking.result()
-        return answered
+        if self._asked_for != partitions:
+            return None  # asked before a rebalance: of other partitions than those held now
+        return Ends(self._asked_at, asking.result())
 
 
 class LagMonitor:
@@ -108,13 +122,13 @@ class LagMonitor:
 
     async def refresh(self) -> None:
         consumer = self._app.consumer
-        end_offsets = await self._end_offsets.ask(self._end_offsets.held())
-        if end_offsets is None:
+        ends = await self._end_offsets.ask(self._end_offsets.held())
+        if ends is None:
             return
         # The assignment may have changed while the broker answered.
         held = set(self._end_offsets.held())
         found = lags(
-            {tp: end for tp, end in end_offsets.items() if tp in held},
+            {tp: end for tp, end in ends.offsets.items() if tp in held},
             {tp: consumer._read_offset.get(tp) for tp in held},
         )
         CONSUMER_LAG.clear()

@@ -160,7 +160,7 @@ class RecheckTimer:
         if self._applied.wants_snapshot():
             ends = await self._end_offsets.ask(held)
             if ends is not None:
-                self._applied.snapshot(now, ends)
+                self._applied.snapshot(ends.asked_at, ends.offsets)
         return until
 
     def _follow_assignment(self) -> None:
