@@ -45,16 +45,18 @@ def event_rate(events: list[Event], journeys: Path | None, rounds: int) -> float
     return len(events) / best
 
 
-def waiting_profile(rules: Rules, n: int) -> Profile:
-    """A subscriber with a cart: waiting for the abandoned-cart reminder."""
+def waiting_profile(
+    rules: Rules, n: int, at: int = T0, traits: dict[str, str] | None = None
+) -> Profile:
+    """A subscriber who added to the cart at ``at``: waiting for the abandoned-cart reminder."""
     identity = Identity(email=f"w{n}@example.com")
     signup = Event(
         EventKind.IDENTIFY,
         f"s{n}",
-        T0,
+        at - 1,
         identity,
         {
-            "traits": {"first_name": "Ann"},
+            "traits": {"first_name": "Ann", **(traits or {})},
             "newsletter": "subscribed",
             "consent": {"email_marketing": True},
         },
@@ -62,7 +64,7 @@ def waiting_profile(rules: Rules, n: int) -> Profile:
     cart = Event(
         EventKind.PAGE_VIEW,
         f"c{n}",
-        T0 + 1,
+        at,
         identity,
         {
             "url": "https://shop/x",
@@ -75,8 +77,8 @@ def waiting_profile(rules: Rules, n: int) -> Profile:
         },
     )
     pid = f"p_{n:024x}"
-    profile = process(None, pid, signup, rules, T0).profile
-    return process(profile, pid, cart, rules, T0 + 1).profile
+    profile = process(None, pid, signup, rules, at - 1).profile
+    return process(profile, pid, cart, rules, at).profile
 
 
 def timers(count: int, due: int) -> dict[str, Any]:

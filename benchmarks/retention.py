@@ -25,11 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.fleet import Deployment, cpu_seconds, rss_bytes
-from benchmarks.measure import write_records
-from benchmarks.suite import create_compacted, machine
+from benchmarks.suite import machine, write_tables
 from streams.events import Event, EventKind, IdentifierKind, Identity, identifier_key, now_ms
 from streams.identity.resolver import Owner, profile_id_for
-from streams.runtime.app import changelog_topics
 from streams.runtime.broker import free_port, start_broker
 from streams.runtime.topics import ensure_topics
 from streams.steps.process import Rules, process
@@ -47,9 +45,7 @@ def stored_visitor(rules: Rules, last_seen: int) -> tuple[str, bytes]:
     for n, (category, product) in enumerate([("toys", "pram"), ("toys", "doll"), ("baking", "")]):
         body: dict[str, Any] = {"url": f"https://shop.example/{category}/{product}"}
         body |= {"category": category, "product_id": product or None, "action": "view"}
-        event = Event(
-            EventKind.PAGE_VIEW, f"t{n}", last_seen - n, Identity(TEMPLATE_DEVICE), body
-        )
+        event = Event(EventKind.PAGE_VIEW, f"t{n}", last_seen - n, Identity(TEMPLATE_DEVICE), body)
         profile = process(profile, profile_id, event, rules, last_seen).profile
     assert profile is not None
     return profile_id, profile.to_json()
@@ -76,15 +72,9 @@ def sweep(count: int, partitions: int, root: Path) -> dict[str, Any]:
     try:
         deployment.env["CDP_ANONYMOUS_RETENTION"] = "1h"
         ensure_topics(broker.bootstrap, deployment.settings)
-        identities, profiles = changelog_topics(deployment.settings)
-        for topic in (identities, profiles):
-            create_compacted(broker.bootstrap, topic, partitions)
         template = stored_visitor(Rules.load(), now_ms() - 2 * HOUR_MS)
         began = time.monotonic()
-        records = list(visitors(count, partitions, template))
-        write_records(broker.bootstrap, profiles, (profile for profile, _ in records))
-        write_records(broker.bootstrap, identities, (identity for _, identity in records))
-        del records
+        write_tables(deployment, list(visitors(count, partitions, template)))
         written_s = time.monotonic() - began
         worker = deployment.add_worker()
         ready_s = worker.start(timeout=1800)

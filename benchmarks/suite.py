@@ -43,13 +43,15 @@ from benchmarks.measure import (
     shopper_events,
     summary_ms,
     write_profile_changelog,
+    write_records,
 )
 from streams.demo.traffic import ACTIONS, parse_mix
 from streams.events import Event
-from streams.runtime.app import changelog_topics
+from streams.runtime.app import IDENTITIES_TABLE, PROFILES_TABLE, changelog_topics
 from streams.runtime.broker import EmbeddedBroker, free_port, start_broker
 from streams.runtime.kafka_broker import ApacheKafkaBroker, start_apache_kafka
 from streams.runtime.topics import ensure_topics
+from streams.runtime.worker_topics import changelog_topic
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 BROKERS = ("embedded", "apache-kafka")
@@ -351,6 +353,21 @@ def create_compacted(bootstrap: str, topic: str, partitions: int) -> None:
     )
     for future in admin.create_topics([new]).values():
         future.result(30)
+
+
+TableRecord = tuple[bytes, bytes]
+
+
+def write_tables(deployment: Deployment, records: list[tuple[TableRecord, TableRecord]]) -> None:
+    """Per person a profile table record and an identity table record (key, value), written
+    straight into the changelogs of a deployment no worker of which has started yet."""
+    settings = deployment.settings
+    identities = changelog_topic(settings, IDENTITIES_TABLE)
+    profiles = changelog_topic(settings, PROFILES_TABLE)
+    for topic in (identities, profiles):
+        create_compacted(deployment.bootstrap, topic, deployment.partitions)
+    write_records(deployment.bootstrap, profiles, (profile for profile, _ in records))
+    write_records(deployment.bootstrap, identities, (identity for _, identity in records))
 
 
 def stored_profiles(bootstrap: str, changelog: str, limit: int = 500) -> list[tuple[bytes, bytes]]:
