@@ -124,18 +124,10 @@ def run(
         time.sleep(max(0.0, (first_due - now_ms()) / 1000))
         firing_began = time.monotonic()
         cpu_before = cpu_seconds(pid)
-        load = threading.Thread(
-            target=produce,
-            args=(
-                broker.bootstrap,
-                deployment.settings,
-                shopper_events(int(rate * (spread_s + 5)), 20_000, 1),
-                rate,
-            ),
-            daemon=True,
-        )
         if rate:
-            load.start()
+            events = shopper_events(int(rate * (spread_s + 5)), 20_000, 1)
+            args = (broker.bootstrap, deployment.settings, events, rate)
+            threading.Thread(target=produce, args=args, daemon=True).start()
         while (fired := reminders(worker)) < due_count:
             if time.monotonic() - firing_began > 1800:
                 raise TimeoutError(f"only {fired:.0f} of {due_count} reminders sent")

@@ -47,7 +47,7 @@ from benchmarks.measure import (
 )
 from streams.demo.traffic import ACTIONS, parse_mix
 from streams.events import Event
-from streams.runtime.app import IDENTITIES_TABLE, PROFILES_TABLE, changelog_topics
+from streams.runtime.app import IDENTITIES_TABLE, PROFILES_TABLE
 from streams.runtime.broker import EmbeddedBroker, free_port, start_broker
 from streams.runtime.kafka_broker import ApacheKafkaBroker, start_apache_kafka
 from streams.runtime.topics import ensure_topics
@@ -299,14 +299,15 @@ class Bench:
         plan = self.plan
         source = self.deployments[0]
         deployment = self.deployment(0)  # its worker starts once the changelog is written
-        changelog = changelog_topics(deployment.settings)[1]
+        changelog = changelog_topic(deployment.settings, PROFILES_TABLE)
+        templates = changelog_topic(source.settings, PROFILES_TABLE)
         create_compacted(self.broker.bootstrap, changelog, plan.partitions)
         task = self.progress.add_task("restore: write the profile changelog", total=None)
         write_profile_changelog(
             self.broker.bootstrap,
             changelog,
             plan.profiles,
-            stored_profiles(self.broker.bootstrap, changelog_topics(source.settings)[1]),
+            stored_profiles(self.broker.bootstrap, templates),
         )
         self.progress.update(task, total=1, completed=1)
         # What the broker serves of it: the most any restore could read.

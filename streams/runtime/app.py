@@ -22,6 +22,7 @@ from streams.runtime import faust_patches, gc_tuning, pipeline
 from streams.runtime.context import Runtime, raw_table, raw_topic
 from streams.runtime.kafka_clients import client_config, faust_credentials
 from streams.runtime.sender import RecordSender, Transactional
+from streams.runtime.worker_topics import changelog_topic
 from streams.settings import ProcessingGuarantee, Settings
 from streams.steps.process import Rules
 
@@ -127,7 +128,7 @@ TABLES = (IDENTITIES_TABLE, PROFILES_TABLE, PRIVACY_TABLE)
 
 
 def changelog_topics(settings: Settings) -> list[str]:
-    return [f"{settings.app_id}-{name}-changelog" for name in TABLES]
+    return [changelog_topic(settings, name) for name in TABLES]
 
 
 STOPPED_CLEANLY_MARKER = ".stopped-cleanly"
