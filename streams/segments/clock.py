@@ -60,6 +60,10 @@ class ClockTerm:
 
     attribute: str  # the Profile attribute, epoch ms or None ("never", the epoch in CEL)
     duration_ms: int
+    flips_after_ms: tuple[int, ...] = (0, 1)
+    """When after that edge the result may flip: at it (``>=``, ``<``), a millisecond later
+    (``>``, ``<=``), or either, when the comparison is not known (a clock path's edges).
+    Known, a segment is rechecked once per flip instead of twice."""
 
 
 # Attribute of a clock path -> the instants at which the clock changes its paths' values.
@@ -96,22 +100,30 @@ def clock_terms(expression: str) -> tuple[ClockTerm, ...] | None:
             match, sign = ahead[start], -1
         if match is None or not _stands_alone(expression, match.start(), match.end()):
             return None
-        head, member, literal = match.group(1), match.group(2), match.groups()[-1]
+        head, member = match.group(1, 2)
+        operator, literal = match.groups()[-2:]
         path = head if member is None else f"{head}.{member}"
         attribute = CEL_TIMESTAMPS.get(path) or CEL_CLOCK_PATHS.get(path)
         duration_ms = _duration_ms(literal)
         if attribute is None or duration_ms is None:
             return None
-        terms.append(ClockTerm(attribute, sign * duration_ms))
+        terms.append(ClockTerm(attribute, sign * duration_ms, (_flip_lag(operator, sign),)))
     return tuple(terms)
+
+
+def _flip_lag(operator: str, sign: int) -> int:
+    """How long after its edge a term's comparison flips, in milliseconds: ``now - t >= d``
+    turns true at t + d itself, ``now - t > d`` a millisecond later; in the time-ahead form
+    (``t - now``, sign -1) the clock runs the other way."""
+    return 0 if (operator in (">=", "<")) == (sign == 1) else 1
 
 
 def next_change(terms: Iterable[ClockTerm], profile: Profile, now_ms: int) -> int | None:
     """The first instant after ``now_ms`` at which one of ``terms`` may flip for ``profile``;
     ``None`` when none can any more.
 
-    ``<`` and ``>=`` flip at timestamp + duration, ``<=`` and ``>`` a millisecond later; both
-    are candidates, so the operator need not be known.
+    A term flips at its edge, timestamp + duration, or a millisecond later
+    (:attr:`ClockTerm.flips_after_ms`).
     """
     due: int | None = None
     for term in terms:
@@ -119,7 +131,7 @@ def next_change(terms: Iterable[ClockTerm], profile: Profile, now_ms: int) -> in
         edges = CLOCK_EDGES.get(term.attribute)
         for base in (value or 0,) if edges is None else edges(value):
             edge = base + term.duration_ms
-            for instant in (edge, edge + 1):
+            for instant in (edge + lag for lag in term.flips_after_ms):
                 if instant > now_ms and (due is None or instant < due):
                     due = instant
     return due
