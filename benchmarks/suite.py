@@ -47,11 +47,10 @@ from benchmarks.measure import (
 )
 from streams.demo.traffic import ACTIONS, parse_mix
 from streams.events import Event
-from streams.runtime.app import IDENTITIES_TABLE, PROFILES_TABLE
 from streams.runtime.broker import EmbeddedBroker, free_port, start_broker
 from streams.runtime.kafka_broker import ApacheKafkaBroker, start_apache_kafka
 from streams.runtime.topics import ensure_topics
-from streams.runtime.worker_topics import changelog_topic
+from streams.runtime.worker_topics import IDENTITIES_TABLE, PROFILES_TABLE, changelog_topic
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 BROKERS = ("embedded", "apache-kafka")

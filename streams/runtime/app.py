@@ -22,15 +22,17 @@ from streams.runtime import faust_patches, gc_tuning, pipeline
 from streams.runtime.context import Runtime, raw_table, raw_topic
 from streams.runtime.kafka_clients import client_config, faust_credentials
 from streams.runtime.sender import RecordSender, Transactional
-from streams.runtime.worker_topics import changelog_topic
+from streams.runtime.worker_topics import (
+    IDENTITIES_TABLE,
+    PRIVACY_TABLE,
+    PROFILES_TABLE,
+    TABLES,
+    changelog_topic,
+)
 from streams.settings import ProcessingGuarantee, Settings
 from streams.steps.process import Rules
 
 log = logging.getLogger(__name__)
-
-IDENTITIES_TABLE = "identities"
-PROFILES_TABLE = "profiles"
-PRIVACY_TABLE = "privacy"
 
 
 def build_faust_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -122,9 +124,6 @@ def transactional(settings: Settings) -> Transactional | None:
     if settings.processing_guarantee is not ProcessingGuarantee.EXACTLY_ONCE:
         return None
     return Transactional(f"{settings.app_id}:{settings.api_url}", settings.app_id)
-
-
-TABLES = (IDENTITIES_TABLE, PROFILES_TABLE, PRIVACY_TABLE)
 
 
 def changelog_topics(settings: Settings) -> list[str]:

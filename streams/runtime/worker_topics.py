@@ -32,7 +32,11 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TABLES = ("identities", "profiles", "privacy")
+IDENTITIES_TABLE = "identities"
+PROFILES_TABLE = "profiles"
+PRIVACY_TABLE = "privacy"
+TABLES = (IDENTITIES_TABLE, PROFILES_TABLE, PRIVACY_TABLE)
+"""The worker's tables, each with a changelog topic (:func:`changelog_topic`)."""
 
 
 @dataclass(frozen=True)
