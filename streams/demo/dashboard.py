@@ -54,6 +54,10 @@ class DemoStats:
         self.segment_entries: Counter[str] = Counter()
         self.segment_exits: Counter[str] = Counter()
         self.triggers: Counter[str] = Counter()
+        # Sends held back to a later time (quiet hours, a frequency cap, a stay), by journey
+        # and by reason: at night every send of the shipped journeys is one of these.
+        self.deferred: Counter[str] = Counter()
+        self.deferred_reasons: Counter[str] = Counter()
         self.merges = 0
         self.profiles: set[str] = set()
         # (style, line) pairs, newest last.
@@ -99,6 +103,27 @@ class DemoStats:
         label = f"{journey}/{step}" if step else journey
         when = _clock_time(record.get("occurred_at"))
         self.feed.append(("cyan", f"{when} {_short(profile)} triggered {label}{target}"))
+
+    def record_journey_event(self, record: Mapping[str, Any]) -> None:
+        """Counts the deferred sends; the other journey decisions are not shown."""
+        if record.get("kind") != "suppressed" or record.get("action") != "deferred":
+            return
+        profile = str(record.get("profile_id", "?"))
+        journey = str(record.get("journey", "?"))
+        step = record.get("step")
+        reason = str(record.get("reason", "?"))
+        self.deferred[journey] += 1
+        self.deferred_reasons[reason] += 1
+        self.profiles.add(profile)
+        label = f"{journey}/{step}" if step else journey
+        until = _clock_time(record.get("due_at")).strip()
+        self.feed.append(
+            (
+                "blue",
+                f"{_clock_time(record.get('occurred_at'))} {_short(profile)} deferred {label}"
+                f" ({reason})" + (f" to {until} UTC" if until else ""),
+            )
+        )
 
     def record_merge(self, record: Mapping[str, Any]) -> None:
         merged_away = str(record.get("from_profile_id", "?"))
@@ -177,10 +202,11 @@ def _journeys_table(stats: DemoStats) -> Table:
     table = Table(title="Journeys", box=box.SIMPLE_HEAD, expand=True, title_justify="left")
     table.add_column("journey", style="bold")
     table.add_column("triggers", justify="right", style="cyan")
-    for name, count in sorted(stats.triggers.items()):
-        table.add_row(name, _number(count))
-    if not stats.triggers:
-        table.add_row(Text("waiting for triggers…", style="dim"), "")
+    table.add_column("deferred", justify="right", style="blue")
+    for name in sorted(set(stats.triggers) | set(stats.deferred)):
+        table.add_row(name, _number(stats.triggers[name]), _number(stats.deferred[name]))
+    if not stats.triggers and not stats.deferred:
+        table.add_row(Text("waiting for triggers…", style="dim"), "", "")
     return table
 
 
@@ -194,7 +220,7 @@ def _feed_panel(stats: DemoStats) -> Panel:
         lines.append("nothing yet", style="dim")
     return Panel(
         lines,
-        title="Latest segment changes, triggers and merges",
+        title="Latest segment changes, triggers, deferred sends and merges",
         title_align="left",
         height=FEED_SIZE + 2,
     )
@@ -249,7 +275,7 @@ def progress_line(stats: DemoStats, elapsed_s: float, duration_s: float | None) 
         f"({stats.events_per_second():,.0f}/s), {len(stats.profiles):,} profiles, "
         f"{sum(stats.segment_entries.values()):,} segment entries, "
         f"{sum(stats.segment_exits.values()):,} exits, {sum(stats.triggers.values()):,} "
-        f"journey triggers, {stats.merges:,} merges, "
+        f"journey triggers ({sum(stats.deferred.values()):,} deferred), {stats.merges:,} merges, "
         f"{sum(stats.dead_letters.values()):,} dead letters"
     )
 
@@ -293,6 +319,9 @@ def summary(stats: DemoStats, *, elapsed_s: float | None = None) -> RenderableTy
     table.add_row("segment entries", _number(sum(stats.segment_entries.values())))
     table.add_row("segment exits", _number(sum(stats.segment_exits.values())))
     table.add_row("journey triggers", _number(sum(stats.triggers.values())))
+    table.add_row("journey sends deferred", _number(sum(stats.deferred.values())))
+    if stats.deferred_reasons:
+        table.add_row("", _counter_line(stats.deferred_reasons))
     table.add_row("identity merges", _number(stats.merges))
     table.add_row("dead letters", _number(sum(stats.dead_letters.values())))
     tables = Table.grid(expand=True, padding=(0, 2))

@@ -7,9 +7,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from rich.console import Console
@@ -164,8 +162,8 @@ def _run(
         "JourneyTrigger": stats.record_trigger,
         "IdentityMerge": stats.record_merge,
         "DeadLetter": stats.record_dead_letter,
-        # Every journey decision: the demo shows the sends (triggers), not each decision.
-        "JourneyEvent": _ignore,
+        # Of the journey decisions the demo shows the deferred sends beside the sends.
+        "JourneyEvent": stats.record_journey_event,
     }
     emails = simulation.subscriber_emails
     started = time.monotonic()
@@ -219,7 +217,3 @@ def _run(
         consumer.close()
     console.print(summary(stats, elapsed_s=time.monotonic() - started))
     return code
-
-
-def _ignore(record: Mapping[str, Any]) -> None:
-    pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -54,6 +55,25 @@ def _trigger(profile: str, journey: str, step: str = "send") -> dict[str, Any]:
     }
 
 
+def _journey_event(
+    profile: str, journey: str, kind: str = "suppressed", action: str | None = "deferred"
+) -> dict[str, Any]:
+    return {
+        "event_id": f"j-{profile}",
+        "profile_id": profile,
+        "journey": journey,
+        "kind": kind,
+        "step": "cart_reminder_1",
+        "reason": "quiet_hours" if kind == "suppressed" else None,
+        "action": action,
+        "due_at": OCCURRED + 12 * 3_600_000 if action == "deferred" else None,
+        "occurred_at": OCCURRED,
+        "sequence": 1,
+        "entry_id": "e-3",
+        "cause_id": "timer:1",
+    }
+
+
 def _dead_letter(reason: str) -> dict[str, Any]:
     return {
         "topic": "cdp.orders",
@@ -82,6 +102,9 @@ def stats() -> DemoStats:
     stats.record_trigger(_trigger("p_3fa90c81d2", "welcome", "ask_name"))
     stats.record_trigger(_trigger("p_77aa01", "welcome", "ask_name"))
     stats.record_trigger(_trigger("p_77aa01", "inspiration"))
+    stats.record_journey_event(_journey_event("p_77aa01", "abandoned_cart"))
+    stats.record_journey_event(_journey_event("p_77aa01", "abandoned_cart", action="skipped"))
+    stats.record_journey_event(_journey_event("p_77aa01", "welcome", "waiting", None))
     stats.record_dead_letter(_dead_letter("schema_violation"))
     stats.record_dead_letter(_dead_letter("schema_violation"))
     stats.record_dead_letter(_dead_letter("invalid_json"))
@@ -94,12 +117,18 @@ def test_counters_follow_the_records(stats: DemoStats) -> None:
     assert stats.segment_entries == {"interest_toys": 3, "subscribers": 1}
     assert stats.segment_exits == {"interest_toys": 1}
     assert stats.triggers == {"welcome": 2, "inspiration": 1}
+    assert stats.deferred == {"abandoned_cart": 1}
+    assert stats.deferred_reasons == {"quiet_hours": 1}
     assert stats.dead_letters == {"schema_violation": 2, "invalid_json": 1}
     assert stats.profiles == {"p_3fa90c81d2", "p_3fa91c81d2", "p_3fa92c81d2", "p_77aa01"}
     assert stats.feed[-1] == (
+        "blue",
+        "08:20:00 p_77aa01 deferred abandoned_cart/cart_reminder_1 (quiet_hours) to 20:20:00 UTC",
+    )
+    assert (
         "cyan",
         "08:20:00 p_77aa01 triggered inspiration/send → anna.smith1@example.com",
-    )
+    ) in stats.feed
     assert ("green", "08:20:00 p_3fa90c… entered interest_toys") in stats.feed
     assert ("yellow", "08:20:00 p_3fa90c… exited interest_toys") in stats.feed
 
@@ -185,6 +214,18 @@ def test_summary_reports_totals(stats: DemoStats) -> None:
     assert rows["segment entries"] == "4"
     assert rows["segment exits"] == "1"
     assert rows["journey triggers"] == "3"
+    assert rows["journey sends deferred"] == "1"
+    assert "quiet_hours 1" in text
     assert rows["dead letters"] == "3"
     assert "interest_toys" in text
     assert "inspiration" in text
+
+
+def test_a_run_at_night_shows_the_deferred_sends() -> None:
+    """In quiet hours every send is deferred: the journeys table says so instead of waiting."""
+    stats = DemoStats()
+    stats.record_journey_event(_journey_event("p_1", "welcome"))
+    text = _text(render(stats, api_urls=[], elapsed_s=1, duration_s=None))
+    assert "waiting for triggers" not in text
+    assert re.search(r"welcome +0 +1\b", text)  # triggers, deferred
+    assert "p_1 deferred welcome/cart_reminder_1 (quiet_hours)" in text
