@@ -186,16 +186,36 @@ class Deployment:
         self.workers.append(worker)
         return worker
 
-    def start(self, count: int) -> None:
+    def start(self, count: int, timeout: float = 120.0) -> None:
         for _ in range(count):
-            self.add_worker().start()
+            self.add_worker().start(timeout)
         # Every worker ready means every partition is assigned after the last join.
         for worker in self.workers:
-            if worker.process is None or not wait_ready(worker.api, worker.process, 120):
+            if worker.process is None or not wait_ready(worker.api, worker.process, timeout):
                 raise RuntimeError("a worker did not become ready after the last join")
 
     def processed(self) -> float:
-        return sum(worker.processed() for worker in self.workers if worker.process is not None)
+        return sum(worker.processed() for worker in self.running())
+
+    def running(self) -> list[Worker]:
+        return [worker for worker in self.workers if worker.process is not None]
+
+    def metric(self, sample: str, **labels: str) -> float:
+        """``sample`` with ``labels`` summed over the running workers' ``/metrics``."""
+        return sum(sample_total(worker.exposition(), sample, **labels) for worker in self.running())
+
+    def histogram(self, name: str) -> Histogram:
+        """The running workers' histograms ``name``, added up."""
+        parts = [worker.histogram(name) for worker in self.running()]
+        buckets: dict[float, float] = {}
+        for part in parts:
+            for bound, seen in part.buckets:
+                buckets[bound] = buckets.get(bound, 0.0) + seen
+        return Histogram(
+            sum(part.count for part in parts),
+            sum(part.total_s for part in parts),
+            tuple(sorted(buckets.items())),
+        )
 
     def stop(self) -> None:
         for worker in self.workers:

@@ -159,7 +159,7 @@ TIMER_LATENESS_SECONDS = Histogram(
     "cdp_timer_lateness_seconds",
     "How long after its due time a profile's timer ran (due journey steps and segment"
     " rechecks): at most CDP_RECHECK_INTERVAL_SECONDS plus the time to run the due ones.",
-    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900),
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
     registry=REGISTRY,
 )
 EXPIRED_PROFILES = Counter(
