@@ -324,12 +324,9 @@ def summary(stats: DemoStats, *, elapsed_s: float | None = None) -> RenderableTy
         table.add_row("", _counter_line(stats.deferred_reasons))
     table.add_row("identity merges", _number(stats.merges))
     table.add_row("dead letters", _number(sum(stats.dead_letters.values())))
-    tables = Table.grid(expand=True, padding=(0, 2))
-    tables.add_column(ratio=3)
-    tables.add_column(ratio=2)
-    tables.add_row(_segments_table(stats), _journeys_table(stats))
+    # One above the other: printed once, often 80 columns wide, names must not be cut.
     return Panel(
-        Group(table, tables, _dead_letter_line(stats)),
+        Group(table, _segments_table(stats), _journeys_table(stats), _dead_letter_line(stats)),
         title="cdp-streams demo — summary",
         title_align="left",
         border_style="blue",

@@ -25,8 +25,8 @@ class FakeClock:
         return self.now
 
 
-def _text(renderable: RenderableType) -> str:
-    console = Console(record=True, width=120, color_system=None)
+def _text(renderable: RenderableType, width: int = 120) -> str:
+    console = Console(record=True, width=width, color_system=None)
     console.print(renderable)
     return console.export_text()
 
@@ -229,3 +229,14 @@ def test_a_run_at_night_shows_the_deferred_sends() -> None:
     assert "waiting for triggers" not in text
     assert re.search(r"welcome +0 +1\b", text)  # triggers, deferred
     assert "p_1 deferred welcome/cart_reminder_1 (quiet_hours)" in text
+
+
+def test_the_summary_does_not_cut_names_in_80_columns() -> None:
+    """The summary is printed once, often to a pipe or a CI log 80 columns wide."""
+    stats = DemoStats()
+    stats.record_segment_change(_change("p_1", "newsletter_subscriber"))
+    stats.record_trigger(_trigger("p_1", "interest_inspiration"))
+    stats.record_journey_event(_journey_event("p_1", "post_purchase"))
+    text = _text(summary(stats, elapsed_s=1), width=80)
+    for name in ("newsletter_subscriber", "interest_inspiration", "post_purchase", "deferred"):
+        assert name in text
