@@ -132,7 +132,7 @@ def test_an_abandoned_cart_enters_its_segment_without_another_event(
     assert [t["email"] for t in triggers if t["journey"] == "cart_reminder"] == [email]
     profile = worker.get("/profiles", email=email).json()
     assert "cart_abandoner" in profile["segments"]
-    # Rechecked once, at the instant "> 4s" turns true; then none is due.
+    # Rechecked once, at the instant ">= 4s" turns true; then none is due.
     wait_until(lambda: worker.get("/profiles", email=email).json()["segment_recheck_at"] is None)
     metrics = worker.get("/metrics").text
     assert sample_total(metrics, "cdp_segment_rechecks_total", outcome="evaluated") == 1
@@ -166,7 +166,7 @@ def test_a_recheck_due_while_no_worker_ran_comes_after_the_restart(
     changes = abandoned(topics, timeout=ABANDONED_AFTER_S + 30)
     entered = [c for c in changes if c["segment"] == "cart_abandoner"]
     assert [c["change"] for c in entered] == ["entered"]
-    # Rechecked at the instant "> 4s" turns true: the one stored before the kill.
+    # Rechecked at the instant ">= 4s" turns true: the one stored before the kill.
     assert entered[0]["cause_event_id"] == f"recheck:{profile['segment_recheck_at']}"
     # The change is sent before the batch's table values are written: read until it shows.
     wait_until(

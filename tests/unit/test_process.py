@@ -202,8 +202,8 @@ def test_segments_stored_before_recheck_times_are_evaluated_in_full_at_the_next_
 
     assert upgraded.segment_rules == ""
     assert [(c.segment, c.change) for c in later.segment_changes] == [("customer", "exited")]
-    # The cart abandoner's `now - last add > 1h` turns true a millisecond after the hour.
-    assert later.profile.segment_recheck_at == NOW + 3_600_000 + 1
+    # The cart abandoner's `now - last add >= 1h` turns true at the hour.
+    assert later.profile.segment_recheck_at == NOW + 3_600_000
 
 
 def rules_of(tmp_path: Path, segments: str) -> Rules:
@@ -254,24 +254,24 @@ def test_a_recheck_enters_the_segment_at_the_instant_the_clock_flips_it(tmp_path
     rules = Rules.load(None, journeys)
     profile = abandoned_cart(rules)
     edge = NOW + 3_600_000
-    # `now - last add > 1h` turns true a millisecond after the hour: one recheck, then.
-    assert profile.segment_recheck_at == edge + 1
+    # `now - last add >= 1h` turns true at the hour: one recheck, then.
+    assert profile.segment_recheck_at == edge
 
-    after = recheck(profile, edge + 1, rules)
+    after = recheck(profile, edge, rules)
     assert [c.to_record() for c in after.segment_changes] == [
         {
             "profile_id": "p-1",
             "segment": "cart_abandoner",
             "change": "entered",
             "sequence": profile.segment_sequence + 1,
-            "occurred_at": edge + 1,
-            "cause_event_id": recheck_cause(edge + 1),
+            "occurred_at": edge,
+            "cause_event_id": recheck_cause(edge),
         }
     ]
     assert [t.journey for t in after.triggers] == ["cart_reminder"]
     assert after.profile.segment_recheck_at is None
     # Run again on the same stored profile (a crash before it was written): the same outputs.
-    assert records([recheck(profile, edge + 1, rules)]) == records([after])
+    assert records([recheck(profile, edge, rules)]) == records([after])
 
 
 def test_a_recheck_no_longer_the_profiles_own_changes_nothing(tmp_path: Path) -> None:
@@ -309,10 +309,10 @@ def test_an_event_after_a_recheck_time_finds_the_profile_as_the_recheck_left_it(
     edge = NOW + 3_600_000
     view = page_view("toys", at=edge + 60_000, event_id="late-view")
     woken = process(profile, "p-1", view, RULES, edge + 60_000)
-    rechecked = recheck(recheck(profile, edge, RULES).profile, edge + 1, RULES)
+    rechecked = recheck(profile, edge, RULES)
     then_viewed = process(rechecked.profile, "p-1", view, RULES, edge + 60_000)
     assert [(c.segment, c.cause_event_id) for c in woken.segment_changes] == [
-        ("cart_abandoner", recheck_cause(edge + 1))
+        ("cart_abandoner", recheck_cause(edge))
     ]
     assert records([woken]) == records([rechecked, then_viewed])
     assert woken.profile.to_dict() == then_viewed.profile.to_dict()

@@ -330,9 +330,10 @@ def test_a_clock_expression_runs_again_once_the_clock_reaches_the_recheck_time(
 
 def test_the_recheck_time_is_the_first_instant_a_clock_term_flips() -> None:
     p = fold([email_event("opened", at=T0), page_view("toys", "p1", "add_to_cart", at=T0 + 5)])
-    # The cart abandoner's `> duration("1h")` turns a millisecond after the hour.
-    assert evaluate(DEFAULTS, p, T0 + 10).recheck_at == T0 + 5 + HOUR + 1
-    assert evaluate(DEFAULTS, p, T0 + 5 + HOUR).recheck_at == T0 + 5 + HOUR + 1
+    # The cart abandoner's `>= duration("1h")` turns at the hour.
+    assert evaluate(DEFAULTS, p, T0 + 10).recheck_at == T0 + 5 + HOUR
+    # Then nothing until the engaged reader's `< duration("720h")` turns.
+    assert evaluate(DEFAULTS, p, T0 + 5 + HOUR).recheck_at == T0 + 30 * DAY
     assert evaluate(DEFAULTS, p, T0 + 2 * HOUR).recheck_at == T0 + 30 * DAY
     # Nothing left to flip: "never" is the epoch, whose edges are long past.
     assert evaluate(DEFAULTS, p, T0 + 31 * DAY).recheck_at is None
