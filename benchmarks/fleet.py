@@ -80,6 +80,28 @@ def bucket_quantile(cumulative: list[tuple[float, float]], fraction: float) -> f
     return lower_bound
 
 
+def histogram_in(expositions: list[str], name: str, **labels: str) -> Histogram:
+    """Histogram ``name`` in ``expositions`` (``/metrics`` texts), summed over them and over
+    their label sets that have ``labels``."""
+    totals: dict[str, float] = {}
+    buckets: dict[float, float] = {}
+    for exposition in expositions:
+        for family in text_string_to_metric_families(exposition):
+            for found in family.samples:
+                if not (found.name.startswith(name) and labels.items() <= found.labels.items()):
+                    continue
+                if found.name == f"{name}_bucket":
+                    bound = float(found.labels["le"])
+                    buckets[bound] = buckets.get(bound, 0.0) + found.value
+                else:
+                    totals[found.name] = totals.get(found.name, 0.0) + found.value
+    return Histogram(
+        totals.get(f"{name}_count", 0.0),
+        totals.get(f"{name}_sum", 0.0),
+        tuple(sorted(buckets.items())),
+    )
+
+
 @dataclass
 class Worker:
     """One ``cdp worker`` process with its own data directory and API port."""
@@ -123,22 +145,7 @@ class Worker:
     def histogram(self, name: str, **labels: str) -> Histogram:
         """What the worker's histogram ``name`` (summed over its label sets with ``labels``)
         holds."""
-        totals: dict[str, float] = {}
-        buckets: dict[float, float] = {}
-        for family in text_string_to_metric_families(self.exposition()):
-            for found in family.samples:
-                if not (found.name.startswith(name) and labels.items() <= found.labels.items()):
-                    continue
-                if found.name == f"{name}_bucket":
-                    bound = float(found.labels["le"])
-                    buckets[bound] = buckets.get(bound, 0.0) + found.value
-                else:
-                    totals[found.name] = totals.get(found.name, 0.0) + found.value
-        return Histogram(
-            totals.get(f"{name}_count", 0.0),
-            totals.get(f"{name}_sum", 0.0),
-            tuple(sorted(buckets.items())),
-        )
+        return histogram_in([self.exposition()], name, **labels)
 
     def exposition(self) -> str:
         return local_http().get(f"{self.api}/metrics").text
@@ -206,16 +213,7 @@ class Deployment:
 
     def histogram(self, name: str) -> Histogram:
         """The running workers' histograms ``name``, added up."""
-        parts = [worker.histogram(name) for worker in self.running()]
-        buckets: dict[float, float] = {}
-        for part in parts:
-            for bound, seen in part.buckets:
-                buckets[bound] = buckets.get(bound, 0.0) + seen
-        return Histogram(
-            sum(part.count for part in parts),
-            sum(part.total_s for part in parts),
-            tuple(sorted(buckets.items())),
-        )
+        return histogram_in([worker.exposition() for worker in self.running()], name)
 
     def stop(self) -> None:
         for worker in self.workers:

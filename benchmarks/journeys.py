@@ -108,18 +108,20 @@ def timers(count: int, due: int) -> dict[str, Any]:
     for data in stored:
         profile = load_stored(data)
         assert isinstance(profile, Profile)
-        reminder_at = profile.wake_at
-        assert reminder_at is not None
-        at: int | None = reminder_at
-        while at is not None and at < reminder_at + 1000:
+        at = profile.wake_at
+        assert at is not None
+        second_ends = at + 1000
+        while True:
             outcome = recheck(profile, at, rules)
             sent += len(outcome.triggers)
             runs += 1
             data = dump_stored(outcome.profile)
-            at = outcome.profile.wake_at
-            if at is not None and at < reminder_at + 1000:
-                profile = load_stored(data)
-                assert isinstance(profile, Profile)
+            next_at = outcome.profile.wake_at
+            if next_at is None or next_at >= second_ends:
+                break
+            at = next_at
+            profile = load_stored(data)
+            assert isinstance(profile, Profile)
     run_s = time.process_time() - began
     assert sent == len(stored), sent
     return {
